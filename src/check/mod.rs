@@ -1,0 +1,1 @@
+//! Read-only consistency checker: compares a source and a target keyspace.

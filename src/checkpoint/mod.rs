@@ -1,0 +1,1 @@
+//! Versioned on-disk checkpoint of per-flow LSNs, saved atomically.

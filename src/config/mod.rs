@@ -1,0 +1,1 @@
+//! YAML configuration: schema, `${ENV}` expansion, validation into a resolved `Config`.

@@ -1,0 +1,1 @@
+//! Sans-IO decoder of Dragonfly's journal stream (packed integers, opcodes, LSNs).

@@ -1,0 +1,1 @@
+//! The only place threads and channels are created: flows, writers, coordinator, shutdown.

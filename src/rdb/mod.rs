@@ -1,0 +1,1 @@
+//! Sans-IO decoder of Dragonfly's full-sync snapshot stream (RDB with Dragonfly's opcodes).

@@ -1,0 +1,1 @@
+//! RESP reply decoding and Redis error classification.

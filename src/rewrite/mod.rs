@@ -1,0 +1,1 @@
+//! Pure functions turning decoded snapshot entries and journal commands into Redis commands.

@@ -1,0 +1,1 @@
+//! Cluster slot routing: CRC16, hashtags, slot maps, splitting multi-key commands.

@@ -1,0 +1,1 @@
+//! The replica side of Dragonfly's replication handshake and the per-flow read loop.

@@ -1,0 +1,1 @@
+//! Redis target connections, topology discovery and pipelined writers.

@@ -1,0 +1,1 @@
+//! Checked primitive reads over untrusted bytes, with caps on every length.

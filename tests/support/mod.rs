@@ -1,0 +1,1 @@
+//! Test fixtures: real redis-server processes on loopback, cleaned up on drop.

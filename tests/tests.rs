@@ -1,0 +1,14 @@
+//! The one integration test binary: a module per area, real servers started by `support`.
+
+mod support;
+
+mod cli;
+mod cluster;
+mod config;
+mod emulator;
+mod journal;
+mod net;
+mod rdb;
+mod recordings;
+mod resp;
+mod rewrite;
