@@ -36,6 +36,7 @@ fn plain_connect() {
 fn password_auth() {
     let s = RedisServer::builder().password("s3cret-pw").start();
     let mut c = Conn::connect(&s.endpoint()).unwrap();
+    assert!(!format!("{c:?}").contains("s3cret-pw"));
     set_get(&mut c);
 
     // Without credentials the server refuses commands: classified as Auth.
