@@ -283,3 +283,21 @@ fn recorded_flow_reply_then_raw_snapshot_bytes() {
     // The command went out as a RESP array of five bulk strings.
     assert_eq!(sent, b"*5\r\n");
 }
+
+/// The harness kills the server and removes its directory when the test using it panics.
+#[test]
+fn harness_cleans_up_after_a_panicking_test() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let s = RedisServer::start();
+        tx.send((s.pid(), s.dir().to_path_buf())).unwrap();
+        panic!("deliberate panic to exercise the harness's Drop");
+    });
+    assert!(t.join().is_err());
+    let (pid, dir) = rx.recv().unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "redis-server {pid} still running"
+    );
+    assert!(!dir.exists(), "{} not removed", dir.display());
+}
