@@ -625,3 +625,56 @@ fn sample_config_parses() {
         assert!(text.contains(section), "sample lacks {section}");
     }
 }
+
+/// Replacing any value of a full config with junk yields `Ok` or an error naming a key, never
+/// a panic: the config file is user input.
+#[test]
+fn junk_values_never_panic() {
+    use proptest::prelude::*;
+    let base = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/replicate.sample.yaml"
+    ))
+    .unwrap();
+    let lines: Vec<String> = base.lines().map(str::to_string).collect();
+    let junk = prop::sample::select(vec![
+        "",
+        "~",
+        "-1",
+        "1e99",
+        "18446744073709551616",
+        "[]",
+        "[[[]]]",
+        "{}",
+        "{a: {b: c}}",
+        "!!binary aGVsbG8=",
+        "!custom 5",
+        "${UNSET_VAR_FOR_TEST}",
+        "${",
+        "$${x}",
+        "\"\\u0000\\u001b[31m\"",
+        "[\"a:1\", 2, ~]",
+        "0-99999",
+        "9999999999999999999999d",
+        "ｈｏｓｔ:６３７９",
+    ]);
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(
+            &(0..lines.len(), junk, any::<bool>()),
+            |(i, junk, drop_line)| {
+                let mut l = lines.clone();
+                if drop_line {
+                    l.remove(i);
+                } else if let Some((key, _)) = l[i].split_once(':') {
+                    l[i] = format!("{key}: {junk}");
+                }
+                match Config::from_yaml_str_with_env(&l.join("\n"), "junk.yaml", &env) {
+                    Ok(_) => {}
+                    Err(e) => prop_assert!(e.to_string().starts_with("config junk.yaml")),
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}

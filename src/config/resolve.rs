@@ -236,7 +236,7 @@ impl Resolver<'_> {
             }
         };
         let (username, password) = self.credentials(ctx, &s);
-        let tls = self.tls_opt(ctx, &s, addr.as_deref());
+        let tls = self.tls_opt(ctx, &s);
         let connect_timeout = timeout(ctx, &s, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
         let io_timeout = timeout(ctx, &s, "io_timeout", DEFAULT_IO_TIMEOUT);
         Some(SourceConfig {
@@ -251,28 +251,41 @@ impl Resolver<'_> {
 
     fn target(&self, ctx: &mut Ctx, path: &str, v: &Value) -> Option<TargetConfig> {
         let s = ctx.section(path, v, TARGET_KEYS)?;
-        let kind = match s.get("type") {
+        // Checked first so that an address problem below does not hide these.
+        let (username, password) = self.credentials(ctx, &s);
+        let tls = self.tls_opt(ctx, &s);
+        let connect_timeout = timeout(ctx, &s, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
+        let io_timeout = timeout(ctx, &s, "io_timeout", DEFAULT_IO_TIMEOUT);
+        // `None` = not given; `Some(None)` = given but invalid (reported; the addresses are
+        // still checked so one run shows every problem).
+        let kind: Option<Option<TargetKind>> = match s.get("type") {
             None => None,
-            Some((k, v)) => match ctx.string(&k, v, false) {
-                None => return None,
-                Some(t) => match t.to_ascii_lowercase().as_str() {
-                    "redis-standalone" | "standalone" | "redis" => Some(TargetKind::Standalone),
-                    "redis-cluster" | "cluster" => Some(TargetKind::Cluster),
-                    _ => {
-                        let names = ["redis-standalone", "redis-cluster"];
-                        let hint = match suggest(&t, &names) {
-                            Some(n) => format!("did you mean `{n}`?"),
-                            None => "expected `redis-standalone` or `redis-cluster`".to_string(),
-                        };
-                        ctx.problem(
-                            &k,
-                            Some(show_str(&t)),
-                            format!("unknown target type; {hint}"),
-                        );
-                        return None;
-                    }
-                },
-            },
+            Some((k, v)) => {
+                Some(
+                    ctx.string(&k, v, false)
+                        .and_then(|t| match t.to_ascii_lowercase().as_str() {
+                            "redis-standalone" | "standalone" | "redis" => {
+                                Some(TargetKind::Standalone)
+                            }
+                            "redis-cluster" | "cluster" => Some(TargetKind::Cluster),
+                            _ => {
+                                let names = ["redis-standalone", "redis-cluster"];
+                                let hint = match suggest(&t, &names) {
+                                    Some(n) => format!("did you mean `{n}`?"),
+                                    None => {
+                                        "expected `redis-standalone` or `redis-cluster`".to_string()
+                                    }
+                                };
+                                ctx.problem(
+                                    &k,
+                                    Some(show_str(&t)),
+                                    format!("unknown target type; {hint}"),
+                                );
+                                None
+                            }
+                        }),
+                )
+            }
         };
 
         // Exactly one of the address spellings.
@@ -334,7 +347,8 @@ impl Resolver<'_> {
             return None;
         }
         let kind = match kind {
-            Some(k) => k,
+            Some(Some(k)) => k,
+            Some(None) => return None,
             None if seeds.len() > 1 => {
                 ctx.problem(
                     &join(path, "type"),
@@ -356,10 +370,6 @@ impl Resolver<'_> {
             );
             return None;
         }
-        let (username, password) = self.credentials(ctx, &s);
-        let tls = self.tls_opt(ctx, &s, seeds.first().map(String::as_str));
-        let connect_timeout = timeout(ctx, &s, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
-        let io_timeout = timeout(ctx, &s, "io_timeout", DEFAULT_IO_TIMEOUT);
         if !ok {
             return None;
         }
@@ -412,12 +422,7 @@ impl Resolver<'_> {
     }
 
     /// `tls`: absent/false = plain TCP; `true` = TLS with system roots; a map = options.
-    fn tls_opt(
-        &self,
-        ctx: &mut Ctx,
-        s: &Section,
-        addr: Option<&str>,
-    ) -> Option<Option<TlsOptions>> {
+    fn tls_opt(&self, ctx: &mut Ctx, s: &Section) -> Option<Option<TlsOptions>> {
         let Some((k, v)) = s.get("tls") else {
             return Some(None);
         };
@@ -467,9 +472,8 @@ impl Resolver<'_> {
         };
         if insecure == Some(true) && enabled == Some(true) {
             ctx.warnings.push(format!(
-                "{k}.insecure_skip_verify is true: the certificate of {} is NOT verified; \
-                 anyone on the network path can read and change this connection's data",
-                addr.unwrap_or("the server")
+                "{k}.insecure_skip_verify is true: server certificates are NOT verified; \
+                 anyone on the network path can read and change this connection's data"
             ));
         }
         let opts = TlsOptions {
