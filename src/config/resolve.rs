@@ -258,36 +258,7 @@ impl Resolver<'_> {
         let io_timeout = timeout(ctx, &s, "io_timeout", DEFAULT_IO_TIMEOUT);
         // `None` = not given; `Some(None)` = given but invalid (reported; the addresses are
         // still checked so one run shows every problem).
-        let kind: Option<Option<TargetKind>> = match s.get("type") {
-            None => None,
-            Some((k, v)) => {
-                Some(
-                    ctx.string(&k, v, false)
-                        .and_then(|t| match t.to_ascii_lowercase().as_str() {
-                            "redis-standalone" | "standalone" | "redis" => {
-                                Some(TargetKind::Standalone)
-                            }
-                            "redis-cluster" | "cluster" => Some(TargetKind::Cluster),
-                            _ => {
-                                let names = ["redis-standalone", "redis-cluster"];
-                                let hint = match suggest(&t, &names) {
-                                    Some(n) => format!("did you mean `{n}`?"),
-                                    None => {
-                                        "expected `redis-standalone` or `redis-cluster`".to_string()
-                                    }
-                                };
-                                ctx.problem(
-                                    &k,
-                                    Some(show_str(&t)),
-                                    format!("unknown target type; {hint}"),
-                                );
-                                None
-                            }
-                        }),
-                )
-            }
-        };
-
+        let kind: Option<Option<TargetKind>> = s.get("type").map(|(k, v)| target_kind(ctx, &k, v));
         // Exactly one of the address spellings.
         let cluster_seeds = match s.get("cluster") {
             Some((k, v)) => {
@@ -909,6 +880,27 @@ impl Resolver<'_> {
                     _ => ctx.problem(&pk, Some(show_str(&p)), "must be `overwrite`"),
                 }
             }
+        }
+    }
+}
+
+/// `target.type`; `None` after reporting an unknown type.
+fn target_kind(ctx: &mut Ctx, k: &str, v: &Value) -> Option<TargetKind> {
+    let t = ctx.string(k, v, false)?;
+    match t.to_ascii_lowercase().as_str() {
+        "redis-standalone" | "standalone" | "redis" => Some(TargetKind::Standalone),
+        "redis-cluster" | "cluster" => Some(TargetKind::Cluster),
+        _ => {
+            let hint = match suggest(&t, &["redis-standalone", "redis-cluster"]) {
+                Some(n) => format!("did you mean `{n}`?"),
+                None => "expected `redis-standalone` or `redis-cluster`".to_string(),
+            };
+            ctx.problem(
+                k,
+                Some(show_str(&t)),
+                format!("unknown target type; {hint}"),
+            );
+            None
         }
     }
 }
