@@ -85,13 +85,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Prints `error: <e>` and then each cause on its own line, once.
+/// Prints `error: <e>` and then each cause on its own line, once: a cause whose text is
+/// already part of the line above (many errors include their source in `Display`) is skipped.
 fn print_error(e: &(dyn StdError + 'static)) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "df2redis-sync: error: {e}");
+    let mut shown = e.to_string();
+    let _ = writeln!(err, "df2redis-sync: error: {shown}");
     let mut source = e.source();
     while let Some(s) = source {
-        let _ = writeln!(err, "  caused by: {s}");
+        let text = s.to_string();
+        if !shown.contains(&text) {
+            let _ = writeln!(err, "  caused by: {text}");
+            shown = text;
+        }
         source = s.source();
     }
 }
