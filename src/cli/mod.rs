@@ -7,6 +7,7 @@
 //! errors to stderr.
 
 mod args;
+mod dry_run;
 mod logging;
 
 use crate::config::Config;
@@ -48,6 +49,13 @@ impl Failure {
     fn usage(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Failure {
         Failure {
             exit: Exit::Usage,
+            error: e.into(),
+        }
+    }
+
+    fn runtime(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Failure {
+        Failure {
+            exit: Exit::Failure,
             error: e.into(),
         }
     }
@@ -112,7 +120,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let cfg = load(config.path())?;
             init_logging(cli, Some(&cfg))?;
             if *dry_run {
-                dry_run_not_wired(&cfg)
+                dry_run::run(&cfg, &mut |line| println_out(line))
+                    .map_err(|m| Failure::runtime(Message(m)))
             } else {
                 Err(not_implemented(
                     "replicate",
@@ -166,15 +175,6 @@ fn not_implemented(cmd: &str, hint: &str) -> Failure {
     Failure::usage(Message(format!(
         "`{cmd}` is not implemented yet; nothing was done. {hint}"
     )))
-}
-
-/// Placeholder until the connection layer lands: says so instead of pretending.
-fn dry_run_not_wired(cfg: &Config) -> Result<(), Failure> {
-    println_out(&format!("config {}: ok", cfg.origin));
-    Err(not_implemented(
-        "replicate --dry-run",
-        "The config is valid; the connectivity checks are not built yet.",
-    ))
 }
 
 /// One line of data to stdout. A closed stdout (`| head`) is not an error worth a panic.
