@@ -240,3 +240,45 @@ fn read_timeout_is_reported_as_timeout() {
     assert!(e.is_timeout(), "{e}");
     assert_eq!(e.phase, Phase::Read);
 }
+
+/// A Dragonfly flow connection replayed from a real v1.40.1 recording: the `DFLY FLOW` reply
+/// is read as RESP and the snapshot bytes behind it — some already buffered with the reply —
+/// come out of `Conn`'s `Read` intact and in order.
+#[test]
+fn recorded_flow_reply_then_raw_snapshot_bytes() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    let cap =
+        crate::support::shared_dir().join("testdata/dragonfly-v1.40.1/s2-plain-3shards/capture");
+    let s2c = std::fs::read(cap.join("conn-001.s2c.bin")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let served = s2c.clone();
+    let master = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(sock.try_clone().unwrap());
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line).unwrap();
+        let mut w = sock;
+        // One write: the reply and the first snapshot bytes arrive together.
+        w.write_all(&served).unwrap();
+        line
+    });
+    let mut c = Conn::connect(&Endpoint::plain(addr)).unwrap();
+    let reply = c
+        .request(&Cmd::from_args(["DFLY", "FLOW", "b8a94e1e", "SYNC1", "1"]))
+        .unwrap();
+    let parts = reply.as_array().unwrap();
+    assert_eq!(parts[0].as_str(), Some("FULL"));
+    assert_eq!(parts[1].as_str().map(str::len), Some(40));
+    let reply_len = reply.to_resp().len();
+    assert_eq!(c.consumed(), reply_len as u64);
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.starts_with(b"REDIS0009"));
+    assert!(rest == s2c[reply_len..], "stream bytes differ");
+    let sent = master.join().unwrap();
+    // The command went out as a RESP array of five bulk strings.
+    assert_eq!(sent, b"*5\r\n");
+}
