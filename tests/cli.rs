@@ -467,3 +467,41 @@ fn dry_run_type_mismatch_is_caught() {
         r.stderr
     );
 }
+
+#[test]
+fn ctrl_c_during_dry_run_exits_130() {
+    // A source that accepts the connection and never answers: the dry run waits on PING.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let holder = std::thread::spawn(move || listener.accept().map(|(c, _)| c));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!("source:\n  addr: {addr}\n  io_timeout: 20s\ntarget:\n  addr: 127.0.0.1:1\n"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+        .args(["replicate", "--dry-run", &path])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the binary connected (then the handler is surely installed), then SIGINT it.
+    let _conn = holder.join().unwrap().unwrap();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("no exit within 10 s of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+}

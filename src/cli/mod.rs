@@ -120,6 +120,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let cfg = load(config.path())?;
             init_logging(cli, Some(&cfg))?;
             if *dry_run {
+                exit_130_on_ctrl_c();
                 dry_run::run(&cfg, &mut |line| println_out(line))
                     .map_err(|m| Failure::runtime(Message(m)))
             } else {
@@ -175,6 +176,20 @@ fn not_implemented(cmd: &str, hint: &str) -> Failure {
     Failure::usage(Message(format!(
         "`{cmd}` is not implemented yet; nothing was done. {hint}"
     )))
+}
+
+/// Makes Ctrl-C end the process at once with the documented exit code 130 (the default
+/// disposition kills it by signal, which scripts see as "no exit code"). Only for commands that
+/// hold no state worth saving; `replicate` proper will drain and checkpoint on the first Ctrl-C.
+fn exit_130_on_ctrl_c() {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Err(e) = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        Exit::Interrupted as i32,
+        armed,
+    ) {
+        log::warn!("cannot install the Ctrl-C handler ({e}); Ctrl-C will kill without exit code");
+    }
 }
 
 /// One line of data to stdout. A closed stdout (`| head`) is not an error worth a panic.
