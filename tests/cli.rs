@@ -505,3 +505,55 @@ fn ctrl_c_during_dry_run_exits_130() {
     };
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn log_level_from_flags_rust_log_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet_cfg = "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:1\n";
+    let path = write_config(dir.path(), quiet_cfg);
+    let debug_line = "dry run: connecting to the source 127.0.0.1:1";
+    let run_env = |args: &[&str], rust_log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_df2redis-sync"));
+        c.args(args).env_remove("RUST_LOG");
+        if let Some(v) = rust_log {
+            c.env("RUST_LOG", v);
+        }
+        let out = c.output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Default (logging.level = info): no debug line.
+    assert!(!run_env(&["replicate", "--dry-run", &path], None).contains(debug_line));
+    // -v raises to debug.
+    assert!(run_env(&["-v", "replicate", "--dry-run", &path], None).contains(debug_line));
+    // RUST_LOG is respected when no flag is given.
+    assert!(run_env(
+        &["replicate", "--dry-run", &path],
+        Some("df2redis_sync=debug")
+    )
+    .contains(debug_line));
+    // A flag beats RUST_LOG.
+    assert!(
+        !run_env(&["--quiet", "replicate", "--dry-run", &path], Some("debug")).contains(debug_line)
+    );
+    // logging.level from the config.
+    let path = write_config(
+        dir.path(),
+        &format!("{quiet_cfg}logging:\n  level: debug\n"),
+    );
+    assert!(run_env(&["replicate", "--dry-run", &path], None).contains(debug_line));
+    // An unopenable log file is a usage error (exit 2) naming the file.
+    let r = run(&[
+        "replicate",
+        "--dry-run",
+        &path,
+        "--log-file",
+        "/definitely/not/here/x.log",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot open log file /definitely/not/here/x.log"),
+        "{}",
+        r.stderr
+    );
+}
