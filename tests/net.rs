@@ -58,6 +58,7 @@ fn wrong_password_is_a_clear_auth_error_without_the_password() {
     assert_eq!(e.phase, Phase::Auth);
     assert!(e.is_auth());
     let msg = e.to_string();
+    eprintln!("wrong password: {msg}");
     assert!(
         msg.starts_with(&format!("{}: AUTH failed:", s.addr())),
         "{msg}"
@@ -146,6 +147,7 @@ fn tls_with_wrong_ca_is_a_clear_error() {
     assert_eq!(e.phase, Phase::TlsHandshake);
     assert!(matches!(e.cause, Cause::Tls(_)), "{e:?}");
     let msg = e.to_string();
+    eprintln!("wrong CA: {msg}");
     assert!(msg.contains(&s.addr()), "{msg}");
     assert!(msg.contains("certificate verify failed"), "{msg}");
     assert!(
