@@ -60,6 +60,21 @@ fn cluster_with_replicas_lists_them() {
 }
 
 #[test]
+fn tls_cluster_discovered_with_tls_ports() {
+    let c = RedisCluster::builder().tls().start();
+    let ep = c.endpoint(2);
+    assert!(ep.tls.is_some());
+    let t = discover(&ep).unwrap();
+    check_three_masters(&t, &c);
+    // Every discovered address is a TLS port we can connect to with the seed's settings.
+    for m in &t.masters {
+        let mut conn = Conn::connect(&ep.with_addr(m.addr.clone())).unwrap();
+        let r = conn.request(&Cmd::new("PING")).unwrap();
+        assert_eq!(r.as_str(), Some("PONG"));
+    }
+}
+
+#[test]
 fn standalone_is_one_node_with_every_slot() {
     let s = RedisServer::builder().password("pw").start();
     let t = discover(&s.endpoint()).unwrap();
