@@ -661,6 +661,38 @@ impl RedisCluster {
         self.nodes[i].endpoint()
     }
 
+    /// Index of a replica of node `master`, if it has one.
+    pub fn replica_of(&self, master: usize) -> Option<usize> {
+        let id = self.nodes[master].cli(&["CLUSTER", "MYID"]);
+        let lines = self.nodes[master].cli(&["CLUSTER", "REPLICAS", &id]);
+        // Each line: `<id> <ip>:<port>@<bus> slave <master id> ...`.
+        let port: u16 = lines
+            .split_whitespace()
+            .nth(1)?
+            .split(['@', ':'])
+            .nth(1)?
+            .parse()
+            .ok()?;
+        self.nodes.iter().position(|n| n.port() == port)
+    }
+
+    /// Promotes replica `replica` with a coordinated `CLUSTER FAILOVER` and waits until it
+    /// is a master and the cluster is ok again (its old master is then its replica).
+    pub fn failover(&self, replica: usize) {
+        let n = &self.nodes[replica];
+        assert_eq!(n.cli(&["CLUSTER", "FAILOVER"]), "OK");
+        let start = Instant::now();
+        while !n.cli(&["ROLE"]).starts_with("master") {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} not promoted after 30 s",
+                n.addr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_ok(Duration::from_secs(60));
+    }
+
     /// Waits until every live node says `cluster_state:ok` with all slots assigned and knows
     /// every node, and every replica's link to its master is up.
     pub fn wait_ok(&self, limit: Duration) {
