@@ -525,7 +525,7 @@ fn check_config_section_is_validated() {
     let base = "source: {addr: '127.0.0.1:1'}\ntarget: {addr: '127.0.0.1:2'}\n";
     let ok = Config::from_yaml_str(
         &format!(
-            "{base}check: {{mode: length, rounds: 2, interval: 500ms, sample: '10%', qps: 100, target_qps: 50, workers: 8, pattern: 'a*', db: 3, big_key_bytes: 2MiB, ttl_tolerance: 2s}}\n"
+            "{base}check: {{mode: length, rounds: 2, interval: 500ms, sample: '10%', qps: 100, target_qps: 50, workers: 8, pattern: 'a*', db: 3, big_key_bytes: 2MiB, ttl_tolerance: 2s, bandwidth: 1MiB, source_bandwidth: 2MiB}}\n"
         ),
         "t",
     )
@@ -541,6 +541,7 @@ fn check_config_section_is_validated() {
     assert_eq!(c.db, Some(df2redis_sync::model::DbIndex(3)));
     assert_eq!(c.big_key_bytes, 2 << 20);
     assert_eq!(c.ttl_tolerance, Duration::from_secs(2));
+    assert_eq!((c.source_bandwidth, c.target_bandwidth), (2 << 20, 1 << 20));
     let default = Config::from_yaml_str(base, "t").unwrap();
     assert_eq!(default.check, CheckConfig::default());
     for (bad, what) in [
@@ -551,8 +552,49 @@ fn check_config_section_is_validated() {
         ("interval: soon", "check.interval"),
         ("ttl: maybe", "check.ttl"),
         ("modee: full", "check.modee"),
+        ("bandwidth: fast", "check.bandwidth"),
     ] {
         let e = Config::from_yaml_str(&format!("{base}check: {{{bad}}}\n"), "t").unwrap_err();
         assert!(e.to_string().contains(what), "{bad}: {e}");
     }
+}
+
+#[test]
+fn qps_and_bandwidth_limits_slow_the_check() {
+    let s = RedisServer::start();
+    let t = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for srv in [&s, &t] {
+        let mut w = Writer::new(&srv.endpoint());
+        let cmds: Vec<Cmd> = (0..1500)
+            .map(|i| Cmd::from_args(["SET".to_string(), format!("k:{i}"), "v".into()]))
+            .collect();
+        w.many(b"k", &cmds);
+    }
+    let cfg = config(&s.addr(), &t.addr(), false);
+    let timed = |o: &CheckConfig| {
+        let t0 = std::time::Instant::now();
+        let out = check::run(&cfg, o, &|_| {}).unwrap();
+        assert!(out.report.equal(), "{:?}", out.report.diffs);
+        t0.elapsed()
+    };
+    let free = timed(&opts(Mode::Outline, dir.path()));
+    // ~3000 source commands at 1500/s, the first second's budget free: about 1 s.
+    let mut o = opts(Mode::Outline, dir.path());
+    o.source_qps = 1500;
+    let qps = timed(&o);
+    assert!(
+        qps >= Duration::from_millis(800),
+        "qps-limited run took {qps:?}"
+    );
+    // ~40 KB of target replies at 20 KiB/s: about 1 s.
+    let mut o = opts(Mode::Outline, dir.path());
+    o.target_bandwidth = 20 << 10;
+    let bw = timed(&o);
+    assert!(
+        bw >= Duration::from_millis(600),
+        "bandwidth-limited run took {bw:?}"
+    );
+    assert!(qps < Duration::from_secs(20) && bw < Duration::from_secs(20));
+    eprintln!("unlimited {free:?}, qps-limited {qps:?}, bandwidth-limited {bw:?}");
 }

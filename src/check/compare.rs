@@ -175,6 +175,16 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Sends both sides' requests, then reads both sides' replies, so the two servers work in
+    /// parallel.
+    pub fn both(&mut self, sreq: &[Req], treq: &[Req]) -> Result<(Vec<Value>, Vec<Value>), Error> {
+        let s = self.src.send(sreq)?;
+        let t = self.tgt.send(treq)?;
+        let sv = self.src.recv(sreq.len(), s)?;
+        let tv = self.tgt.recv(treq.len(), t)?;
+        Ok((sv, tv))
+    }
+
     /// Compares source keys of `db` with their images on the target.
     pub fn forward(
         &mut self,
@@ -225,8 +235,7 @@ impl<'a> Worker<'a> {
                 len: 0,
             });
         }
-        let sv = self.src.pipeline(&sreq)?;
-        let tv = self.tgt.pipeline(&treq)?;
+        let (sv, tv) = self.both(&sreq, &treq)?;
         let mut next: Vec<Pending> = Vec::with_capacity(items.len());
         for (i, mut it) in items.into_iter().enumerate() {
             let (s_ty, t_ty) = (&sv[i * per], &tv[i * per]);
@@ -313,8 +322,7 @@ impl<'a> Worker<'a> {
                 cmd: Cmd::from_args([name.as_bytes(), &it.tkey]),
             });
         }
-        let sv = self.src.pipeline(&sreq)?;
-        let tv = self.tgt.pipeline(&treq)?;
+        let (sv, tv) = self.both(&sreq, &treq)?;
         let mut small = Vec::new();
         let mut big = Vec::new();
         for ((mut it, s), t) in items.into_iter().zip(sv).zip(tv) {
@@ -397,8 +405,7 @@ impl<'a> Worker<'a> {
                 cmd: fetch(&it.kind, &it.tkey),
             })
             .collect();
-        let sv = self.src.pipeline(&sreq)?;
-        let tv = self.tgt.pipeline(&treq)?;
+        let (sv, tv) = self.both(&sreq, &treq)?;
         for ((it, s), t) in items.into_iter().zip(sv).zip(tv) {
             let changed =
                 key_error(sh.src, &sh.src.addr, &s)?.or(key_error(sh.tgt, &sh.tgt.addr, &t)?);
@@ -460,6 +467,9 @@ impl<'a> Worker<'a> {
             }
             cands.push((tk, c, first));
         }
+        if self.all_exist(&cands)? {
+            return Ok(());
+        }
         let v = self.src.pipeline(&reqs)?;
         for (tk, c, first) in cands {
             let mut exists = false;
@@ -493,6 +503,28 @@ impl<'a> Worker<'a> {
             }
         }
         Ok(())
+    }
+}
+
+impl Worker<'_> {
+    /// The common case of the reverse pass in one command: when the source is one server and
+    /// every target key has one candidate in one db, `EXISTS k1 k2 ...` counting every key
+    /// (a duplicate counts twice) proves that none is extra. `false` = look key by key.
+    fn all_exist(&mut self, cands: &[(&[u8], Candidates, usize)]) -> Result<bool, Error> {
+        let sh = self.sh;
+        let Some(db) = cands.first().and_then(|c| c.1.first()).map(|c| c.0) else {
+            return Ok(cands.is_empty());
+        };
+        if sh.src.topo.cluster || cands.iter().any(|c| c.1.len() != 1 || c.1[0].0 != db) {
+            return Ok(false);
+        }
+        let mut cmd = Cmd::with_capacity(cands.len() + 1, cands.len() * 24);
+        cmd.arg(b"EXISTS");
+        for (_, c, _) in cands {
+            cmd.arg(&c[0].1);
+        }
+        let v = self.src.request(0, db, cmd)?;
+        Ok(v.as_int() == Some(cands.len() as i64))
     }
 }
 

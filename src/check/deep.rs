@@ -13,6 +13,7 @@
 
 use super::compare::{key_error, score_bytes, show, Kind, Loc, Worker};
 use super::report::DiffKind;
+use super::side::Req;
 use super::Error;
 use crate::model::{escape_bytes, Cmd};
 use crate::resp::Value;
@@ -41,8 +42,21 @@ enum Pair {
 }
 
 fn both(w: &mut Worker, s: Loc, scmd: Cmd, t: Loc, tcmd: Cmd) -> Result<Pair, Error> {
-    let sv = w.src.request(s.node, s.db, scmd)?;
-    let tv = w.tgt.request(t.node, t.db, tcmd)?;
+    let sreq = [Req {
+        node: s.node,
+        db: s.db,
+        cmd: scmd,
+    }];
+    let treq = [Req {
+        node: t.node,
+        db: t.db,
+        cmd: tcmd,
+    }];
+    let (mut sv, mut tv) = w.both(&sreq, &treq)?;
+    let (sv, tv) = (
+        sv.pop().unwrap_or(Value::Nil),
+        tv.pop().unwrap_or(Value::Nil),
+    );
     if let Some(e) = key_error(w.sh.src, &w.sh.src.addr, &sv)? {
         return Ok(Pair::Changed(e));
     }

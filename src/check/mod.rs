@@ -231,7 +231,12 @@ pub fn run(
 ) -> Result<Outcome, Error> {
     let started = SystemTime::now();
     let t0 = Instant::now();
-    let src = Side::open(Which::Source, &cfg.source.endpoint(), opts.source_qps)?;
+    let src = Side::open(
+        Which::Source,
+        &cfg.source.endpoint(),
+        opts.source_qps,
+        opts.source_bandwidth,
+    )?;
     let seed = cfg
         .target
         .endpoints()
@@ -243,7 +248,7 @@ pub fn run(
             command: "config".into(),
             detail: "no target address".into(),
         })?;
-    let tgt = Side::open(Which::Target, &seed, opts.target_qps)?;
+    let tgt = Side::open(Which::Target, &seed, opts.target_qps, opts.target_bandwidth)?;
     let source_dbs = src.dbs()?;
     let target_dbs_with_keys = tgt.dbs()?;
     let map = KeyMap::new(
@@ -596,7 +601,12 @@ fn scan(
         Which::Source => sh.src,
         Which::Target => sh.tgt,
     };
-    let ep = &side.endpoints[node.min(side.endpoints.len() - 1)];
+    let ep = side.endpoints.get(node).ok_or_else(|| Error::Reply {
+        side: which.name(),
+        addr: side.addr.clone(),
+        command: "SCAN".into(),
+        detail: format!("no master number {node}"),
+    })?;
     let mut conn = Conn::connect(ep).map_err(|e| Error::net(which, e))?;
     if db.0 != 0 {
         let r = conn
@@ -648,11 +658,12 @@ fn scan(
             cmd.arg(b"MATCH").arg(p);
         }
         cmd.arg(b"COUNT").arg(count.as_bytes());
-        side.limiter.acquire(1);
+        side.limiter.pay(1);
         let before = conn.consumed();
         let v = conn.request(&cmd).map_err(|e| Error::net(which, e))?;
-        side.bytes
-            .fetch_add(conn.consumed().saturating_sub(before), Ordering::Relaxed);
+        let read = conn.consumed().saturating_sub(before);
+        side.bytes.fetch_add(read, Ordering::Relaxed);
+        side.bandwidth.pay(read);
         let parsed = v.as_array().and_then(|a| {
             let cur = a.first()?.as_bytes()?.to_vec();
             let keys = a.get(1)?.as_array()?;

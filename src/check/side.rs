@@ -48,13 +48,15 @@ pub struct Side {
     pub expiretime: bool,
     /// Commands per second for the whole side.
     pub limiter: Limiter,
+    /// Reply bytes per second for the whole side.
+    pub bandwidth: Limiter,
     /// Reply bytes read from this side.
     pub bytes: AtomicU64,
 }
 
 impl Side {
     /// Discovers the topology behind `seed` and probes `PEXPIRETIME`.
-    pub fn open(which: Which, seed: &Endpoint, qps: u64) -> Result<Side, Error> {
+    pub fn open(which: Which, seed: &Endpoint, qps: u64, bandwidth: u64) -> Result<Side, Error> {
         let topo = topology::discover(seed).map_err(|e| Error::Topology {
             side: which.name(),
             source: e,
@@ -94,6 +96,7 @@ impl Side {
             endpoints,
             expiretime,
             limiter: Limiter::new(qps),
+            bandwidth: Limiter::new(bandwidth),
             bytes: AtomicU64::new(0),
         })
     }
@@ -210,6 +213,9 @@ pub struct Req {
     pub cmd: Cmd,
 }
 
+/// Requests written by [`Pool::send`], grouped per connection, waiting for their replies.
+pub struct Sent(Vec<((usize, DbIndex), Vec<usize>)>);
+
 /// A worker's connections to one side, opened on first use, one per (master, db).
 pub struct Pool<'s> {
     /// The side.
@@ -259,9 +265,14 @@ impl<'s> Pool<'s> {
     /// Sends every request (grouped per connection, each group in one write), then reads the
     /// replies; returns them in request order. Error replies are returned as values.
     pub fn pipeline(&mut self, reqs: &[Req]) -> Result<Vec<Value>, Error> {
-        if reqs.is_empty() {
-            return Ok(Vec::new());
-        }
+        let sent = self.send(reqs)?;
+        self.recv(reqs.len(), sent)
+    }
+
+    /// First half of [`Pool::pipeline`]: writes the requests, one write per connection, and
+    /// returns what [`Pool::recv`] needs to read the replies (so a caller can send to both
+    /// sides before waiting for either).
+    pub fn send(&mut self, reqs: &[Req]) -> Result<Sent, Error> {
         // Group request indices by connection, keeping order inside each group.
         let mut groups: Vec<((usize, DbIndex), Vec<usize>)> = Vec::new();
         for (i, r) in reqs.iter().enumerate() {
@@ -272,20 +283,32 @@ impl<'s> Pool<'s> {
         }
         let which = self.side.which;
         for ((node, db), idx) in &groups {
-            self.side.limiter.acquire(idx.len() as u64);
+            self.side.limiter.pay(idx.len() as u64);
             let c = self.conn(*node, *db)?;
             c.send_all(idx.iter().map(|&i| &reqs[i].cmd))
                 .map_err(|e| Error::net(which, e))?;
         }
-        let mut out: Vec<Option<Value>> = (0..reqs.len()).map(|_| None).collect();
-        for ((node, db), idx) in &groups {
+        Ok(Sent(groups))
+    }
+
+    /// Second half of [`Pool::pipeline`]: reads the replies of `n` requests sent by
+    /// [`Pool::send`], in request order.
+    pub fn recv(&mut self, n: usize, sent: Sent) -> Result<Vec<Value>, Error> {
+        let which = self.side.which;
+        let mut out: Vec<Option<Value>> = (0..n).map(|_| None).collect();
+        for ((node, db), idx) in &sent.0 {
             let c = self.conn(*node, *db)?;
             let before = c.consumed();
             for &i in idx {
-                out[i] = Some(c.read_reply().map_err(|e| Error::net(which, e))?);
+                let v = c.read_reply().map_err(|e| Error::net(which, e))?;
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(v);
+                }
             }
             let read = c.consumed().saturating_sub(before);
             self.side.bytes.fetch_add(read, Ordering::Relaxed);
+            // Paid after the fact: the next request of this side waits off the debt.
+            self.side.bandwidth.pay(read);
         }
         Ok(out.into_iter().map(|v| v.unwrap_or(Value::Nil)).collect())
     }

@@ -204,9 +204,10 @@ impl Digest {
     }
 }
 
-/// A token bucket in "debt" form shared by every worker of one side: a caller takes its
-/// commands at once, and whoever finds the bucket in debt sleeps until it is paid off. The
-/// average rate is exact and one burst is at most one pipeline. Rate 0 = unlimited.
+/// A token bucket in "debt" form shared by every worker of one side: a caller takes what it
+/// needs at once and, if that puts the bucket in debt, sleeps until the debt is paid off. The
+/// rate is never exceeded beyond the one second of budget an idle bucket saves up. Rate 0 =
+/// unlimited.
 pub struct Limiter {
     rate: u64,
     state: Mutex<(Instant, f64)>,
@@ -221,28 +222,32 @@ impl Limiter {
         }
     }
 
-    /// Takes `n` commands' worth of budget, sleeping first if the bucket is in debt.
-    pub fn acquire(&self, n: u64) {
+    /// Pays for `n` units (commands about to be sent, reply bytes just read), then sleeps
+    /// until the bucket is out of debt, so the caller does not go on faster than the rate.
+    pub fn pay(&self, n: u64) {
         if self.rate == 0 || n == 0 {
             return;
         }
+        let wait = {
+            let mut st = self.refill();
+            st.1 -= n as f64;
+            if st.1 >= 0.0 {
+                return;
+            }
+            -st.1 / self.rate as f64
+        };
+        std::thread::sleep(Duration::from_secs_f64(wait));
+    }
+
+    /// The state after adding the budget earned since the last call (at most one second's).
+    fn refill(&self) -> parking_lot::MutexGuard<'_, (Instant, f64)> {
         let rate = self.rate as f64;
-        loop {
-            let wait = {
-                let mut st = self.state.lock();
-                let now = Instant::now();
-                let refill = now.duration_since(st.0).as_secs_f64() * rate;
-                st.0 = now;
-                // Idle time saves up at most one second of budget.
-                st.1 = (st.1 + refill).min(rate);
-                if st.1 >= 0.0 {
-                    st.1 -= n as f64;
-                    return;
-                }
-                -st.1 / rate
-            };
-            std::thread::sleep(Duration::from_secs_f64(wait.min(1.0)));
-        }
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        let earned = now.duration_since(st.0).as_secs_f64() * rate;
+        st.0 = now;
+        st.1 = (st.1 + earned).min(rate);
+        st
     }
 }
 
@@ -334,7 +339,7 @@ mod tests {
         let t = Instant::now();
         // The first second's budget is free; 3000 more commands need about 1.5 s.
         for _ in 0..50 {
-            l.acquire(100);
+            l.pay(100);
         }
         let e = t.elapsed();
         assert!(e >= Duration::from_millis(1300), "{e:?}");

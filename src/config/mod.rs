@@ -234,6 +234,10 @@ pub struct CheckConfig {
     pub source_qps: u64,
     /// Commands per second allowed on the target (all nodes and workers together); 0 = unlimited.
     pub target_qps: u64,
+    /// Reply bytes per second allowed from the source; 0 = unlimited.
+    pub source_bandwidth: u64,
+    /// Reply bytes per second allowed from the target; 0 = unlimited.
+    pub target_bandwidth: u64,
     /// Worker threads.
     pub workers: usize,
     /// Collections with more elements than this are big: compared in chunks (`full`) or by
@@ -268,6 +272,8 @@ impl Default for CheckConfig {
             sample: 1.0,
             source_qps: 0,
             target_qps: 0,
+            source_bandwidth: 0,
+            target_bandwidth: 0,
             workers: 4,
             big_key_elements: 1024,
             big_key_bytes: 1 << 20,

@@ -100,6 +100,9 @@ const CHECK_KEYS: &[&str] = &[
     "qps",
     "source_qps",
     "target_qps",
+    "bandwidth",
+    "source_bandwidth",
+    "target_bandwidth",
     "workers",
     "big_key_elements",
     "big_key_bytes",
@@ -940,6 +943,15 @@ impl Resolver<'_> {
         };
         let source_qps = both(qps, source_qps);
         let target_qps = both(qps, target_qps);
+        let bw = |ctx: &mut Ctx, key: &str| match s.get(key) {
+            Some((k, v)) => ctx.size(&k, v, 0, 1 << 40),
+            None => Some(0),
+        };
+        let bandwidth = bw(ctx, "bandwidth");
+        let source_bandwidth = bw(ctx, "source_bandwidth");
+        let target_bandwidth = bw(ctx, "target_bandwidth");
+        let source_bandwidth = both(bandwidth, source_bandwidth);
+        let target_bandwidth = both(bandwidth, target_bandwidth);
         let workers = int_or(ctx, &s, "workers", 1, 256, d.workers as u64);
         let big_key_elements = int_or(ctx, &s, "big_key_elements", 1, 1 << 32, d.big_key_elements);
         let big_key_bytes = match s.get("big_key_bytes") {
@@ -971,6 +983,8 @@ impl Resolver<'_> {
             sample: sample?,
             source_qps: source_qps?,
             target_qps: target_qps?,
+            source_bandwidth: source_bandwidth?,
+            target_bandwidth: target_bandwidth?,
             workers: to_usize(workers?)?,
             big_key_elements: big_key_elements?,
             big_key_bytes: big_key_bytes?,
