@@ -5,7 +5,7 @@
 
 mod capture;
 mod keyspace;
-mod redis;
+pub mod redis;
 
 use capture::{all_recordings, Recording};
 use df2redis_sync::model::Cmd;

@@ -18,35 +18,101 @@ use super::{Global, Options, RewriteError, Rewritten, Skip, SkipReason, UnknownP
 /// (`LPOP`, `ZPOPMIN` …), and a blocking command must never reach the writer connection.
 const PASS_THROUGH: &[&str] = &[
     // strings
-    "SET", "SETNX", "MSET", "MSETNX", "APPEND", "SETRANGE", "INCR", "INCRBY", "INCRBYFLOAT",
-    "DECR", "DECRBY", "GETSET", "GETDEL", "SETBIT", "BITOP", "BITFIELD", "PFADD", "PFMERGE",
+    "SET",
+    "SETNX",
+    "MSET",
+    "MSETNX",
+    "APPEND",
+    "SETRANGE",
+    "INCR",
+    "INCRBY",
+    "INCRBYFLOAT",
+    "DECR",
+    "DECRBY",
+    "GETSET",
+    "GETDEL",
+    "SETBIT",
+    "BITOP",
+    "BITFIELD",
+    "PFADD",
+    "PFMERGE",
     // keys
-    "DEL", "UNLINK", "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "PERSIST", "RENAME",
-    "RENAMENX", "COPY", "MOVE",
+    "DEL",
+    "UNLINK",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "PERSIST",
+    "RENAME",
+    "RENAMENX",
+    "COPY",
+    "MOVE",
     // lists
-    "LPUSH", "RPUSH", "LPUSHX", "RPUSHX", "LPOP", "RPOP", "LSET", "LTRIM", "LINSERT", "LREM",
-    "LMOVE", "RPOPLPUSH", "LMPOP",
+    "LPUSH",
+    "RPUSH",
+    "LPUSHX",
+    "RPUSHX",
+    "LPOP",
+    "RPOP",
+    "LSET",
+    "LTRIM",
+    "LINSERT",
+    "LREM",
+    "LMOVE",
+    "RPOPLPUSH",
+    "LMPOP",
     // sets
-    "SADD", "SREM", "SMOVE", "SPOP", "SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE",
+    "SADD",
+    "SREM",
+    "SMOVE",
+    "SPOP",
+    "SINTERSTORE",
+    "SUNIONSTORE",
+    "SDIFFSTORE",
     // sorted sets and geo
-    "ZADD", "ZINCRBY", "ZREM", "ZREMRANGEBYSCORE", "ZREMRANGEBYRANK", "ZREMRANGEBYLEX",
-    "ZPOPMIN", "ZPOPMAX", "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE", "ZRANGESTORE", "ZMPOP",
-    "GEOADD", "GEOSEARCHSTORE",
+    "ZADD",
+    "ZINCRBY",
+    "ZREM",
+    "ZREMRANGEBYSCORE",
+    "ZREMRANGEBYRANK",
+    "ZREMRANGEBYLEX",
+    "ZPOPMIN",
+    "ZPOPMAX",
+    "ZUNIONSTORE",
+    "ZINTERSTORE",
+    "ZDIFFSTORE",
+    "ZRANGESTORE",
+    "ZMPOP",
+    "GEOADD",
+    "GEOSEARCHSTORE",
     // hashes
-    "HSET", "HSETNX", "HMSET", "HDEL", "HINCRBY", "HINCRBYFLOAT",
+    "HSET",
+    "HSETNX",
+    "HMSET",
+    "HDEL",
+    "HINCRBY",
+    "HINCRBYFLOAT",
     // streams (XREADGROUP arrives as XGROUP CREATECONSUMER / XCLAIM / XGROUP SETID, §4.8)
-    "XADD", "XDEL", "XTRIM", "XACK", "XCLAIM", "XAUTOCLAIM", "XGROUP", "XSETID",
+    "XADD",
+    "XDEL",
+    "XTRIM",
+    "XACK",
+    "XCLAIM",
+    "XAUTOCLAIM",
+    "XGROUP",
+    "XSETID",
 ];
 
 /// Hash-field TTL commands of Redis ≥ 7.4, passed through only when the target has them.
-const FIELD_TTL: &[&str] = &[
-    "HEXPIRE", "HPEXPIRE", "HEXPIREAT", "HPEXPIREAT", "HPERSIST",
-];
+const FIELD_TTL: &[&str] = &["HEXPIRE", "HPEXPIRE", "HEXPIREAT", "HPEXPIREAT", "HPERSIST"];
 
 /// True when `name` (any case) is a command the rewrite replays as is.
 pub fn is_known_write_command(name: &[u8]) -> bool {
     let upper = name.to_ascii_uppercase();
-    PASS_THROUGH.iter().any(|c| c.as_bytes() == upper.as_slice())
+    PASS_THROUGH
+        .iter()
+        .any(|c| c.as_bytes() == upper.as_slice())
 }
 
 fn eq(a: &[u8], b: &str) -> bool {
@@ -93,7 +159,13 @@ pub(crate) fn rewrite_command(
     let name = cmd.name().to_ascii_uppercase();
     let name_str = String::from_utf8_lossy(&name).into_owned();
     let key = cmd.get(1);
-    let unsupported = || Rewritten::skip(db, key, SkipReason::UnsupportedCommand { name: name.clone() });
+    let unsupported = || {
+        Rewritten::skip(
+            db,
+            key,
+            SkipReason::UnsupportedCommand { name: name.clone() },
+        )
+    };
     match name_str.as_str() {
         "FLUSHALL" | "FLUSHDB" => {
             return Ok(Rewritten {
@@ -126,7 +198,10 @@ pub(crate) fn rewrite_command(
             Rewritten::skip(db, key, SkipReason::JsonWithoutModule)
         });
     }
-    if ["BF.", "CF.", "CMS.", "TOPK."].iter().any(|p| name.starts_with(p.as_bytes())) {
+    if ["BF.", "CF.", "CMS.", "TOPK."]
+        .iter()
+        .any(|p| name.starts_with(p.as_bytes()))
+    {
         return Ok(unsupported());
     }
     if name.starts_with(b"FT.") || name_str == "CL.THROTTLE" || name_str == "DFLYCLUSTER" {
@@ -144,7 +219,11 @@ pub(crate) fn rewrite_command(
     }
     match opts.unknown {
         UnknownPolicy::Error => Err(err(db, cmd, "unknown command (policy: error)")),
-        UnknownPolicy::Skip => Ok(Rewritten::skip(db, key, SkipReason::UnknownCommand { name })),
+        UnknownPolicy::Skip => Ok(Rewritten::skip(
+            db,
+            key,
+            SkipReason::UnknownCommand { name },
+        )),
     }
 }
 
@@ -231,12 +310,19 @@ fn hpexpireat<'a>(key: &[u8], ms: i64, fields: impl Iterator<Item = &'a [u8]>) -
 /// TTLs; otherwise the TTLs are dropped and counted.
 fn hsetex(db: DbIndex, cmd: &Cmd, opts: &Options) -> Result<Rewritten, RewriteError> {
     let args: Vec<&[u8]> = cmd.args().collect();
-    let key = *args.get(1).ok_or_else(|| err(db, cmd, "HSETEX needs a key"))?;
+    let key = *args
+        .get(1)
+        .ok_or_else(|| err(db, cmd, "HSETEX needs a key"))?;
     let mut i = 2;
     let mut nx = false;
     let mut expire: Option<i64> = None;
     let pairs: &[&[u8]];
-    if let Some(fpos) = args.iter().skip(2).position(|a| eq(a, "FIELDS")).map(|p| p + 2) {
+    if let Some(fpos) = args
+        .iter()
+        .skip(2)
+        .position(|a| eq(a, "FIELDS"))
+        .map(|p| p + 2)
+    {
         while i < fpos {
             let a = args[i];
             if eq(a, "FNX") || eq(a, "FXX") {
@@ -292,7 +378,8 @@ fn hsetex(db: DbIndex, cmd: &Cmd, opts: &Options) -> Result<Rewritten, RewriteEr
     };
     if nx {
         for p in pairs.chunks(2) {
-            out.cmds.push(Cmd::from_args([&b"HSETNX"[..], key, p[0], p[1]]));
+            out.cmds
+                .push(Cmd::from_args([&b"HSETNX"[..], key, p[0], p[1]]));
         }
     } else {
         let mut c = Cmd::new("HSET");
@@ -304,7 +391,8 @@ fn hsetex(db: DbIndex, cmd: &Cmd, opts: &Options) -> Result<Rewritten, RewriteEr
     }
     if let Some(ms) = expire {
         if opts.target_field_ttl {
-            out.cmds.push(hpexpireat(key, ms, pairs.iter().step_by(2).copied()));
+            out.cmds
+                .push(hpexpireat(key, ms, pairs.iter().step_by(2).copied()));
         } else {
             out.skipped = Some(Skip {
                 key: Some(key.to_vec()),
@@ -321,7 +409,9 @@ fn hsetex(db: DbIndex, cmd: &Cmd, opts: &Options) -> Result<Rewritten, RewriteEr
 /// member TTL, so the TTLs are dropped and counted.
 fn saddex(db: DbIndex, cmd: &Cmd) -> Result<Rewritten, RewriteError> {
     let args: Vec<&[u8]> = cmd.args().collect();
-    let key = *args.get(1).ok_or_else(|| err(db, cmd, "SADDEX needs a key"))?;
+    let key = *args
+        .get(1)
+        .ok_or_else(|| err(db, cmd, "SADDEX needs a key"))?;
     let mut i = 2;
     if args.get(i).is_some_and(|a| eq(a, "KEEPTTL")) {
         i += 1;
@@ -358,7 +448,9 @@ fn saddex(db: DbIndex, cmd: &Cmd) -> Result<Rewritten, RewriteError> {
 fn field_ttl_command(db: DbIndex, cmd: &Cmd, opts: &Options) -> Result<Rewritten, RewriteError> {
     let args: Vec<&[u8]> = cmd.args().collect();
     let name = cmd.name().to_ascii_uppercase();
-    let key = *args.get(1).ok_or_else(|| err(db, cmd, "field TTL command needs a key"))?;
+    let key = *args
+        .get(1)
+        .ok_or_else(|| err(db, cmd, "field TTL command needs a key"))?;
     let fields_after = |from: usize| -> Vec<&[u8]> {
         match args.iter().skip(from).position(|a| eq(a, "FIELDS")) {
             Some(p) => args.get(from + p + 2..).unwrap_or_default().to_vec(),
@@ -454,7 +546,11 @@ mod tests {
     fn cmds(r: &Rewritten) -> Vec<Vec<String>> {
         r.cmds
             .iter()
-            .map(|c| c.args().map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+            .map(|c| {
+                c.args()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
             .collect()
     }
 
@@ -510,7 +606,10 @@ mod tests {
         );
         let r = rw(&["FIELDEXPIRE", "h", "10", "a", "b"]).unwrap();
         assert!(r.cmds.is_empty());
-        assert_eq!(r.skipped.unwrap().reason, SkipReason::FieldTtlDropped { fields: 2 });
+        assert_eq!(
+            r.skipped.unwrap().reason,
+            SkipReason::FieldTtlDropped { fields: 2 }
+        );
         let r = rewrite_command(
             DbIndex(0),
             0,
@@ -530,14 +629,20 @@ mod tests {
     fn modules_and_unknown() {
         let r = rw(&["JSON.SET", "j", "$", "1"]).unwrap();
         assert!(r.cmds.is_empty());
-        assert_eq!(r.skipped.as_ref().unwrap().reason, SkipReason::JsonWithoutModule);
+        assert_eq!(
+            r.skipped.as_ref().unwrap().reason,
+            SkipReason::JsonWithoutModule
+        );
         assert_eq!(r.skipped.unwrap().key.unwrap(), b"j");
         let opts = Options {
             target_json: true,
             ..Options::default()
         };
         let c = Cmd::from_args(["JSON.SET", "j", "$", "1"]);
-        assert_eq!(rewrite_command(DbIndex(0), 0, &c, &opts).unwrap().cmds, vec![c]);
+        assert_eq!(
+            rewrite_command(DbIndex(0), 0, &c, &opts).unwrap().cmds,
+            vec![c]
+        );
         let r = rw(&["BF.ADD", "b", "x"]).unwrap();
         assert!(matches!(
             r.skipped.unwrap().reason,
@@ -549,7 +654,10 @@ mod tests {
         assert_eq!(cmds(&rw(&["SCRIPT", "LOAD", "return 1"]).unwrap()).len(), 1);
         let e = rw(&["NOSUCHCMD", "k"]).unwrap_err();
         assert!(e.to_string().contains("NOSUCHCMD"), "{e}");
-        assert!(rw(&["BLPOP", "k", "0"]).is_err(), "blocking commands never pass");
+        assert!(
+            rw(&["BLPOP", "k", "0"]).is_err(),
+            "blocking commands never pass"
+        );
         let opts = Options {
             unknown: UnknownPolicy::Skip,
             ..Options::default()
@@ -568,7 +676,22 @@ mod tests {
         for args in [
             vec!["PEXPIREAT", "k", "1924992000522"],
             vec!["XADD", "s", "MINID", "5-0", "9000-0", "f", "v"],
-            vec!["XCLAIM", "s", "g", "c", "0", "1-1", "TIME", "5", "RETRYCOUNT", "2", "FORCE", "JUSTID", "LASTID", "1-1"],
+            vec![
+                "XCLAIM",
+                "s",
+                "g",
+                "c",
+                "0",
+                "1-1",
+                "TIME",
+                "5",
+                "RETRYCOUNT",
+                "2",
+                "FORCE",
+                "JUSTID",
+                "LASTID",
+                "1-1",
+            ],
             vec!["MSET", "a", "1", "b", "2"],
             vec!["DEL", "k"],
             vec!["UNLINK", "k"],
