@@ -163,7 +163,11 @@ impl Server {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while std::time::Instant::now() < deadline {
                 if let Ok(mut c) = Conn::connect(port) {
-                    if c.cmd(&[b"PING"]) == Reply::Status("PONG".into()) {
+                    // The port must be served by *our* child: another test may have won the
+                    // race for it, and its server must not be shared.
+                    let info = c.cmd(&[b"INFO", b"server"]).text();
+                    let pid = format!("process_id:{}\r\n", child.id());
+                    if info.contains(&pid) {
                         return Server {
                             child,
                             port,
