@@ -148,10 +148,6 @@ impl Server {
         }
     }
 
-    pub fn port(&self) -> u16 {
-        self.inner.port()
-    }
-
     pub fn conn(&self) -> Conn {
         Conn::connect(self.inner.port()).expect("connect to redis-server")
     }
