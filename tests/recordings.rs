@@ -511,3 +511,60 @@ fn replay_recording(rec: &Recording) -> Result<String, String> {
         skipped.len()
     ))
 }
+
+/// Every live journal command of every recording (the bytes after the eof token of a FULL
+/// flow, or the whole of a v1.35+ PARTIAL flow) rewrites under the strict policy (unknown
+/// command = error), and the only counted skips are Dragonfly-only TTLs and module commands.
+#[test]
+fn every_recorded_journal_command_rewrites() {
+    use df2redis_sync::journal::{JournalDecoder, JournalItem};
+    use std::collections::BTreeMap;
+    let mut names: BTreeMap<String, u64> = BTreeMap::new();
+    let mut skips: BTreeMap<String, u64> = BTreeMap::new();
+    for dir in all_recordings() {
+        let rec = Recording::load(&dir).unwrap();
+        for s in &rec.sessions {
+            for f in &s.flows {
+                let start = if f.partial && !f.data.starts_with(b"REDIS") {
+                    0
+                } else {
+                    let mut eof_token = vec![0xFFu8, 0, 0, 0, 0, 0, 0, 0, 0];
+                    eof_token.extend_from_slice(f.token.as_bytes());
+                    memchr::memmem::find(&f.data, &eof_token).unwrap() + eof_token.len()
+                };
+                let mut dec = JournalDecoder::with_offset(Limits::default(), start as u64);
+                let mut rw = Rewriter::new(options());
+                let mut pos = start;
+                loop {
+                    let (step, used) = dec
+                        .step(&f.data[pos..])
+                        .unwrap_or_else(|e| panic!("{} flow {}: {e}", s.dir.display(), f.id));
+                    pos += used;
+                    let Step::Item(JournalItem::Entry(e)) = step else {
+                        if matches!(step, Step::Item(_)) {
+                            continue;
+                        }
+                        break;
+                    };
+                    let r = rw
+                        .entry(&e)
+                        .unwrap_or_else(|err| panic!("{} flow {}: {err}", s.dir.display(), f.id));
+                    *names
+                        .entry(String::from_utf8_lossy(e.cmd.name()).into_owned())
+                        .or_default() += 1;
+                    if let Some(sk) = r.skipped {
+                        *skips.entry(sk.reason.to_string()).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("journal commands: {names:?}\ncounted skips: {skips:?}");
+    assert!(names.len() > 20, "{names:?}");
+    for reason in skips.keys() {
+        assert!(
+            reason.contains("JSON") || reason.contains("TTL"),
+            "unexpected skip {reason}"
+        );
+    }
+}
