@@ -581,3 +581,104 @@ fn inspect_recording_matches_manifest() {
         assert_eq!(next, last_ack, "flow {flow}");
     }
 }
+
+/// Dragonfly's text for a double (reference for the script): shortest round-trip digits, plain
+/// for decimal exponents -6..=20, else `d.ddde±x`.
+fn dragonfly_double(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let s = format!("{:e}", v.abs()); // shortest digits: "3.0000000000000004e-1"
+    let (mant, exp) = s.split_once('e').unwrap();
+    let e: i32 = exp.parse().unwrap();
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let n = digits.len() as i32;
+    let body = if (-6..=20).contains(&e) {
+        if e >= n - 1 {
+            format!("{digits}{}", "0".repeat((e - (n - 1)) as usize))
+        } else if e >= 0 {
+            format!(
+                "{}.{}",
+                &digits[..(e + 1) as usize],
+                &digits[(e + 1) as usize..]
+            )
+        } else {
+            format!("0.{}{digits}", "0".repeat((-e - 1) as usize))
+        }
+    } else {
+        let rest = if n > 1 {
+            format!(".{}", &digits[1..])
+        } else {
+            String::new()
+        };
+        format!(
+            "{}{rest}e{}{}",
+            &digits[..1],
+            if e > 0 { "+" } else { "-" },
+            e.abs()
+        )
+    };
+    format!("{}{body}", if v < 0.0 { "-" } else { "" })
+}
+
+/// INCRBYFLOAT / HINCRBYFLOAT replay stores Dragonfly's text, not Redis's (§4.8 notes).
+#[test]
+fn incrbyfloat_matches_dragonfly_formatting() {
+    let server = Server::start();
+    let mut conn = server.conn();
+    let mut rw = Rewriter::new(Options::default());
+    let mut run = |conn: &mut Conn, args: &[&str]| {
+        let e = JournalEntry {
+            kind: EntryKind::Command,
+            db: DbIndex(0),
+            txid: 0,
+            shard_cnt: 1,
+            cmd: Cmd::from_args(args),
+        };
+        apply(conn, &rw.entry(&e).unwrap());
+    };
+    for (steps, want) in [
+        (&["0.1", "0.2"][..], "0.30000000000000004"),
+        (&["1.25", "0.1"][..], "1.35"),
+        (&["1e20"][..], "100000000000000000000"),
+        (&["1e21"][..], "1e+21"),
+        (&["1.1111111111111111e21"][..], "1.1111111111111111e+21"),
+        (&["1e-7"][..], "1e-7"),
+        (&["0.000001"][..], "0.000001"),
+        (&["7.5", "2.5"][..], "10"),
+        (&["-2.5"][..], "-2.5"),
+    ] {
+        conn.cmd(&[b"DEL", b"f", b"h"]);
+        for s in steps {
+            run(&mut conn, &["INCRBYFLOAT", "f", s]);
+            run(&mut conn, &["HINCRBYFLOAT", "h", "x", s]);
+        }
+        assert_eq!(conn.cmd(&[b"GET", b"f"]).text(), want, "{steps:?}");
+        assert_eq!(conn.cmd(&[b"HGET", b"h", b"x"]).text(), want, "{steps:?}");
+        assert_eq!(dragonfly_double(want.parse().unwrap()), want);
+    }
+    // The TTL survives, as with INCRBYFLOAT.
+    conn.cmd(&[b"SET", b"t", b"1", b"PXAT", b"1924992000000"]);
+    run(&mut conn, &["INCRBYFLOAT", "t", "0.5"]);
+    assert_eq!(conn.cmd(&[b"GET", b"t"]).text(), "1.5");
+    assert_eq!(
+        conn.cmd(&[b"PEXPIRETIME", b"t"]).int(),
+        Some(1_924_992_000_000)
+    );
+    // Many magnitudes: the script's text equals the reference's.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mant = (x % 1_000_000_007) as f64 / 1_000_003.0;
+        let v = mant * 10f64.powi((x % 60) as i32 - 30) * if x & 1 == 0 { 1.0 } else { -1.0 };
+        conn.cmd(&[b"DEL", b"r"]);
+        run(&mut conn, &["INCRBYFLOAT", "r", &format!("{v:?}")]);
+        assert_eq!(
+            conn.cmd(&[b"GET", b"r"]).text(),
+            dragonfly_double(v),
+            "{v:?}"
+        );
+    }
+}

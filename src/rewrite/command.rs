@@ -176,6 +176,7 @@ pub(crate) fn rewrite_command(
             })
         }
         "SET" => return Ok(one(db, strip_set_tokens(cmd))),
+        "INCRBYFLOAT" | "HINCRBYFLOAT" => return incr_float(db, cmd),
         "RESTORE" => return restore(db, cmd, opts),
         "STICK" => return Ok(unsupported()),
         "HSETEX" => return hsetex(db, cmd, opts),
@@ -243,6 +244,77 @@ fn strip_set_tokens(cmd: &Cmd) -> Cmd {
         out.arg(a);
     }
     out
+}
+
+/// Formats a double the way Dragonfly stores the result of `INCRBYFLOAT` / `HINCRBYFLOAT`
+/// (`dragonfly src/facade/reply_builder.cc (FormatDouble)`, double-conversion's shortest
+/// form): the fewest digits that read back as the same double, plain decimal when the
+/// decimal exponent is in -6..=20, else `d.ddde±x` (`1e-7`, `1.1111111111111111e+21`).
+/// Lua numbers are doubles, so the addition is Dragonfly's too (Redis adds in long double).
+const FLOAT_LUA: &str = r#"
+local function fmt(v)
+  if v ~= v or v == math.huge or v == -math.huge then return nil end
+  if v == 0 then return "0" end
+  local s
+  for p = 0, 16 do
+    s = string.format("%." .. p .. "e", v)
+    if tonumber(s) == v then break end
+  end
+  local sign, d1, frac, ex = string.match(s, "^(-?)(%d)%.?(%d*)e([-+]%d+)$")
+  local digits = string.gsub(d1 .. frac, "0+$", "")
+  if digits == "" then digits = "0" end
+  local e = tonumber(ex)
+  local n = string.len(digits)
+  local out
+  if e >= -6 and e <= 20 then
+    if e >= n - 1 then
+      out = digits .. string.rep("0", e - (n - 1))
+    elseif e >= 0 then
+      out = string.sub(digits, 1, e + 1) .. "." .. string.sub(digits, e + 2)
+    else
+      out = "0." .. string.rep("0", -e - 1) .. digits
+    end
+  else
+    out = string.sub(digits, 1, 1)
+    if n > 1 then out = out .. "." .. string.sub(digits, 2) end
+    if e > 0 then out = out .. "e+" .. e else out = out .. "e" .. e end
+  end
+  return sign .. out
+end
+local field = ARGV[2]
+local cur
+if field then cur = redis.call("HGET", KEYS[1], field) else cur = redis.call("GET", KEYS[1]) end
+local base = 0
+if cur then
+  base = tonumber(cur)
+  if base == nil then return redis.error_reply("ERR value is not a valid float") end
+end
+local incr = tonumber(ARGV[1])
+if incr == nil then return redis.error_reply("ERR value is not a valid float") end
+local r = fmt(base + incr)
+if r == nil then return redis.error_reply("ERR increment would produce NaN or Infinity") end
+if field then redis.call("HSET", KEYS[1], field, r) else redis.call("SET", KEYS[1], r, "KEEPTTL") end
+return r
+"#;
+
+/// `INCRBYFLOAT key incr` / `HINCRBYFLOAT key field incr`, journaled as sent (§4.8 notes):
+/// replayed as a script that adds in double and formats like Dragonfly, so the target stores
+/// the master's exact text (`0.1` + `0.2` = `0.30000000000000004`, where Redis would store
+/// `0.3`). Written as `EVAL <script> 1 key incr [field]`: one key, routable like any command.
+fn incr_float(db: DbIndex, cmd: &Cmd) -> Result<Rewritten, RewriteError> {
+    let args: Vec<&[u8]> = cmd.args().collect();
+    let hash = eq(cmd.name(), "HINCRBYFLOAT");
+    let (key, incr, field) = match (hash, args.as_slice()) {
+        (false, [_, k, i]) => (*k, *i, None),
+        (true, [_, k, f, i]) => (*k, *i, Some(*f)),
+        _ => return Err(err(db, cmd, "wrong number of arguments")),
+    };
+    let mut c = Cmd::new("EVAL");
+    c.arg(FLOAT_LUA.as_bytes()).arg(b"1").arg(key).arg(incr);
+    if let Some(f) = field {
+        c.arg(f);
+    }
+    Ok(one(db, c))
 }
 
 /// `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f] [STICK]`: the payload is
@@ -695,7 +767,6 @@ mod tests {
             vec!["MSET", "a", "1", "b", "2"],
             vec!["DEL", "k"],
             vec!["UNLINK", "k"],
-            vec!["INCRBYFLOAT", "f", "0.1"],
         ] {
             assert_eq!(cmds(&rw(&args).unwrap()), vec![args.clone()]);
         }
