@@ -682,3 +682,104 @@ fn incrbyfloat_matches_dragonfly_formatting() {
         );
     }
 }
+
+/// A stream in two pieces whose group has pending entries: one of an entry of the first
+/// piece (claimed), one of an id below the first live id (deleted, cannot be re-created
+/// after the fact: counted), and a stream with a group but no entry and last id 0-0.
+#[test]
+fn split_streams_and_empty_streams_with_groups() {
+    let server = Server::start();
+    let mut conn = server.conn();
+    let rw = Rewriter::new(Options::default());
+    let group = StreamGroup {
+        name: b"g".to_vec(),
+        last_id: id(3, 0),
+        entries_read: None,
+        pending: vec![
+            StreamPending {
+                id: id(1, 0),
+                delivery_time_ms: 1000,
+                delivery_count: 1,
+            },
+            StreamPending {
+                id: id(2, 0),
+                delivery_time_ms: 2000,
+                delivery_count: 2,
+            },
+        ],
+        consumers: vec![StreamConsumer {
+            name: b"c".to_vec(),
+            seen_time_ms: 0,
+            active_time_ms: None,
+            pending: vec![id(1, 0), id(2, 0)],
+        }],
+    };
+    let mut p1 = piece(
+        "sp",
+        consts::TYPE_STREAM_LISTPACKS_3,
+        Value::Stream {
+            entries: vec![entry(2, 0, &["a", "1"])],
+            meta: None,
+        },
+    );
+    p1.last = false;
+    let mut p2 = piece(
+        "sp",
+        consts::TYPE_STREAM_LISTPACKS_3,
+        Value::Stream {
+            entries: vec![entry(3, 0, &["a", "2"])],
+            meta: Some(Box::new(StreamMeta {
+                length: 2,
+                last_id: id(3, 0),
+                first_id: Some(id(2, 0)),
+                max_deleted_id: Some(id(1, 0)),
+                entries_added: Some(3),
+                groups: vec![group],
+                deleted_entries: 0,
+            })),
+        },
+    );
+    p2.first = false;
+    apply(&mut conn, &rw.piece(&p1));
+    let r = rw.piece(&p2);
+    assert_eq!(
+        r.skipped.as_ref().unwrap().reason,
+        SkipReason::PendingEntriesDropped { count: 1 }
+    );
+    apply(&mut conn, &r);
+    let f = pairs(&conn.cmd(&[b"XINFO", b"STREAM", b"sp", b"FULL"]));
+    assert_eq!(f["length"].int(), Some(2));
+    assert_eq!(f["entries-added"].int(), Some(3));
+    assert_eq!(f["max-deleted-entry-id"].text(), "1-0");
+    let g = pairs(&f["groups"].array()[0]);
+    assert_eq!(g["pel-count"].int(), Some(1));
+
+    let e = piece(
+        "mk",
+        consts::TYPE_STREAM_LISTPACKS_3,
+        Value::Stream {
+            entries: vec![],
+            meta: Some(Box::new(StreamMeta {
+                length: 0,
+                last_id: id(0, 0),
+                first_id: Some(id(0, 0)),
+                max_deleted_id: Some(id(0, 0)),
+                entries_added: Some(0),
+                groups: vec![StreamGroup {
+                    name: b"g0".to_vec(),
+                    last_id: id(0, 0),
+                    entries_read: Some(0),
+                    pending: vec![],
+                    consumers: vec![],
+                }],
+                deleted_entries: 0,
+            })),
+        },
+    );
+    apply(&mut conn, &rw.piece(&e));
+    let f = pairs(&conn.cmd(&[b"XINFO", b"STREAM", b"mk", b"FULL"]));
+    assert_eq!(f["length"].int(), Some(0));
+    assert_eq!(f["last-generated-id"].text(), "0-0");
+    assert_eq!(f["entries-added"].int(), Some(0));
+    assert_eq!(pairs(&f["groups"].array()[0])["name"].text(), "g0");
+}

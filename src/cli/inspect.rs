@@ -301,7 +301,7 @@ fn decode_flow(d: &mut FlowDecoder, data: &[u8], p: &mut Printer<'_>) -> Result<
             .map_err(|e| e.to_string())?;
         pos += used;
         match step {
-            Step::Item(FlowEvent::Snapshot(item)) => p.snapshot(at, &item, false)?,
+            Step::Item(FlowEvent::Snapshot(item)) => p.snapshot(at, &item)?,
             Step::Item(FlowEvent::EofToken) => {
                 p.emit(json!({ "kind": "eof-token", "offset": at }))?
             }
@@ -330,7 +330,7 @@ fn decode_plain(data: &[u8], p: &mut Printer<'_>) -> Result<(), String> {
             match step {
                 Step::Item(item) => {
                     let eof = matches!(item, SnapshotItem::Eof { .. });
-                    p.snapshot(at, &item, false)?;
+                    p.snapshot(at, &item)?;
                     if eof {
                         break;
                     }
@@ -382,7 +382,7 @@ impl Printer<'_> {
         writeln!(self.out, "{v}").map_err(|e| format!("stdout: {e}"))
     }
 
-    fn snapshot(&mut self, at: u64, item: &SnapshotItem, _: bool) -> Result<(), String> {
+    fn snapshot(&mut self, at: u64, item: &SnapshotItem) -> Result<(), String> {
         let v = match item {
             SnapshotItem::Header { version } => json!({ "kind": "header", "version": version }),
             SnapshotItem::Aux { key, value } => {

@@ -28,7 +28,7 @@ use std::fmt;
 
 use crate::journal::{EntryKind, JournalEntry, JournalItem};
 use crate::model::{Cmd, DbIndex};
-use crate::rdb::{Piece, SnapshotItem};
+use crate::rdb::{FlowEvent, Piece, SnapshotItem};
 
 pub use command::is_known_write_command;
 
@@ -330,6 +330,16 @@ impl Rewriter {
         match item {
             JournalItem::Entry(e) => self.entry(e),
             JournalItem::LsnMarker(_) => Ok(Rewritten::default()),
+        }
+    }
+
+    /// Any event of a flow decoder: snapshot items, the eof token (nothing to write) and
+    /// live journal items.
+    pub fn flow_event(&mut self, ev: &FlowEvent) -> Result<Rewritten, RewriteError> {
+        match ev {
+            FlowEvent::Snapshot(item) => self.snapshot_item(item),
+            FlowEvent::EofToken => Ok(Rewritten::default()),
+            FlowEvent::Journal(j) => self.journal_item(j),
         }
     }
 
