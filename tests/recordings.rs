@@ -3,7 +3,7 @@
 //! issue 3 — every recording decoded, rewritten and applied to an empty redis-server equals its
 //! manifest, with the types plain Redis cannot hold counted as skipped.
 
-mod capture;
+pub mod capture;
 mod keyspace;
 pub mod redis;
 
