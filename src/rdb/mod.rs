@@ -39,7 +39,7 @@ mod snapshot;
 mod value;
 
 pub use crate::wire::{Blobs, DecodeError, ErrorKind, Limits};
-pub use dump::{decode_dump_payload, Dump};
+pub use dump::{crc64, decode_dump_payload, Dump};
 pub use flow::{FlowDecoder, FlowEvent};
 pub use snapshot::{SnapshotDecoder, SnapshotItem};
 
