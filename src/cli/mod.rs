@@ -7,6 +7,7 @@
 //! errors to stderr.
 
 mod args;
+mod dry_run;
 pub mod inspect;
 mod logging;
 
@@ -49,6 +50,13 @@ impl Failure {
     fn usage(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Failure {
         Failure {
             exit: Exit::Usage,
+            error: e.into(),
+        }
+    }
+
+    fn runtime(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Failure {
+        Failure {
+            exit: Exit::Failure,
             error: e.into(),
         }
     }
@@ -125,7 +133,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let cfg = load(config.path())?;
             init_logging(cli, Some(&cfg))?;
             if *dry_run {
-                dry_run_not_wired(&cfg)
+                exit_130_on_ctrl_c();
+                dry_run::run(&cfg, &mut |line| println_out(line))
+                    .map_err(|m| Failure::runtime(Message(m)))
             } else {
                 Err(not_implemented(
                     "replicate",
@@ -181,13 +191,18 @@ fn not_implemented(cmd: &str, hint: &str) -> Failure {
     )))
 }
 
-/// Placeholder until the connection layer lands: says so instead of pretending.
-fn dry_run_not_wired(cfg: &Config) -> Result<(), Failure> {
-    println_out(&format!("config {}: ok", cfg.origin));
-    Err(not_implemented(
-        "replicate --dry-run",
-        "The config is valid; the connectivity checks are not built yet.",
-    ))
+/// Makes Ctrl-C end the process at once with the documented exit code 130 (the default
+/// disposition kills it by signal, which scripts see as "no exit code"). Only for commands that
+/// hold no state worth saving; `replicate` proper will drain and checkpoint on the first Ctrl-C.
+fn exit_130_on_ctrl_c() {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Err(e) = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        Exit::Interrupted as i32,
+        armed,
+    ) {
+        log::warn!("cannot install the Ctrl-C handler ({e}); Ctrl-C will kill without exit code");
+    }
 }
 
 /// One line of data to stdout. A closed stdout (`| head`) is not an error worth a panic.
