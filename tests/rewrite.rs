@@ -783,3 +783,32 @@ fn split_streams_and_empty_streams_with_groups() {
     assert_eq!(f["entries-added"].int(), Some(0));
     assert_eq!(pairs(&f["groups"].array()[0])["name"].text(), "g0");
 }
+
+/// `inspect` on a corrupt flow: an error line naming the byte offset, a summary counting it,
+/// exit code 1.
+#[test]
+fn inspect_reports_decode_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conn-001.s2c.bin");
+    let mut bytes =
+        b"*2\r\n+FULL\r\n+0123456789abcdef0123456789abcdef01234567\r\nREDIS0009".to_vec();
+    bytes.extend_from_slice(&[0x64, 0x01, b'k']);
+    std::fs::write(&path, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+        .arg("inspect")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err_line: serde_json::Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["kind"] == "error")
+        .expect("an error line");
+    let msg = err_line["error"].as_str().unwrap();
+    assert!(msg.contains("byte 9"), "{msg}");
+    let total: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(total["errors"].as_array().unwrap().len(), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed to decode"));
+}

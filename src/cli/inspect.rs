@@ -31,9 +31,26 @@ use crate::rdb::{
 #[derive(Debug)]
 pub struct InspectError(String);
 
+/// What `emit` returns when the reader of stdout went away (`inspect … | head`).
+const BROKEN_PIPE: &str = "stdout closed";
+
 impl fmt::Display for InspectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The subcommand: decodes `path` to stdout. Fails when a flow did not decode; a reader that
+/// closes the pipe early (`| head`) is not a failure.
+pub fn command(path: &Path) -> Result<(), InspectError> {
+    match run(path, &mut std::io::stdout().lock()) {
+        Ok(s) if s.errors.is_empty() => Ok(()),
+        Ok(s) => Err(InspectError(format!(
+            "{} flow(s) failed to decode (see the error lines)",
+            s.errors.len()
+        ))),
+        Err(e) if e.0 == BROKEN_PIPE => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -244,7 +261,10 @@ pub fn run(path: &Path, out: &mut dyn Write) -> Result<Summary, InspectError> {
     }
     let mut total = Summary::default();
     let w = |out: &mut dyn Write, v: &Json| -> Result<(), InspectError> {
-        writeln!(out, "{v}").map_err(|e| InspectError(format!("stdout: {e}")))
+        writeln!(out, "{v}").map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => InspectError(BROKEN_PIPE.into()),
+            _ => InspectError(format!("stdout: {e}")),
+        })
     };
     for f in &flows {
         let s = inspect_flow(f, out)?;
@@ -284,6 +304,9 @@ fn inspect_flow(f: &FlowInput, out: &mut dyn Write) -> Result<Summary, InspectEr
         None => decode_plain(data, &mut p),
     };
     if let Err(e) = result {
+        if e == BROKEN_PIPE {
+            return Err(InspectError(e));
+        }
         p.emit(json!({ "kind": "error", "error": e }))
             .map_err(InspectError)?;
         p.summary.errors.push(format!("{}: {e}", f.label));
@@ -379,7 +402,10 @@ impl Printer<'_> {
         if let Some(o) = v.as_object_mut() {
             o.insert("flow".into(), json!(self.flow));
         }
-        writeln!(self.out, "{v}").map_err(|e| format!("stdout: {e}"))
+        writeln!(self.out, "{v}").map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => BROKEN_PIPE.to_string(),
+            _ => format!("stdout: {e}"),
+        })
     }
 
     fn snapshot(&mut self, at: u64, item: &SnapshotItem) -> Result<(), String> {
@@ -466,7 +492,14 @@ impl Printer<'_> {
             None
         };
         let v = match j {
-            JournalItem::LsnMarker(l) => json!({ "kind": "lsn-marker", "lsn": l.0 }),
+            JournalItem::LsnMarker(l) => {
+                // A journal-only file with no known start: the first marker names the LSN of
+                // the entry before it, so counting can start from there.
+                if live && self.lsn.is_none() {
+                    self.lsn = Some(LsnCounter::new(Lsn(l.0.saturating_add(1))));
+                }
+                json!({ "kind": "lsn-marker", "lsn": l.0 })
+            }
             JournalItem::Entry(e) => {
                 let name = entry_name(e);
                 *self.summary.journal.entry(name.clone()).or_default() += 1;

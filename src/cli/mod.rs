@@ -113,18 +113,10 @@ fn print_error(e: &(dyn StdError + 'static)) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Inspect { file } => inspect::run(file, &mut std::io::stdout().lock())
-            .map_err(|e| Failure {
-                exit: Exit::Failure,
-                error: e.into(),
-            })
-            .and_then(|s| match s.errors.is_empty() {
-                true => Ok(()),
-                false => Err(Failure {
-                    exit: Exit::Failure,
-                    error: Message(format!("{} decode error(s)", s.errors.len())).into(),
-                }),
-            }),
+        Command::Inspect { file } => inspect::command(file).map_err(|e| Failure {
+            exit: Exit::Failure,
+            error: e.into(),
+        }),
         Command::Version => {
             println_out(&format!("df2redis-sync {}", env!("CARGO_PKG_VERSION")));
             Ok(())
