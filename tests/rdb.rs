@@ -2,6 +2,7 @@
 //! (whole, byte by byte, random chunks), a manifest cross-check of untouched keys, DUMP
 //! payloads from the manifests, and real Redis 7 RDB files (see `redis_rdb`).
 
+mod prop;
 mod redis_rdb;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
