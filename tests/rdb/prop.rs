@@ -184,6 +184,54 @@ fn listpack(elems: &[Vec<u8>]) -> Vec<u8> {
     lp
 }
 
+/// A ziplist of `elems` (Redis `ziplist.c`): integers as `E0` i64 or 4-bit immediates,
+/// strings with 6-, 14- or 32-bit lengths.
+fn ziplist(elems: &[Vec<u8>]) -> Vec<u8> {
+    let mut zl = vec![0u8; 10];
+    let mut prev = 0usize;
+    for e in elems {
+        let start = zl.len();
+        if prev < 254 {
+            zl.push(prev as u8);
+        } else {
+            zl.push(0xFE);
+            zl.extend_from_slice(&(prev as u32).to_le_bytes());
+        }
+        let int = std::str::from_utf8(e)
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+            .filter(|i| i.to_string().as_bytes() == e.as_slice());
+        match int {
+            Some(i) if (0..=12).contains(&i) => zl.push(0xF1 + i as u8),
+            Some(i) => {
+                zl.push(0xE0);
+                zl.extend_from_slice(&i.to_le_bytes());
+            }
+            None if e.len() < 64 => {
+                zl.push(e.len() as u8);
+                zl.extend_from_slice(e);
+            }
+            None if e.len() < 16384 => {
+                zl.push(0x40 | (e.len() >> 8) as u8);
+                zl.push(e.len() as u8);
+                zl.extend_from_slice(e);
+            }
+            None => {
+                zl.push(0x80);
+                zl.extend_from_slice(&(e.len() as u32).to_be_bytes());
+                zl.extend_from_slice(e);
+            }
+        }
+        prev = zl.len() - start;
+    }
+    zl.push(0xFF);
+    let total = zl.len() as u32;
+    zl[..4].copy_from_slice(&total.to_le_bytes());
+    let n = u16::try_from(elems.len()).unwrap_or(u16::MAX);
+    zl[8..10].copy_from_slice(&n.to_le_bytes());
+    zl
+}
+
 fn fmt_score(f: f64) -> Vec<u8> {
     if f == f64::INFINITY {
         b"inf".to_vec()
@@ -213,6 +261,17 @@ fn encode_key(k: &Key) -> (Vec<u8>, Vec<Vec<u8>>) {
         Gen::Str(v) => {
             body(TYPE_STRING, &mut head);
             put_str(&mut head, v, s);
+        }
+        Gen::List(v) if listpack_form && s & 16 != 0 => {
+            // quicklist 1: ziplist nodes of up to 4 elements.
+            body(TYPE_LIST_QUICKLIST, &mut head);
+            let nodes: Vec<&[Vec<u8>]> = v.chunks(4).collect();
+            put_pu(&mut head, nodes.len() as u64);
+            for n in nodes {
+                let mut e = Vec::new();
+                put_str(&mut e, &ziplist(n), s);
+                elems.push(e);
+            }
         }
         Gen::List(v) if listpack_form => {
             // quicklist 2: nodes of up to 3 elements, some PLAIN, some LZF-packed.
@@ -249,6 +308,11 @@ fn encode_key(k: &Key) -> (Vec<u8>, Vec<Vec<u8>>) {
                 elems.push(e);
             }
         }
+        Gen::Hash(v) if listpack_form && s & 16 != 0 => {
+            body(TYPE_HASH_ZIPLIST, &mut head);
+            let flat: Vec<Vec<u8>> = v.iter().flat_map(|(f, x)| [f.clone(), x.clone()]).collect();
+            put_str(&mut head, &ziplist(&flat), s);
+        }
         Gen::Hash(v) if listpack_form => {
             body(TYPE_HASH_LISTPACK, &mut head);
             let flat: Vec<Vec<u8>> = v.iter().flat_map(|(f, x)| [f.clone(), x.clone()]).collect();
@@ -261,6 +325,33 @@ fn encode_key(k: &Key) -> (Vec<u8>, Vec<Vec<u8>>) {
                 let mut e = Vec::new();
                 put_str(&mut e, f, s);
                 put_str(&mut e, x, s);
+                elems.push(e);
+            }
+        }
+        Gen::ZSet(v) if listpack_form && s & 16 != 0 => {
+            body(TYPE_ZSET_ZIPLIST, &mut head);
+            let flat: Vec<Vec<u8>> = v
+                .iter()
+                .flat_map(|(m, f)| [m.clone(), fmt_score(*f)])
+                .collect();
+            put_str(&mut head, &ziplist(&flat), s);
+        }
+        Gen::ZSet(v) if s & 32 != 0 => {
+            // Type 3: text scores, with the special lengths for the infinities.
+            body(TYPE_ZSET, &mut head);
+            put_pu(&mut head, v.len() as u64);
+            for (m, f) in v {
+                let mut e = Vec::new();
+                put_str(&mut e, m, s);
+                if *f == f64::INFINITY {
+                    e.push(TEXT_DOUBLE_POS_INF);
+                } else if *f == f64::NEG_INFINITY {
+                    e.push(TEXT_DOUBLE_NEG_INF);
+                } else {
+                    let t = fmt_score(*f);
+                    e.push(t.len() as u8);
+                    e.extend_from_slice(&t);
+                }
                 elems.push(e);
             }
         }
@@ -432,7 +523,7 @@ fn expected(k: &Key) -> Value {
                 .iter()
                 .map(|(_, f)| Score {
                     value: *f,
-                    text: if k.style & 4 != 0 {
+                    text: if k.style & 4 != 0 || k.style & 32 != 0 {
                         Some(fmt_score(*f))
                     } else {
                         None
@@ -493,7 +584,7 @@ proptest! {
             match it {
                 SnapshotItem::Piece(p) => {
                     // Counted collections come in batches of at most `batch` elements.
-                    if matches!(p.rdb_type, TYPE_LIST | TYPE_SET | TYPE_HASH | TYPE_ZSET_2 | TYPE_SET_WITH_EXPIRY) {
+                    if matches!(p.rdb_type, TYPE_LIST | TYPE_SET | TYPE_HASH | TYPE_ZSET | TYPE_ZSET_2 | TYPE_SET_WITH_EXPIRY) {
                         prop_assert!(p.value.element_count() <= batch);
                     }
                     let k = (p.db.0, p.key.clone());
