@@ -2,6 +2,7 @@
 //! (whole, byte by byte, random chunks), a manifest cross-check of untouched keys, DUMP
 //! payloads from the manifests, and real Redis 7 RDB files (see `redis_rdb`).
 
+mod prop;
 mod redis_rdb;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -243,10 +244,13 @@ fn check_structure(f: &Flow, events: &[FlowEvent]) {
     }
 }
 
+/// Decoded keys: (db, key) → (RDB type, expiry, whole value).
+pub type KeyMap = BTreeMap<(u32, Vec<u8>), (u8, Option<i64>, Value)>;
+
 /// Everything a session's flows decoded to, merged per key.
 #[derive(Default)]
 struct Decoded {
-    keys: BTreeMap<(u32, Vec<u8>), (u8, Option<i64>, Value)>,
+    keys: KeyMap,
     touched: HashSet<Vec<u8>>,
     flushed_dbs: HashSet<u32>,
     flushall: bool,
@@ -481,7 +485,7 @@ fn untouched_keys_match_the_manifests() {
                     in_manifest.insert((db.parse().unwrap(), mkey(k)));
                 }
             }
-            for ((db, key), _) in &d.keys {
+            for (db, key) in d.keys.keys() {
                 if d.touched.contains(key) || d.flushall || d.flushed_dbs.contains(db) {
                     continue;
                 }

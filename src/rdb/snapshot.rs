@@ -761,3 +761,159 @@ fn lz4_frame(data: &[u8], max: usize) -> Result<Vec<u8>, ErrorKind> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rdb::{FlowDecoder, FlowEvent, Value};
+    use crate::wire::{put_pu, put_raw_str};
+
+    fn all(bytes: &[u8]) -> Result<Vec<SnapshotItem>, DecodeError> {
+        let mut d = SnapshotDecoder::new(Limits::default());
+        let mut pos = 0;
+        let mut out = Vec::new();
+        loop {
+            let (s, n) = d.step(&bytes[pos..])?;
+            pos += n;
+            match s {
+                Step::Item(it) => out.push(it),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn pieces(items: &[SnapshotItem]) -> Vec<&Piece> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                SnapshotItem::Piece(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unknown_opcode_and_type_name_the_offset() {
+        let e = all(b"REDIS0009\xfe\x00\xf0").unwrap_err();
+        assert_eq!(e.offset, 11);
+        assert_eq!(
+            e.to_string(),
+            "decode error at byte 11: unknown opcode 0xf0"
+        );
+        let e = all(b"REDIS0009\x1a\x01k").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnknownType(26));
+        assert_eq!(all(b"RADIS0009").unwrap_err().kind, ErrorKind::BadMagic);
+    }
+
+    #[test]
+    fn mask_and_expiry_apply_to_the_next_key_only() {
+        let mut v = b"REDIS0009".to_vec();
+        v.push(OP_EXPIRETIME_MS);
+        v.extend_from_slice(&1_900_000_000_000u64.to_le_bytes());
+        v.extend_from_slice(&[OP_DF_MASK, 3, 0, 0, 0, 42, 0, 0, 0]);
+        v.extend_from_slice(&[0, 1, b'a', 1, b'x', 0, 1, b'b', 0xC0, 0xFF]);
+        v.push(OP_EOF);
+        v.extend_from_slice(&[0; 8]);
+        let items = all(&v).unwrap();
+        let p = pieces(&items);
+        assert_eq!(p[0].expire_ms, Some(1_900_000_000_000));
+        assert_eq!(
+            p[0].mask,
+            KeyMask {
+                sticky: true,
+                mc_flags: Some(42)
+            }
+        );
+        assert_eq!(p[1].expire_ms, None);
+        assert_eq!(p[1].mask, KeyMask::default());
+        assert_eq!(p[1].value, Value::String(b"-1".to_vec()));
+    }
+
+    /// A hash split into two tagged chunks with a SELECTDB and a whole key between them: the
+    /// continuation keeps the db of the first chunk (§3.8).
+    #[test]
+    fn continuation_chunk_keeps_the_first_chunks_db() {
+        let mut first = vec![TYPE_HASH];
+        put_raw_str(&mut first, b"h");
+        put_pu(&mut first, 2);
+        put_raw_str(&mut first, b"f1");
+        put_raw_str(&mut first, b"v1");
+        let mut second = Vec::new();
+        put_raw_str(&mut second, b"f2");
+        put_raw_str(&mut second, b"v2");
+        let chunk = |id: u32, p: &[u8]| {
+            let mut c = vec![OP_TAGGED_CHUNK];
+            c.extend_from_slice(&id.to_le_bytes());
+            c.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            c.extend_from_slice(p);
+            c
+        };
+        let mut v = b"REDIS0009".to_vec();
+        v.extend_from_slice(&[OP_SELECTDB, 2]);
+        v.extend(chunk(5, &first));
+        v.extend_from_slice(&[OP_SELECTDB, 4, 0, 1, b's', 1, b'x']);
+        v.extend(chunk(5, &second));
+        let mut eof = v.clone();
+        eof.push(OP_EOF);
+        eof.extend_from_slice(&[0; 8]);
+        let items = all(&eof).unwrap();
+        let p = pieces(&items);
+        assert_eq!(p.len(), 3);
+        assert!(p[0].first && !p[0].last && p[0].db == DbIndex(2));
+        assert_eq!(p[1].db, DbIndex(4));
+        assert!(!p[2].first && p[2].last && p[2].db == DbIndex(2) && p[2].key == b"h");
+        assert_eq!(
+            p[2].value,
+            Value::Hash([b"f2", b"v2"].into_iter().collect())
+        );
+
+        // EOF while the chunked value is open is an error.
+        let mut open = b"REDIS0009".to_vec();
+        open.extend(chunk(5, &first));
+        open.push(OP_EOF);
+        open.extend_from_slice(&[0; 8]);
+        assert!(matches!(
+            all(&open).unwrap_err().kind,
+            ErrorKind::Corrupt(_)
+        ));
+        // Id 0 is corruption.
+        let mut zero = b"REDIS0009".to_vec();
+        zero.extend(chunk(0, &first));
+        assert!(all(&zero).is_err());
+        // An element running past the chunk's budget is corruption.
+        let mut over = b"REDIS0009".to_vec();
+        over.extend(chunk(6, &first[..first.len() - 1]));
+        over.push(b'1');
+        assert!(all(&over).is_err());
+    }
+
+    #[test]
+    fn flow_checks_the_eof_token_then_reads_the_journal() {
+        let mut v = b"REDIS0009".to_vec();
+        v.extend_from_slice(&[OP_FULLSYNC_END, 0, 0, 0, 0, 0, 0, 0, 0]);
+        v.extend_from_slice(&[OP_JOURNAL_OFFSET, 9, 0, 0, 0, 0, 0, 0, 0]);
+        v.push(OP_EOF);
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&[b'a'; 40]);
+        v.extend_from_slice(&[0x0D, 0x0F, 0x09]);
+        let run = |token: &[u8]| -> Result<Vec<FlowEvent>, DecodeError> {
+            let mut d = FlowDecoder::new_full(token, Limits::default());
+            let mut pos = 0;
+            let mut out = Vec::new();
+            while let (Step::Item(e), n) = d.step(&v[pos..])? {
+                pos += n;
+                out.push(e);
+            }
+            Ok(out)
+        };
+        let ev = run(&[b'a'; 40]).unwrap();
+        assert_eq!(ev.len(), 7);
+        assert_eq!(ev[4], FlowEvent::EofToken);
+        assert!(matches!(
+            ev[6],
+            FlowEvent::Journal(JournalItem::LsnMarker(Lsn(9)))
+        ));
+        let e = run(&[b'b'; 40]).unwrap_err();
+        assert_eq!((e.kind, e.offset), (ErrorKind::TokenMismatch, 36));
+    }
+}

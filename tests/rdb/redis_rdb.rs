@@ -16,7 +16,7 @@ use df2redis_sync::rdb::{
 };
 use df2redis_sync::resp;
 
-use super::Rng;
+use super::{KeyMap, Rng};
 use crate::support::RedisServer;
 
 /// A minimal blocking RESP client (binary safe, which redis-cli output is not).
@@ -418,7 +418,7 @@ fn run_config(args: &[&str], compressed: bool, expect_types: &[u8]) {
     let bytewise = decode_file(&rdb, limits, &mut || 1);
     assert!(whole == bytewise, "byte by byte differs");
 
-    let mut got: BTreeMap<(u32, Vec<u8>), (u8, Option<i64>, Value)> = BTreeMap::new();
+    let mut got = KeyMap::new();
     let mut pieces = 0;
     let mut checksum = None;
     for it in whole {
