@@ -8,6 +8,7 @@
 
 mod args;
 mod dry_run;
+pub mod inspect;
 mod logging;
 
 use crate::config::Config;
@@ -112,6 +113,10 @@ fn print_error(e: &(dyn StdError + 'static)) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
+        Command::Inspect { file } => inspect::command(file).map_err(|e| Failure {
+            exit: Exit::Failure,
+            error: e.into(),
+        }),
         Command::Version => {
             println_out(&format!("df2redis-sync {}", env!("CARGO_PKG_VERSION")));
             Ok(())
