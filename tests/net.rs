@@ -36,6 +36,7 @@ fn plain_connect() {
 fn password_auth() {
     let s = RedisServer::builder().password("s3cret-pw").start();
     let mut c = Conn::connect(&s.endpoint()).unwrap();
+    assert!(!format!("{c:?}").contains("s3cret-pw"));
     set_get(&mut c);
 
     // Without credentials the server refuses commands: classified as Auth.
@@ -57,6 +58,7 @@ fn wrong_password_is_a_clear_auth_error_without_the_password() {
     assert_eq!(e.phase, Phase::Auth);
     assert!(e.is_auth());
     let msg = e.to_string();
+    eprintln!("wrong password: {msg}");
     assert!(
         msg.starts_with(&format!("{}: AUTH failed:", s.addr())),
         "{msg}"
@@ -145,6 +147,7 @@ fn tls_with_wrong_ca_is_a_clear_error() {
     assert_eq!(e.phase, Phase::TlsHandshake);
     assert!(matches!(e.cause, Cause::Tls(_)), "{e:?}");
     let msg = e.to_string();
+    eprintln!("wrong CA: {msg}");
     assert!(msg.contains(&s.addr()), "{msg}");
     assert!(msg.contains("certificate verify failed"), "{msg}");
     assert!(
@@ -239,4 +242,64 @@ fn read_timeout_is_reported_as_timeout() {
     let e = c.read_reply().unwrap_err();
     assert!(e.is_timeout(), "{e}");
     assert_eq!(e.phase, Phase::Read);
+}
+
+/// A Dragonfly flow connection replayed from a real v1.40.1 recording: the `DFLY FLOW` reply
+/// is read as RESP and the snapshot bytes behind it — some already buffered with the reply —
+/// come out of `Conn`'s `Read` intact and in order.
+#[test]
+fn recorded_flow_reply_then_raw_snapshot_bytes() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    let cap =
+        crate::support::shared_dir().join("testdata/dragonfly-v1.40.1/s2-plain-3shards/capture");
+    let s2c = std::fs::read(cap.join("conn-001.s2c.bin")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let served = s2c.clone();
+    let master = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(sock.try_clone().unwrap());
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line).unwrap();
+        let mut w = sock;
+        // One write: the reply and the first snapshot bytes arrive together.
+        w.write_all(&served).unwrap();
+        line
+    });
+    let mut c = Conn::connect(&Endpoint::plain(addr)).unwrap();
+    let reply = c
+        .request(&Cmd::from_args(["DFLY", "FLOW", "b8a94e1e", "SYNC1", "1"]))
+        .unwrap();
+    let parts = reply.as_array().unwrap();
+    assert_eq!(parts[0].as_str(), Some("FULL"));
+    assert_eq!(parts[1].as_str().map(str::len), Some(40));
+    let reply_len = reply.to_resp().len();
+    assert_eq!(c.consumed(), reply_len as u64);
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.starts_with(b"REDIS0009"));
+    assert!(rest == s2c[reply_len..], "stream bytes differ");
+    let sent = master.join().unwrap();
+    // The command went out as a RESP array of five bulk strings.
+    assert_eq!(sent, b"*5\r\n");
+}
+
+/// The harness kills the server and removes its directory when the test using it panics.
+#[test]
+fn harness_cleans_up_after_a_panicking_test() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let s = RedisServer::start();
+        tx.send((s.pid(), s.dir().to_path_buf())).unwrap();
+        panic!("deliberate panic to exercise the harness's Drop");
+    });
+    assert!(t.join().is_err());
+    let (pid, dir) = rx.recv().unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "redis-server {pid} still running"
+    );
+    assert!(!dir.exists(), "{} not removed", dir.display());
 }

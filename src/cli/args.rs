@@ -85,6 +85,13 @@ Exit codes: 0 equal, 1 different, 2 error (config, connection, server).")]
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Decode a recorded flow stream (a conn-NNN.s2c.bin file, or a recording folder) and
+    /// print one JSON line per entry and journal op, then a summary.
+    Inspect {
+        /// A flow file, a capture folder or a recording folder.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Print the version.
     Version,
 }
