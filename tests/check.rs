@@ -598,3 +598,33 @@ fn qps_and_bandwidth_limits_slow_the_check() {
     assert!(qps < Duration::from_secs(20) && bw < Duration::from_secs(20));
     eprintln!("unlimited {free:?}, qps-limited {qps:?}, bandwidth-limited {bw:?}");
 }
+
+#[test]
+fn cluster_source_standalone_target() {
+    let c = RedisCluster::start();
+    let t = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = Writer::new(&c.endpoint(1));
+    let mut tgt = Writer::new(&t.endpoint());
+    for i in 0..300 {
+        let k = format!("k:{i}");
+        for w in [&mut src, &mut tgt] {
+            w.cmd(&[b"HSET", k.as_bytes(), b"f", b"v"]);
+        }
+    }
+    src.cmd(&[b"SET", b"only_src", b"1"]);
+    tgt.cmd(&[b"SET", b"only_tgt", b"1"]);
+    tgt.cmd(&[b"HSET", b"k:7", b"f", b"w"]);
+    let cfg = config(&c.nodes()[1].addr(), &t.addr(), false);
+    let out = check::run(&cfg, &opts(Mode::Full, dir.path()), &|_| {}).unwrap();
+    assert!(out.report.source.1, "the source is seen as a cluster");
+    assert_eq!(out.report.summary.source_keys_scanned, 301);
+    assert_eq!(
+        found(&out),
+        BTreeSet::from([
+            ("only_src".to_string(), DiffKind::Missing),
+            ("only_tgt".to_string(), DiffKind::Extra),
+            ("k:7".to_string(), DiffKind::Value),
+        ])
+    );
+}

@@ -100,7 +100,8 @@ pub struct Summary {
     /// Keys whose type has no value comparison here (modules, unknown types): compared by
     /// existence, type and TTL only.
     pub unsupported_type_keys: u64,
-    /// Keys that differ after the last round (recorded ones plus `not_recorded`).
+    /// Differences after the last round (recorded ones plus `not_recorded`); one key can have
+    /// two (e.g. `ttl` and `value`).
     pub differing: u64,
     /// Differences per kind after the last round (recorded ones only).
     pub by_kind: BTreeMap<String, u64>,

@@ -27,7 +27,8 @@ pub enum Exit {
     Ok = 0,
     /// 1: runtime failure (unreachable or refusing server, unexpected server).
     Failure = 1,
-    /// 2: usage or configuration error, or a command not implemented yet.
+    /// 2: usage or configuration error, or a command not implemented yet; for `check`, any
+    /// error (its codes are 0 equal, 1 different, 2 error).
     Usage = 2,
     /// 130: interrupted by SIGINT (128 + 2, the shell convention).
     Interrupted = 130,
