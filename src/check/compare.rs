@@ -18,6 +18,11 @@ use crate::model::{escape_bytes, Cmd, DbIndex};
 use crate::resp::{NextAction, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Target size of one pipeline of whole small values.
+const SMALL_BATCH_BYTES: u64 = 8 << 20;
+/// Assumed bytes per collection element when sizing that pipeline.
+const ELEMENT_WEIGHT: u64 = 64;
+
 /// What every worker shares.
 pub struct Shared<'a> {
     /// Settings.
@@ -362,8 +367,26 @@ impl<'a> Worker<'a> {
                 _ => small.push(it),
             }
         }
-        if !small.is_empty() {
-            self.small_values(small, &mut big, out)?;
+        // Whole values are fetched in sub-batches of about SMALL_BATCH_BYTES, so a batch of
+        // 1000 strings of 1 MiB is not one 1 GiB pipeline. Strings weigh their length;
+        // collections an estimate per element (their sizes are unknown until read).
+        let mut part = Vec::new();
+        let mut weight = 0u64;
+        for it in small {
+            let len = u64::try_from(it.len).unwrap_or(0);
+            weight += if it.kind == Kind::String {
+                len
+            } else {
+                len.saturating_mul(ELEMENT_WEIGHT)
+            };
+            part.push(it);
+            if weight >= SMALL_BATCH_BYTES {
+                self.small_values(std::mem::take(&mut part), &mut big, out)?;
+                weight = 0;
+            }
+        }
+        if !part.is_empty() {
+            self.small_values(part, &mut big, out)?;
         }
         for it in big {
             self.deep(&it, out)?;

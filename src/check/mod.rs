@@ -14,8 +14,8 @@
 //! program mode, so it owns its threads; `pipeline/` owns the replicator's.)
 //!
 //! Memory is bounded: a batch is at most `scan_count` keys, small values are fetched whole
-//! only below the big-key threshold, big keys are walked in chunks ([`deep`]), and at most
-//! `max_diffs` differences are kept.
+//! only below the big-key threshold and in pipelines of about 8 MiB, big keys are walked in
+//! chunks ([`deep`]), and at most `max_diffs` differences are kept.
 
 mod compare;
 mod deep;
