@@ -18,6 +18,13 @@ use crate::model::{escape_bytes, Cmd, DbIndex};
 use crate::resp::{NextAction, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// `NAME key`, allocated once at its exact size (this runs for every key).
+pub fn key_cmd(name: &[u8], key: &[u8]) -> Cmd {
+    let mut c = Cmd::with_capacity(2, name.len() + key.len());
+    c.arg(name).arg(key);
+    c
+}
+
 /// Target size of one pipeline of whole small values.
 const SMALL_BATCH_BYTES: u64 = 8 << 20;
 /// Assumed bytes per collection element when sizing that pipeline.
@@ -210,12 +217,12 @@ impl<'a> Worker<'a> {
             sreq.push(Req {
                 node: sn,
                 db,
-                cmd: Cmd::from_args([&b"TYPE"[..], k]),
+                cmd: key_cmd(b"TYPE", k),
             });
             treq.push(Req {
                 node: tn,
                 db: tdb,
-                cmd: Cmd::from_args([&b"TYPE"[..], &tkey]),
+                cmd: key_cmd(b"TYPE", &tkey),
             });
             if ttl {
                 sreq.push(Req {
@@ -319,12 +326,12 @@ impl<'a> Worker<'a> {
             sreq.push(Req {
                 node: it.sn,
                 db: it.db,
-                cmd: Cmd::from_args([name.as_bytes(), it.key]),
+                cmd: key_cmd(name.as_bytes(), it.key),
             });
             treq.push(Req {
                 node: it.tn,
                 db: it.tdb,
-                cmd: Cmd::from_args([name.as_bytes(), &it.tkey]),
+                cmd: key_cmd(name.as_bytes(), &it.tkey),
             });
         }
         let (sv, tv) = self.both(&sreq, &treq)?;

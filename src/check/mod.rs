@@ -29,6 +29,7 @@ pub use report::{Diff, DiffKind, Report, RoundSummary, Summary};
 use crate::config::{CheckConfig, Config};
 use crate::model::{Cmd, DbIndex};
 use crate::net::Conn;
+use crate::resp::Value;
 use compare::{Shared, Worker};
 use keys::KeyMap;
 use side::{Side, Which};
@@ -664,32 +665,47 @@ fn scan(
         let read = conn.consumed().saturating_sub(before);
         side.bytes.fetch_add(read, Ordering::Relaxed);
         side.bandwidth.pay(read);
-        let parsed = v.as_array().and_then(|a| {
-            let cur = a.first()?.as_bytes()?.to_vec();
-            let keys = a.get(1)?.as_array()?;
-            Some((cur, keys))
+        // Take the reply apart by value: the key bytes move into the batch without a copy.
+        let shape_ok = v.as_array().is_some_and(|a| {
+            a.len() == 2
+                && a[0].as_bytes().is_some()
+                && a[1]
+                    .as_array()
+                    .is_some_and(|ks| ks.iter().all(|k| matches!(k, Value::Bulk(_))))
         });
-        let Some((next, keys)) = parsed else {
+        if !shape_ok {
             return Err(side.bad_reply(&ep.addr, "SCAN", &v));
+        }
+        let mut parts = match v {
+            Value::Array(a) => a.into_iter(),
+            _ => Vec::new().into_iter(),
+        };
+        let next = parts
+            .next()
+            .and_then(|c| c.as_bytes().map(<[u8]>::to_vec))
+            .unwrap_or_else(|| b"0".to_vec());
+        let keys = match parts.next() {
+            Some(Value::Array(k)) => k,
+            _ => Vec::new(),
         };
         scanned.fetch_add(keys.len() as u64, Ordering::Relaxed);
         for k in keys {
-            let Some(k) = k.as_bytes() else {
-                return Err(side.bad_reply(&ep.addr, "SCAN", &v));
+            let Value::Bulk(k) = k else {
+                continue;
             };
             if which == Which::Target && server_match.is_none() {
                 if let Some(p) = pattern {
-                    let ok = match sh.map.to_source(db, k) {
+                    let ok = match sh.map.to_source(db, &k) {
                         Some(c) if !c.is_empty() => c.iter().any(|(_, sk)| util::glob_match(p, sk)),
-                        _ => util::glob_match(p, k),
+                        _ => util::glob_match(p, &k),
                     };
                     if !ok {
                         continue;
                     }
                 }
             }
-            if util::sampled(k, sh.opts.sample) {
-                batch.push(k.to_vec());
+            if util::sampled(&k, sh.opts.sample) {
+                batch.push(k);
             }
         }
         if batch.len() >= batch_max && !send(std::mem::take(&mut batch)) {

@@ -175,7 +175,7 @@ impl Side {
         } else {
             b"PTTL"
         };
-        Cmd::from_args([name, key])
+        super::compare::key_cmd(name, key)
     }
 
     /// Turns the reply of [`Side::expiry_cmd`] into an absolute expiry.
