@@ -678,3 +678,56 @@ fn pttl_fallback_and_authenticated_sides() {
         .unwrap();
     assert!((29_000..=31_000).contains(&by), "{}", off.detail);
 }
+
+#[test]
+fn db_merge_with_key_prefix() {
+    // Source dbs 0 and 1 both go to target db 0; db 1's keys carry the prefix `one:`.
+    let s = RedisServer::start();
+    let t = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Conn::connect(&s.endpoint()).unwrap();
+    for args in [
+        &["SET", "a", "0"][..],
+        &["SET", "b", "0"],
+        &["SELECT", "1"],
+        &["SET", "a", "1"],
+        &["SET", "c", "1"],
+        &["SET", "d", "1"],
+    ] {
+        assert!(!c.request(&Cmd::from_args(args)).unwrap().is_error());
+    }
+    for k in ["a", "b", "one:a", "one:zz", "zz"] {
+        let v = if k.starts_with("one:") { "1" } else { "0" };
+        t.cli(&["SET", k, v]);
+    }
+    t.cli(&["SET", "one:c", "2"]);
+    let yaml = format!(
+        "source: {{addr: '{}'}}\ntarget: {{addr: '{}'}}\ndatabases: {{map: {{1: 0}}, key_prefix: {{1: 'one:'}}}}\n",
+        s.addr(),
+        t.addr()
+    );
+    let cfg = Config::from_yaml_str(&yaml, "t").unwrap();
+    let out = check::run(&cfg, &opts(Mode::Full, dir.path()), &|_| {}).unwrap();
+    let got: BTreeSet<(Option<u32>, String, String, DiffKind)> = out
+        .report
+        .diffs
+        .iter()
+        .map(|d| {
+            (
+                d.db.map(|x| x.0),
+                String::from_utf8_lossy(&d.key).into_owned(),
+                String::from_utf8_lossy(&d.target_key).into_owned(),
+                d.kind,
+            )
+        })
+        .collect();
+    let want = BTreeSet::from([
+        (Some(1), "c".into(), "one:c".into(), DiffKind::Value),
+        (Some(1), "d".into(), "one:d".into(), DiffKind::Missing),
+        (Some(1), "zz".into(), "one:zz".into(), DiffKind::Extra),
+        (Some(0), "zz".into(), "zz".into(), DiffKind::Extra),
+    ]);
+    assert_eq!(got, want);
+    let json = std::fs::read_to_string(&out.path).unwrap();
+    assert!(json.contains("\"target_key\": \"one:d\""), "{json}");
+}

@@ -105,6 +105,9 @@ impl KeyMap {
                 None => out.push((s, tkey.to_vec())),
             }
         }
+        // The most specific reading first (longest prefix stripped): an extra key is reported
+        // under it.
+        out.sort_by_key(|(_, k)| k.len());
         if let Some(o) = self.only {
             if !out.iter().any(|(s, _)| *s == o) {
                 return None;
