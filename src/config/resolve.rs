@@ -1225,6 +1225,7 @@ mod tests {
             DATABASES_KEYS,
             LOGGING_KEYS,
             METRICS_KEYS,
+            CHECK_KEYS,
         ]
         .concat()
     }
