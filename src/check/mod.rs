@@ -19,6 +19,7 @@
 
 mod compare;
 mod deep;
+mod fast;
 mod keys;
 mod report;
 mod side;
