@@ -20,13 +20,6 @@ use crate::resp::{NextAction, Value};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// `NAME key`, allocated once at its exact size (this runs for every key).
-pub fn key_cmd(name: &[u8], key: &[u8]) -> Cmd {
-    let mut c = Cmd::with_capacity(2, name.len() + key.len());
-    c.arg(name).arg(key);
-    c
-}
-
 /// Target size of one pipeline of whole small values.
 const SMALL_BATCH_BYTES: u64 = 8 << 20;
 /// Assumed bytes per collection element when sizing that pipeline.
@@ -365,27 +358,21 @@ impl<'a> Worker<'a> {
 
     fn lengths(&mut self, items: Vec<Pending>, out: &mut Vec<Diff>) -> Result<(), Error> {
         let sh = self.sh;
-        let mut sreq = Vec::with_capacity(items.len());
-        let mut treq = Vec::with_capacity(items.len());
         for it in &items {
-            let name = it.kind.len_cmd().unwrap_or("EXISTS");
-            sreq.push(Req {
-                node: it.sn,
-                db: it.db,
-                cmd: key_cmd(name.as_bytes(), it.key),
-            });
-            treq.push(Req {
-                node: it.tn,
-                db: it.tdb,
-                cmd: key_cmd(name.as_bytes(), &it.tkey),
-            });
+            let name = it.kind.len_cmd().unwrap_or("EXISTS").as_bytes();
+            self.fsrc.push(it.sn, it.db, [name, it.key].into_iter())?;
+            self.ftgt
+                .push(it.tn, it.tdb, [name, &it.tkey[..]].into_iter())?;
         }
-        let (sv, tv) = self.both(&sreq, &treq)?;
+        self.fsrc.send()?;
+        self.ftgt.send()?;
+        let (mut sv, mut tv) = (Vec::new(), Vec::new());
+        self.fsrc.recv(&mut sv)?;
+        self.ftgt.recv(&mut tv)?;
         let mut small = Vec::new();
         let mut big = Vec::new();
         for ((mut it, s), t) in items.into_iter().zip(sv).zip(tv) {
-            let changed =
-                key_error(sh.src, &sh.src.addr, &s)?.or(key_error(sh.tgt, &sh.tgt.addr, &t)?);
+            let changed = reply_error(sh.src, &s)?.or(reply_error(sh.tgt, &t)?);
             if let Some(e) = changed {
                 out.push(diff(
                     &it,
@@ -394,8 +381,15 @@ impl<'a> Worker<'a> {
                 ));
                 continue;
             }
-            let (Some(sl), Some(tl)) = (s.as_int(), t.as_int()) else {
-                return Err(sh.src.bad_reply(&sh.src.addr, "length", &s));
+            let Some(sl) = s.as_int() else {
+                return Err(sh
+                    .src
+                    .bad_reply(self.fsrc.addr(it.sn), "length", &s.to_value()));
+            };
+            let Some(tl) = t.as_int() else {
+                return Err(sh
+                    .tgt
+                    .bad_reply(self.ftgt.addr(it.tn), "length", &t.to_value()));
             };
             if sl != tl {
                 let u = it.kind.unit();

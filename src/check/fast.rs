@@ -327,6 +327,69 @@ impl<'s> FastPool<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot server that checks the pipeline it receives and answers `reply` in small
+    /// pieces, so replies are split across reads.
+    fn serve(expect: &'static [u8], reply: &'static [u8]) -> (String, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = vec![0u8; expect.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(got, expect, "{}", String::from_utf8_lossy(&got));
+            for piece in reply.chunks(3) {
+                s.write_all(piece).unwrap();
+                s.flush().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        (addr, h)
+    }
+
+    #[test]
+    fn pipeline_of_types_ints_and_other_replies() {
+        let (addr, h) = serve(
+            b"*2\r\n$4\r\nTYPE\r\n$1\r\na\r\n*3\r\n$6\r\nEXISTS\r\n$1\r\na\r\n$2\r\nbc\r\n",
+            b"+string\r\n+ReJSON-RL\r\n:-2\r\n-WRONGTYPE x\r\n$-1\r\n+none\r\n:12\r\n$3\r\nabc\r\n",
+        );
+        let mut r = Raw::open(&net::Endpoint::plain(addr), DbIndex(0)).unwrap();
+        r.push([&b"TYPE"[..], b"a"].into_iter());
+        r.push([&b"EXISTS"[..], b"a", b"bc"].into_iter());
+        r.flush().unwrap();
+        assert_eq!(r.next().unwrap(), Reply::Type(Kind::String));
+        assert_eq!(
+            r.next().unwrap(),
+            Reply::Type(Kind::Other("ReJSON-RL".into()))
+        );
+        assert_eq!(r.next().unwrap(), Reply::Int(-2));
+        assert!(matches!(r.next().unwrap(), Reply::Other(Value::Error(_))));
+        assert_eq!(r.next().unwrap(), Reply::Other(Value::Nil));
+        assert_eq!(r.next().unwrap(), Reply::Type(Kind::None));
+        assert_eq!(r.next().unwrap().as_int(), Some(12));
+        assert_eq!(
+            r.next().unwrap(),
+            Reply::Other(Value::Bulk(b"abc".to_vec()))
+        );
+        assert_eq!(r.consumed(), 66);
+        // The server is gone: a clean error, not a hang or a panic.
+        h.join().unwrap();
+        assert!(r.next().is_err());
+    }
+
+    #[test]
+    fn garbage_is_a_positioned_protocol_error() {
+        let (addr, h) = serve(b"", b":7\r\n:12x\r\n");
+        let mut r = Raw::open(&net::Endpoint::plain(addr), DbIndex(0)).unwrap();
+        assert_eq!(r.next().unwrap(), Reply::Int(7));
+        let e = r.next().unwrap_err();
+        assert!(
+            matches!(e.cause, Cause::Protocol(ref d) if d.pos >= 4),
+            "{e:?}"
+        );
+        h.join().unwrap();
+    }
 
     #[test]
     fn ints_parse_strictly() {
