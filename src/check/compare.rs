@@ -1,5 +1,6 @@
-//! Comparing a batch of keys, pipelined: existence, type and expiry of every key in one round
-//! trip per side, then lengths, then (in `full`/`smart`) the values of small keys fetched whole
+//! Comparing a batch of keys, pipelined: existence and type (plus expiry outside `outline`) of
+//! every key in one round trip per side, then lengths (both on the allocation-free hot path of
+//! [`super::fast`]), then (in `full`/`smart`) the values of small keys fetched whole
 //! and compared through a digest of a canonical encoding. Big keys, streams and every digest
 //! mismatch go to [`super::deep`], which walks them in chunks and names the first difference.
 //!
