@@ -5,46 +5,49 @@
 //! end-of-snapshot trailer.
 //!
 //! Byte layouts follow `dragonfly src/server/rdb_save.cc (RdbSerializer::SaveEntry, SaveValue,
-//! SaveListObject, SaveStreamObject, Flush, PushToConsumerIfNeeded)`.
+//! SaveListObject, SaveStreamObject, Flush, PushToConsumerIfNeeded)`. Byte values come from the
+//! decoder's table (`crate::rdb::consts`), so encoder and decoder share one source.
+
+use crate::rdb::consts;
 
 /// Object type: string.
-pub const T_STRING: u8 = 0;
+pub const T_STRING: u8 = consts::TYPE_STRING;
 /// Object type: plain set.
-pub const T_SET: u8 = 2;
+pub const T_SET: u8 = consts::TYPE_SET;
 /// Object type: plain hash.
-pub const T_HASH: u8 = 4;
+pub const T_HASH: u8 = consts::TYPE_HASH;
 /// Object type: skiplist zset with binary doubles.
-pub const T_ZSET_2: u8 = 5;
+pub const T_ZSET_2: u8 = consts::TYPE_ZSET_2;
 /// Object type: intset.
-pub const T_SET_INTSET: u8 = 11;
+pub const T_SET_INTSET: u8 = consts::TYPE_SET_INTSET;
 /// Object type: listpack hash.
-pub const T_HASH_LISTPACK: u8 = 16;
+pub const T_HASH_LISTPACK: u8 = consts::TYPE_HASH_LISTPACK;
 /// Object type: listpack zset.
-pub const T_ZSET_LISTPACK: u8 = 17;
+pub const T_ZSET_LISTPACK: u8 = consts::TYPE_ZSET_LISTPACK;
 /// Object type: quicklist v2 list.
-pub const T_LIST_QUICKLIST_2: u8 = 18;
+pub const T_LIST_QUICKLIST_2: u8 = consts::TYPE_LIST_QUICKLIST_2;
 /// Object type: stream (listpacks v3).
-pub const T_STREAM_LISTPACKS_3: u8 = 21;
+pub const T_STREAM_LISTPACKS_3: u8 = consts::TYPE_STREAM_LISTPACKS_3;
 /// Opcode FULLSYNC_END.
-pub const OP_FULLSYNC_END: u8 = 0xC8;
+pub const OP_FULLSYNC_END: u8 = consts::OP_FULLSYNC_END;
 /// Opcode ZSTD blob.
-pub const OP_ZSTD_BLOB: u8 = 0xC9;
+pub const OP_ZSTD_BLOB: u8 = consts::OP_COMPRESSED_ZSTD_BLOB_START;
 /// Opcode LZ4 blob.
-pub const OP_LZ4_BLOB: u8 = 0xCA;
+pub const OP_LZ4_BLOB: u8 = consts::OP_COMPRESSED_LZ4_BLOB_START;
 /// Opcode JOURNAL_BLOB.
-pub const OP_JOURNAL_BLOB: u8 = 0xD2;
+pub const OP_JOURNAL_BLOB: u8 = consts::OP_JOURNAL_BLOB;
 /// Opcode JOURNAL_OFFSET.
-pub const OP_JOURNAL_OFFSET: u8 = 0xD3;
+pub const OP_JOURNAL_OFFSET: u8 = consts::OP_JOURNAL_OFFSET;
 /// Opcode TAGGED_CHUNK.
-pub const OP_TAGGED_CHUNK: u8 = 0xE0;
+pub const OP_TAGGED_CHUNK: u8 = consts::OP_TAGGED_CHUNK;
 /// Opcode AUX.
-pub const OP_AUX: u8 = 0xFA;
+pub const OP_AUX: u8 = consts::OP_AUX;
 /// Opcode EXPIRETIME_MS.
-pub const OP_EXPIRETIME_MS: u8 = 0xFC;
+pub const OP_EXPIRETIME_MS: u8 = consts::OP_EXPIRETIME_MS;
 /// Opcode SELECTDB.
-pub const OP_SELECTDB: u8 = 0xFE;
+pub const OP_SELECTDB: u8 = consts::OP_SELECTDB;
 /// Opcode EOF.
-pub const OP_EOF: u8 = 0xFF;
+pub const OP_EOF: u8 = consts::OP_EOF;
 
 /// Appends `pu(x)`, the packed unsigned integer (§3.2.1), shortest form.
 pub fn put_pu(out: &mut Vec<u8>, x: u64) {
