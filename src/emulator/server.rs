@@ -460,6 +460,9 @@ fn dispatch(m: &Arc<Master>, c: &mut Conn, args: Vec<Vec<u8>>) -> Next {
     if name == b"AUTH" {
         return Next::Reply(auth(m, c, &args));
     }
+    if name == b"HELLO" {
+        return Next::Reply(hello(m, c, &args));
+    }
     if !c.authed {
         return Next::Reply(Value::err("NOAUTH Authentication required."));
     }
@@ -479,7 +482,7 @@ fn dispatch(m: &Arc<Master>, c: &mut Conn, args: Vec<Vec<u8>>) -> Next {
         b"PING" if args.len() == 1 => Value::Simple(b"PONG".to_vec()),
         b"PING" => Value::bulk(args[1].clone()),
         b"QUIT" => return Next::Close(Value::ok()),
-        b"HELLO" => Value::err("unknown command 'HELLO'"),
+        b"HELLO" => hello(m, c, &args),
         b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"MONITOR" | b"SYNC" | b"PSYNC"
         | b"WATCH" => Value::err("this command is not supported by dfly-emulator"),
         b"REPLCONF" if args.len() == 3 && args[1].eq_ignore_ascii_case(b"ACK") => {
@@ -521,6 +524,54 @@ fn dispatch(m: &Arc<Master>, c: &mut Conn, args: Vec<Vec<u8>>) -> Next {
         _ => run_one(m, c, &args, None),
     };
     Next::Reply(r)
+}
+
+/// `HELLO [2 [AUTH user pass] [SETNAME name]]`: RESP2 only (the emulator's parser and its
+/// backend connections speak RESP2), answered locally like Dragonfly's map as a flat array.
+fn hello(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
+    if let Some(v) = args.get(1) {
+        if v.as_slice() != b"2" {
+            return Value::err("NOPROTO sorry, this protocol version is not supported.");
+        }
+    }
+    let mut i = 2;
+    while i < args.len() {
+        if args[i].eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
+            let r = auth(
+                m,
+                c,
+                &[b"AUTH".to_vec(), args[i + 1].clone(), args[i + 2].clone()],
+            );
+            if r.is_error() {
+                return r;
+            }
+            i += 3;
+        } else if args[i].eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
+            i += 2;
+        } else {
+            return Value::err("syntax error");
+        }
+    }
+    if !c.authed {
+        return Value::err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    let s = |x: &str| Value::bulk(x.as_bytes().to_vec());
+    Value::Array(Some(vec![
+        s("server"),
+        s("redis"),
+        s("version"),
+        s("7.4.0"),
+        s("dragonfly_version"),
+        s(m.cfg.version.df_ver()),
+        s("proto"),
+        Value::Int(2),
+        s("id"),
+        Value::Int(1),
+        s("mode"),
+        s("standalone"),
+        s("role"),
+        s("master"),
+    ]))
 }
 
 fn auth(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
