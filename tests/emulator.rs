@@ -956,3 +956,512 @@ fn benchmark_source_mode_reports_its_serving_rate() {
         served as f64 / micros.max(1) as f64
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conformance with the recordings of real Dragonfly masters.
+// ---------------------------------------------------------------------------------------------
+
+/// What one flow's snapshot looked like, item by item (a structural walker of §3, written for
+/// this comparison: it skips values by parsing them, and only reads the head of tagged chunks).
+#[derive(Debug, Default)]
+struct Walk {
+    aux: Vec<String>,
+    /// (db, key) → (type byte, encoding note)
+    keys: std::collections::BTreeMap<(u64, Vec<u8>), (u8, String)>,
+    /// keys whose value came in tagged chunks
+    chunked: std::collections::BTreeSet<Vec<u8>>,
+    /// top-level opcodes seen (0xCA, 0xC9, 0xE0, 0xD2, …), blob contents included
+    ops: std::collections::BTreeSet<u8>,
+    fullsync_end: bool,
+    journal_offset: Option<u64>,
+    /// byte offset just past EOF + checksum (where the token starts), in the raw stream
+    eof_at: Option<usize>,
+}
+
+struct Cur<'a> {
+    b: &'a [u8],
+    p: usize,
+}
+
+impl Cur<'_> {
+    fn byte(&mut self) -> u8 {
+        let v = self.b[self.p];
+        self.p += 1;
+        v
+    }
+    fn take(&mut self, n: usize) -> &[u8] {
+        let s = &self.b[self.p..self.p + n];
+        self.p += n;
+        s
+    }
+    fn pu(&mut self) -> u64 {
+        pu(self.b, &mut self.p).expect("complete packed uint")
+    }
+    /// RDB string; returns (bytes or a marker, encoding note).
+    fn rstr(&mut self) -> (Vec<u8>, &'static str) {
+        let f = self.b[self.p];
+        if f >> 6 == 3 {
+            self.p += 1;
+            return match f & 0x3F {
+                0 => ((self.byte() as i8).to_string().into_bytes(), "int"),
+                1 => (
+                    i16::from_le_bytes(self.take(2).try_into().unwrap())
+                        .to_string()
+                        .into_bytes(),
+                    "int",
+                ),
+                2 => (
+                    i32::from_le_bytes(self.take(4).try_into().unwrap())
+                        .to_string()
+                        .into_bytes(),
+                    "int",
+                ),
+                _ => {
+                    let c = self.pu() as usize;
+                    let _u = self.pu();
+                    self.take(c);
+                    (b"<lzf>".to_vec(), "lzf")
+                }
+            };
+        }
+        let l = self.pu() as usize;
+        (self.take(l).to_vec(), "raw")
+    }
+}
+
+/// Skips one value of type `t`; returns an encoding note.
+fn skip_value(c: &mut Cur<'_>, t: u8) -> String {
+    match t {
+        0 => c.rstr().1.to_string(),
+        2 | 4 | 31 | 32 => {
+            let per = match t {
+                2 => 1,
+                4 | 32 => 2,
+                _ => 3,
+            };
+            let n = c.pu();
+            for _ in 0..n * per {
+                c.rstr();
+            }
+            String::new()
+        }
+        5 => {
+            let n = c.pu();
+            for _ in 0..n {
+                c.rstr();
+                c.take(8);
+            }
+            String::new()
+        }
+        11 => {
+            let (s, _) = c.rstr();
+            format!("intset{}", u32::from_le_bytes(s[..4].try_into().unwrap()))
+        }
+        16 | 17 | 30 => {
+            c.rstr();
+            String::new()
+        }
+        18 => {
+            let n = c.pu();
+            let mut kinds = std::collections::BTreeSet::new();
+            for _ in 0..n {
+                kinds.insert(c.pu());
+                c.rstr();
+            }
+            format!("nodes{kinds:?}")
+        }
+        21 => {
+            let n = c.pu();
+            for _ in 0..2 * n {
+                c.rstr();
+            }
+            for _ in 0..8 {
+                c.pu();
+            }
+            let groups = c.pu();
+            for _ in 0..groups {
+                c.rstr();
+                c.pu();
+                c.pu();
+                c.pu();
+                let pel = c.pu();
+                for _ in 0..pel {
+                    c.take(24);
+                    c.pu();
+                }
+                for _ in 0..c.pu() {
+                    c.rstr();
+                    c.take(16);
+                    let k = c.pu() as usize;
+                    c.take(16 * k);
+                }
+            }
+            format!("groups{groups}")
+        }
+        33 | 34 => {
+            c.pu();
+            c.take(16);
+            c.pu();
+            c.pu();
+            c.pu();
+            let nf = c.pu();
+            for _ in 0..nf {
+                c.pu();
+                if t == 33 {
+                    c.rstr();
+                } else {
+                    let total = c.pu();
+                    let mut got = 0;
+                    while got < total {
+                        let l = c.pu();
+                        c.take(l as usize);
+                        got += l;
+                    }
+                }
+            }
+            String::new()
+        }
+        _ => panic!("unexpected type {t} at byte {}", c.p),
+    }
+}
+
+/// Walks the items of `b`; `nested` = inside a decompressed blob.
+fn walk_items(
+    w: &mut Walk,
+    b: &[u8],
+    nested: bool,
+    db: &mut u64,
+    chunk_ids: &mut std::collections::BTreeSet<u32>,
+) {
+    let mut c = Cur { b, p: 0 };
+    while c.p < b.len() {
+        let op = c.byte();
+        w.ops.insert(op);
+        match op {
+            0xFA => {
+                let (k, _) = c.rstr();
+                c.rstr();
+                w.aux.push(String::from_utf8_lossy(&k).into_owned());
+            }
+            0xFE => *db = c.pu(),
+            0xFC => {
+                c.take(8);
+            }
+            0xDC => {
+                let fl = u32::from_le_bytes(c.take(4).try_into().unwrap());
+                if fl & 2 != 0 {
+                    c.take(4);
+                }
+            }
+            0xCA | 0xC9 => {
+                assert!(!nested, "blobs are never nested");
+                let n = c.pu() as usize;
+                let frame = c.take(n);
+                let plain = if op == 0xCA {
+                    let mut d = lz4_flex::frame::FrameDecoder::new(frame);
+                    let mut v = Vec::new();
+                    d.read_to_end(&mut v).expect("LZ4 frame");
+                    v
+                } else {
+                    zstd::stream::decode_all(frame).expect("ZSTD frame")
+                };
+                walk_items(w, &plain, true, db, chunk_ids);
+            }
+            0xE0 => {
+                let id = u32::from_le_bytes(c.take(4).try_into().unwrap());
+                let len = u32::from_le_bytes(c.take(4).try_into().unwrap()) as usize;
+                let payload = c.take(len);
+                if chunk_ids.insert(id) {
+                    let mut q = Cur { b: payload, p: 0 };
+                    let mut t = q.byte();
+                    if t == 0xFC {
+                        q.take(8);
+                        t = q.byte();
+                    }
+                    let (k, _) = q.rstr();
+                    w.chunked.insert(k.clone());
+                    w.keys.insert((*db, k), (t, String::new()));
+                }
+            }
+            0xD2 => {
+                c.pu();
+                c.rstr();
+            }
+            0xC8 => {
+                c.take(8);
+                w.fullsync_end = true;
+            }
+            0xD3 => w.journal_offset = Some(u64::from_le_bytes(c.take(8).try_into().unwrap())),
+            0xFF => {
+                c.take(8);
+                w.eof_at = Some(c.p);
+                return;
+            }
+            t => {
+                let (k, _) = c.rstr();
+                let note = skip_value(&mut c, t);
+                w.keys.insert((*db, k), (t, note));
+            }
+        }
+    }
+}
+
+/// Walks a flow's bytes from `REDIS0009`; returns the walk and the journal bytes after the token.
+fn walk_flow(b: &[u8]) -> (Walk, Vec<u8>) {
+    assert!(b.starts_with(b"REDIS0009"), "flow starts with the magic");
+    let mut w = Walk::default();
+    let mut db = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    walk_items(&mut w, &b[9..], false, &mut db, &mut ids);
+    let at = 9 + w.eof_at.expect("EOF in the flow");
+    let journal = b.get(at + 40..).unwrap_or(&[]).to_vec();
+    (w, journal)
+}
+
+/// One recorded session: its capa reply, flows (by flow id) and journal commands.
+struct Recorded {
+    capa: Vec<Value>,
+    flows: Vec<(String, Walk, Vec<J>)>,
+}
+
+fn read_recording(dir: &std::path::Path) -> Recorded {
+    let mut capa = Vec::new();
+    let mut flows = Vec::new();
+    for i in 0..16 {
+        let c2s = dir.join(format!("conn-{i:03}.c2s.bin"));
+        let Ok(req) = std::fs::read(&c2s) else { break };
+        let s2c = std::fs::read(dir.join(format!("conn-{i:03}.s2c.bin"))).unwrap();
+        if req.windows(14).any(|w| w == b"capa dragonfly") {
+            // Replies in order: PONG, OK (listening-port), OK (capa eof), the capa array.
+            let mut p = 0;
+            loop {
+                let (v, n) = parse_value(&s2c[p..]).unwrap().unwrap();
+                p += n;
+                if let Value::Array(Some(a)) = v {
+                    capa = a;
+                    break;
+                }
+            }
+        } else if req.starts_with(b"DFLY FLOW") {
+            let words: Vec<&[u8]> = req.split(|c| *c == b' ' || *c == b'\r').collect();
+            let id: usize = std::str::from_utf8(words[4])
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let (reply, n) = parse_value(&s2c).unwrap().unwrap();
+            let kind = text(&reply.as_array().unwrap()[0]);
+            let (walk, journal) = walk_flow(&s2c[n..]);
+            if flows.len() <= id {
+                flows.resize_with(id + 1, || (String::new(), Walk::default(), Vec::new()));
+            }
+            flows[id] = (kind, walk, decode_journal(&journal));
+        }
+    }
+    Recorded { capa, flows }
+}
+
+fn run_py(args: &[&str]) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/dragonfly-v1.40.1/df_dataset.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 on PATH");
+    assert!(
+        out.status.success(),
+        "df_dataset.py {args:?} failed (needs `pip install 'redis<6'`, see scripts/emulator-setup.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Types a plain redis-server cannot hold; the emulator refuses their commands, so they are
+/// left out of the comparison: JSON (30), per-field/member TTL hash/set (31, 32), bloom (33/34).
+const DRAGONFLY_ONLY: [u8; 5] = [30, 31, 32, 33, 34];
+
+/// Runs the recording's dataset and workload against the emulator started with the same
+/// master flags and compares handshake, opcodes, value types, encodings and chunking.
+fn conformance(folder: &str, seed: u64, extra: &[&str]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata")
+        .join(folder);
+    let rec = read_recording(&dir.join("capture"));
+    let shards = rec.flows.len();
+    let mut flags = vec!["--shards".to_string(), shards.to_string()];
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let e = Emu::start(&flag_refs);
+    let port = e.port.to_string();
+    let seed_s = seed.to_string();
+    run_py(&["load", &port, &seed_s, "1"]);
+    let mut r = Replica::connect(e.port, None);
+    // Handshake: same capa reply shape and version, same flow count, FULL answers.
+    assert_eq!(r.capa.len(), rec.capa.len(), "{folder}: capa reply length");
+    assert_eq!(r.capa[2], rec.capa[2], "{folder}: flow count");
+    assert_eq!(r.capa[3], rec.capa[3], "{folder}: DflyVersion number");
+    for (f, (kind, _, _)) in r.flows.iter().zip(&rec.flows) {
+        assert_eq!(&f.kind, kind, "{folder}: FLOW answer");
+    }
+    r.sync();
+    for f in &r.flows {
+        f.wait_for("FULLSYNC_END", has_fullsync_end);
+    }
+    r.start_stable();
+    for f in &r.flows {
+        f.wait_for("eof token", |b| {
+            b.windows(40).any(|w| w == f.token.as_bytes())
+        });
+    }
+    run_py(&["work", &port, &seed_s, "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rec_names = std::collections::BTreeSet::new();
+    let mut emu_names = std::collections::BTreeSet::new();
+    let mut rec_ops = std::collections::BTreeSet::new();
+    let mut emu_ops = std::collections::BTreeSet::new();
+    for (i, f) in r.flows.iter().enumerate() {
+        let (walk, journal) = walk_flow(&f.bytes());
+        let (_, rwalk, rjournal) = &rec.flows[i];
+        assert_eq!(
+            walk.aux, rwalk.aux,
+            "{folder} flow {i}: AUX fields and their order"
+        );
+        assert!(
+            walk.fullsync_end && walk.journal_offset.is_some(),
+            "{folder} flow {i}: trailer"
+        );
+        rec_ops.extend(rwalk.ops.iter().copied());
+        emu_ops.extend(walk.ops.iter().copied());
+        for j in decode_journal(&journal) {
+            if let J::Cmd { args, .. } = j {
+                emu_names.insert(String::from_utf8_lossy(&args[0]).into_owned());
+            }
+        }
+        for j in rjournal {
+            if let J::Cmd { args, .. } = j {
+                rec_names.insert(String::from_utf8_lossy(&args[0]).into_owned());
+            }
+        }
+    }
+    // Keys are spread over shards by a different hash: compare the union of all flows.
+    let mut rkeys = std::collections::BTreeMap::new();
+    let mut ekeys = std::collections::BTreeMap::new();
+    let mut rchunked = std::collections::BTreeSet::new();
+    let mut echunked = std::collections::BTreeSet::new();
+    for (_, w, _) in &rec.flows {
+        rkeys.extend(w.keys.clone());
+        rchunked.extend(w.chunked.iter().cloned());
+    }
+    for f in &r.flows {
+        let (w, _) = walk_flow(&f.bytes());
+        ekeys.extend(w.keys.clone());
+        echunked.extend(w.chunked.iter().cloned());
+    }
+    let mut compared = 0;
+    for (k, (t, note)) in &rkeys {
+        if DRAGONFLY_ONLY.contains(t) {
+            assert!(
+                !ekeys.contains_key(k),
+                "{folder}: {k:?} cannot exist on redis"
+            );
+            continue;
+        }
+        let (et, enote) = ekeys
+            .get(k)
+            .unwrap_or_else(|| panic!("{folder}: key {k:?} missing from the emulator's snapshot"));
+        assert_eq!(et, t, "{folder}: type of {k:?}");
+        if !note.is_empty() && !enote.is_empty() && *t != 21 {
+            assert_eq!(enote, note, "{folder}: encoding of {k:?}");
+        }
+        compared += 1;
+    }
+    assert_eq!(
+        ekeys.len(),
+        compared,
+        "{folder}: the emulator sent keys the master did not have"
+    );
+    // Values big enough to be split in the recording are split by the emulator too.
+    for k in &rchunked {
+        assert!(
+            echunked.contains(k),
+            "{folder}: {k:?} was sent in tagged chunks by Dragonfly"
+        );
+    }
+    // Same framing: compression opcodes and tagged chunks used iff the recording used them.
+    for op in [0xCAu8, 0xC9, 0xE0] {
+        assert_eq!(
+            emu_ops.contains(&op),
+            rec_ops.contains(&op),
+            "{folder}: opcode {op:#x} used"
+        );
+    }
+    // Journal: the same command names, up to what the key → shard hash changes (a RENAME
+    // is cross-shard on one master and not on the other) and the Lua divergence (RESTORE).
+    let tolerated: std::collections::BTreeSet<String> = [
+        "RENAME",
+        "RESTORE",
+        "DEL",
+        "INCR",
+        "JSON.SET",
+        "JSON.NUMINCRBY",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let missing: Vec<_> = rec_names
+        .difference(&emu_names)
+        .filter(|n| !tolerated.contains(*n))
+        .collect();
+    let extra_names: Vec<_> = emu_names
+        .difference(&rec_names)
+        .filter(|n| !tolerated.contains(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{folder}: journal commands never produced: {missing:?}"
+    );
+    assert!(
+        extra_names.is_empty(),
+        "{folder}: journal commands Dragonfly never wrote: {extra_names:?}"
+    );
+    eprintln!("{folder}: {compared} keys compared, journal names {emu_names:?}");
+}
+
+#[test]
+fn conformance_s1_lz4_2shards() {
+    conformance("dragonfly-v1.40.1/s1-lz4-2shards", 1, &[]);
+}
+
+#[test]
+fn conformance_s2_plain_3shards() {
+    conformance(
+        "dragonfly-v1.40.1/s2-plain-3shards",
+        2,
+        &["--compression", "none"],
+    );
+}
+
+#[test]
+fn conformance_s3_zstd_contiguous_chunks() {
+    conformance(
+        "dragonfly-v1.40.1/s3-zstd-contiguous-chunks",
+        3,
+        &["--compression", "zstd", "--tagged-chunks", "false"],
+    );
+}
+
+#[test]
+fn conformance_s4_first_session() {
+    conformance("dragonfly-v1.40.1/s4-partial-resume", 4, &[]);
+}
+
+#[test]
+fn conformance_s5_v134_lz4_2shards() {
+    conformance(
+        "dragonfly-v1.34.2/s5-lz4-2shards",
+        5,
+        &["--version", "1.34"],
+    );
+}

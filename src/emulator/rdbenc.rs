@@ -663,6 +663,13 @@ impl SnapWriter {
         if self.entry_split && self.opts.tagged {
             self.cut_chunk();
         }
+        if self.entry_split && !self.opts.tagged {
+            // Legacy: the last piece of a split value is flushed at once, uncompressed
+            // (recorded in s3-zstd-contiguous-chunks: a raw piece, then a ZSTD frame of the
+            // small entries that follow it).
+            self.flush(false);
+            self.raw_next_flush = false;
+        }
         self.entry_split = false;
         if self.buf.len() >= self.opts.flush_size {
             let raw = self.raw_next_flush;
