@@ -1,8 +1,204 @@
 //! Command-line interface: argument parsing, subcommands, exit codes. The only module that prints.
+//!
+//! Two layers, as in ripgrep and fd: [`args`] is what clap checks (shape of the command line),
+//! [`crate::config`] turns the YAML into a resolved `Config`. Every subcommand returns
+//! `Result<(), Failure>`; [`main`] prints the failure's error chain once, to stderr, and maps it
+//! to the documented exit code. Data (dry-run results, version) goes to stdout; logs and
+//! errors to stderr.
 
+mod args;
+mod dry_run;
+pub mod inspect;
+mod logging;
+
+use crate::config::Config;
+use args::{Cli, Command};
+use clap::Parser;
+use std::error::Error as StdError;
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+
+/// The documented exit codes (also in `--help` and the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success.
+    Ok = 0,
+    /// 1: runtime failure (unreachable or refusing server, unexpected server).
+    Failure = 1,
+    /// 2: usage or configuration error, or a command not implemented yet.
+    Usage = 2,
+    /// 130: interrupted by SIGINT (128 + 2, the shell convention).
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Why a subcommand did not succeed: the exit code it maps to plus the error to print.
+#[derive(Debug)]
+pub struct Failure {
+    exit: Exit,
+    error: Box<dyn StdError + Send + Sync>,
+}
+
+impl Failure {
+    fn usage(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Failure {
+        Failure {
+            exit: Exit::Usage,
+            error: e.into(),
+        }
+    }
+
+    fn runtime(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Failure {
+        Failure {
+            exit: Exit::Failure,
+            error: e.into(),
+        }
+    }
+}
+
+/// A plain message as an error (for failures that have no richer type).
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Message {}
 
 /// Entry point of the `df2redis-sync` binary.
 pub fn main() -> ExitCode {
-    ExitCode::from(2)
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout and usage errors to stderr; its exit code is
+            // 0 for help/version and 2 for usage errors, which is our table too.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(Exit::Usage as u8));
+        }
+    };
+    match run(&cli) {
+        Ok(()) => Exit::Ok.into(),
+        Err(f) => {
+            print_error(&*f.error);
+            f.exit.into()
+        }
+    }
+}
+
+/// Prints `error: <e>` and then each cause on its own line, once: a cause whose text is
+/// already part of the line above (many errors include their source in `Display`) is skipped.
+fn print_error(e: &(dyn StdError + 'static)) {
+    let mut err = std::io::stderr().lock();
+    let mut shown = e.to_string();
+    let _ = writeln!(err, "df2redis-sync: error: {shown}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !shown.contains(&text) {
+            let _ = writeln!(err, "  caused by: {text}");
+            shown = text;
+        }
+        source = s.source();
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Inspect { file } => inspect::command(file).map_err(|e| Failure {
+            exit: Exit::Failure,
+            error: e.into(),
+        }),
+        Command::Version => {
+            println_out(&format!("df2redis-sync {}", env!("CARGO_PKG_VERSION")));
+            Ok(())
+        }
+        Command::Replicate { config, dry_run } => {
+            let cfg = load(config.path())?;
+            init_logging(cli, Some(&cfg))?;
+            if *dry_run {
+                exit_130_on_ctrl_c();
+                dry_run::run(&cfg, &mut |line| println_out(line))
+                    .map_err(|m| Failure::runtime(Message(m)))
+            } else {
+                Err(not_implemented(
+                    "replicate",
+                    "`replicate --dry-run` validates the config and tests connectivity.",
+                ))
+            }
+        }
+        Command::Check { .. } => Err(not_implemented(
+            "check",
+            "It will compare source and target.",
+        )),
+        Command::Status { .. } => Err(not_implemented(
+            "status",
+            "It will report the replication state from the checkpoint.",
+        )),
+    }
+}
+
+/// Loads the config, logging nothing (the logger is not set up yet; the error is printed by
+/// `main`).
+fn load(path: Option<&Path>) -> Result<Config, Failure> {
+    let path = path.ok_or_else(|| Failure::usage(Message("no config file given".into())))?;
+    Config::load(path).map_err(Failure::usage)
+}
+
+/// Sets up logging from flags, `RUST_LOG` and the config, then logs the config's warnings.
+fn init_logging(cli: &Cli, cfg: Option<&Config>) -> Result<(), Failure> {
+    let file = cli
+        .log_file
+        .as_deref()
+        .or_else(|| cfg.and_then(|c| c.logging.file.as_deref()));
+    let settings = logging::LogSettings {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+        rust_log: std::env::var("RUST_LOG")
+            .ok()
+            .filter(|s| !s.trim().is_empty()),
+        config_level: cfg.map_or(log::LevelFilter::Info, |c| c.logging.level),
+        file,
+    };
+    logging::init(&settings).map_err(Failure::usage)?;
+    if let Some(cfg) = cfg {
+        for w in &cfg.warnings {
+            log::warn!("{}: {w}", cfg.origin);
+        }
+    }
+    Ok(())
+}
+
+fn not_implemented(cmd: &str, hint: &str) -> Failure {
+    Failure::usage(Message(format!(
+        "`{cmd}` is not implemented yet; nothing was done. {hint}"
+    )))
+}
+
+/// Makes Ctrl-C end the process at once with the documented exit code 130 (the default
+/// disposition kills it by signal, which scripts see as "no exit code"). Only for commands that
+/// hold no state worth saving; `replicate` proper will drain and checkpoint on the first Ctrl-C.
+fn exit_130_on_ctrl_c() {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Err(e) = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        Exit::Interrupted as i32,
+        armed,
+    ) {
+        log::warn!("cannot install the Ctrl-C handler ({e}); Ctrl-C will kill without exit code");
+    }
+}
+
+/// One line of data to stdout. A closed stdout (`| head`) is not an error worth a panic.
+fn println_out(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
 }

@@ -1,1 +1,3 @@
 //! Redis target connections, topology discovery and pipelined writers.
+
+pub mod topology;
