@@ -1655,3 +1655,246 @@ fn conformance_s5_v134_lz4_2shards() {
         &["--version", "1.34"],
     );
 }
+
+/// Reads one key of the backend as comparable text lines (the same shape is built from the
+/// decoded snapshot below).
+fn backend_view(b: &mut Client, db: u64, key: &[u8]) -> (Vec<Vec<u8>>, i64) {
+    let dbs = db.to_string();
+    b.send(&[b"SELECT", dbs.as_bytes()]);
+    b.read();
+    b.send(&[b"TYPE", key]);
+    let t = text(&b.read());
+    let q: Vec<&[u8]> = match t.as_str() {
+        "string" => vec![b"GET", key],
+        "list" => vec![b"LRANGE", key, b"0", b"-1"],
+        "set" => vec![b"SMEMBERS", key],
+        "zset" => vec![b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"],
+        "hash" => vec![b"HGETALL", key],
+        "stream" => vec![b"XRANGE", key, b"-", b"+"],
+        other => panic!("unexpected type {other} for {key:?}"),
+    };
+    b.send(&q);
+    let v = b.read();
+    let mut lines: Vec<Vec<u8>> = match (&t[..], v) {
+        ("string", Value::Bulk(Some(s))) => vec![s],
+        ("stream", Value::Array(Some(a))) => a
+            .iter()
+            .flat_map(|e| {
+                let e = e.as_array().unwrap();
+                let mut l = vec![e[0].as_bytes().unwrap().to_vec()];
+                l.extend(
+                    e[1].as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_bytes().unwrap().to_vec()),
+                );
+                l
+            })
+            .collect(),
+        ("zset", Value::Array(Some(a))) => a
+            .chunks(2)
+            .flat_map(|p| {
+                let s: f64 = match text(&p[1]).as_str() {
+                    "inf" => f64::INFINITY,
+                    "-inf" => f64::NEG_INFINITY,
+                    x => x.parse().unwrap(),
+                };
+                vec![
+                    p[0].as_bytes().unwrap().to_vec(),
+                    s.to_bits().to_string().into_bytes(),
+                ]
+            })
+            .collect(),
+        (_, Value::Array(Some(a))) => a.iter().map(|x| x.as_bytes().unwrap().to_vec()).collect(),
+        (_, other) => panic!("{key:?}: {other:?}"),
+    };
+    if t == "set" {
+        lines.sort();
+    }
+    if t == "hash" {
+        let mut pairs: Vec<Vec<u8>> = lines
+            .chunks(2)
+            .map(|p| [p[0].clone(), b"=".to_vec(), p[1].clone()].concat())
+            .collect();
+        pairs.sort();
+        lines = pairs;
+    }
+    b.send(&[b"PEXPIRETIME", key]);
+    let ttl = b.read().as_int().unwrap();
+    (lines, ttl)
+}
+
+/// The same view of a value decoded by the crate's snapshot decoder.
+fn decoded_view(v: &df2redis_sync::rdb::Value) -> Vec<Vec<u8>> {
+    use df2redis_sync::rdb::Value as V;
+    match v {
+        V::String(s) => vec![s.clone()],
+        V::List(b) => b.iter().map(<[u8]>::to_vec).collect(),
+        V::Set(b) => {
+            let mut l: Vec<Vec<u8>> = b.iter().map(<[u8]>::to_vec).collect();
+            l.sort();
+            l
+        }
+        V::Hash(b) => {
+            let all: Vec<&[u8]> = b.iter().collect();
+            let mut l: Vec<Vec<u8>> = all.chunks(2).map(|p| [p[0], b"=", p[1]].concat()).collect();
+            l.sort();
+            l
+        }
+        V::ZSet { members, scores } => members
+            .iter()
+            .zip(scores)
+            .flat_map(|(m, s)| vec![m.to_vec(), s.value.to_bits().to_string().into_bytes()])
+            .collect(),
+        V::Stream { entries, .. } => entries
+            .iter()
+            .flat_map(|e| {
+                let mut l = vec![format!("{}-{}", e.id.ms, e.id.seq).into_bytes()];
+                l.extend(e.fields.iter().map(<[u8]>::to_vec));
+                l
+            })
+            .collect(),
+        other => panic!("the emulator never sends {other:?}"),
+    }
+}
+
+/// The FULL flows decode with the crate's own `FlowDecoder` (fed whole and in uneven chunks)
+/// to exactly the backend's keyspace, values and expiries, streams included.
+#[test]
+fn full_sync_decodes_with_the_crate_decoder_to_the_backend_keyspace() {
+    use df2redis_sync::rdb::{FlowDecoder, FlowEvent, SnapshotItem, Step, Value as V};
+    use df2redis_sync::wire::Limits;
+    for extra in [
+        &["--compression", "lz4"][..],
+        &[
+            "--compression",
+            "zstd",
+            "--tagged-chunks",
+            "false",
+            "--chunk-size",
+            "4096",
+        ][..],
+    ] {
+        let mut flags = vec!["--shards", "2"];
+        flags.extend_from_slice(extra);
+        let e = Emu::start(&flags);
+        let out = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args([
+                "load",
+                "--target",
+                &format!("127.0.0.1:{}", e.port),
+                "--seed",
+                "4",
+                "--scale",
+                "1",
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "load: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut r = Replica::connect(e.port, None);
+        r.sync();
+        for f in &r.flows {
+            f.wait_for("FULLSYNC_END", has_fullsync_end);
+        }
+        r.start_stable();
+        let mut b = Client::new(e.backend_port);
+        let mut total = 0;
+        for f in &r.flows {
+            let bytes = f.wait_for("eof token", |b| {
+                b.windows(40).any(|w| w == f.token.as_bytes())
+            });
+            for chunked in [false, true] {
+                let mut d = FlowDecoder::new_full(f.token.as_bytes(), Limits::default());
+                let mut values: std::collections::BTreeMap<(u32, Vec<u8>), (V, Option<i64>, bool)> =
+                    Default::default();
+                let (mut pos, mut fed, mut step_no, mut token_seen) =
+                    (0usize, 0usize, 0usize, false);
+                let mut buf: Vec<u8> = Vec::new();
+                while !token_seen {
+                    let (s, n) = d
+                        .step(&buf)
+                        .unwrap_or_else(|err| panic!("{extra:?}: decode error: {err:?}"));
+                    buf.drain(..n);
+                    match s {
+                        Step::NeedMore => {
+                            assert!(fed < bytes.len(), "{extra:?}: stream ended early");
+                            let take = if chunked {
+                                1 + (step_no * 7919) % 3001
+                            } else {
+                                bytes.len()
+                            };
+                            step_no += 1;
+                            let end = (fed + take).min(bytes.len());
+                            buf.extend_from_slice(&bytes[fed..end]);
+                            fed = end;
+                        }
+                        Step::Item(FlowEvent::EofToken) => token_seen = true,
+                        Step::Item(FlowEvent::Snapshot(SnapshotItem::Piece(p))) => {
+                            let k = (p.db.0, p.key.clone());
+                            match values.get_mut(&k) {
+                                Some(v) => {
+                                    assert!(
+                                        !p.first && !v.2,
+                                        "{extra:?}: {:?} continues a finished value",
+                                        p.key
+                                    );
+                                    v.0.append(p.value);
+                                    v.2 = p.last;
+                                }
+                                None => {
+                                    assert!(
+                                        p.first,
+                                        "{extra:?}: {:?} starts with a first piece",
+                                        p.key
+                                    );
+                                    values.insert(k, (p.value, p.expire_ms, p.last));
+                                }
+                            }
+                        }
+                        Step::Item(_) => {}
+                        Step::End => panic!("a flow never ends"),
+                    }
+                    pos += n;
+                }
+                assert_eq!(pos + buf.len(), fed);
+                for ((db, key), (v, exp, last)) in &values {
+                    assert!(last, "{extra:?}: {key:?} incomplete");
+                    let (want, ttl) = backend_view(&mut b, u64::from(*db), key);
+                    assert_eq!(
+                        decoded_view(v),
+                        want,
+                        "{extra:?}: value of {key:?} in db {db}"
+                    );
+                    assert_eq!(exp.unwrap_or(-1), ttl, "{extra:?}: expiry of {key:?}");
+                    if let V::Stream { meta, entries } = v {
+                        let meta = meta.as_ref().expect("stream metadata");
+                        assert_eq!(meta.length as usize, entries.len(), "XLEN of {key:?}");
+                        if key.as_slice() == b"stream:main" {
+                            assert_eq!(meta.groups.len(), 2, "groups of stream:main");
+                            assert!(
+                                meta.groups.iter().any(|g| !g.pending.is_empty()),
+                                "a PEL survives"
+                            );
+                        }
+                    }
+                }
+                if !chunked {
+                    total += values.len();
+                }
+            }
+        }
+        let dbsize: usize = [0, 1, 3, 7]
+            .iter()
+            .map(|d| {
+                b.call(&["SELECT", &d.to_string()]);
+                b.call(&["DBSIZE"]).as_int().unwrap() as usize
+            })
+            .sum();
+        assert_eq!(total, dbsize, "{extra:?}: every key decoded once");
+    }
+}
