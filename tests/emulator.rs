@@ -1758,6 +1758,9 @@ fn decoded_view(v: &df2redis_sync::rdb::Value) -> Vec<Vec<u8>> {
     }
 }
 
+/// A value being reassembled from pieces: value, expiry, last piece seen.
+type Reassembled = (df2redis_sync::rdb::Value, Option<i64>, bool);
+
 /// The FULL flows decode with the crate's own `FlowDecoder` (fed whole and in uneven chunks)
 /// to exactly the backend's keyspace, values and expiries, streams included.
 #[test]
@@ -1810,7 +1813,7 @@ fn full_sync_decodes_with_the_crate_decoder_to_the_backend_keyspace() {
             });
             for chunked in [false, true] {
                 let mut d = FlowDecoder::new_full(f.token.as_bytes(), Limits::default());
-                let mut values: std::collections::BTreeMap<(u32, Vec<u8>), (V, Option<i64>, bool)> =
+                let mut values: std::collections::BTreeMap<(u32, Vec<u8>), Reassembled> =
                     Default::default();
                 let (mut pos, mut fed, mut step_no, mut token_seen) =
                     (0usize, 0usize, 0usize, false);
