@@ -65,6 +65,8 @@ impl Faults {
 /// What `COMMAND` says about one command of the backing server.
 #[derive(Debug, Clone)]
 pub struct CmdSpec {
+    /// Redis arity: exact argument count when positive, minimum when negative.
+    pub arity: i64,
     /// Has the `write` flag.
     pub write: bool,
     /// First key position (0 = none).
@@ -152,6 +154,7 @@ impl Master {
             cmds.insert(
                 name.to_ascii_uppercase(),
                 CmdSpec {
+                    arity: num(1),
                     write,
                     first: num(3),
                     last: num(4),
@@ -511,16 +514,7 @@ fn dispatch(m: &Arc<Master>, c: &mut Conn, args: Vec<Vec<u8>>) -> Next {
             Some(q) => exec(m, c, q),
             None => Value::err("EXEC without MULTI"),
         },
-        b"SELECT" => {
-            let r = proxy(m, c, &args);
-            if r.as_bytes() == Some(b"OK") {
-                c.db = std::str::from_utf8(&args[1])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-            }
-            r
-        }
+        b"SELECT" => select(m, c, &args),
         _ => run_one(m, c, &args, None),
     };
     Next::Reply(r)
@@ -608,15 +602,22 @@ fn proxy(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
 /// Runs one client command: a write under the write lock (journaled), or a read.
 fn run_one(m: &Master, c: &mut Conn, args: &[Vec<u8>], txid: Option<u64>) -> Value {
     let name = upper(&args[0]);
-    if writes::is_blocking(&name) {
-        return blocking(m, c, args);
-    }
     let Some(spec) = m.cmds.get(&name).cloned() else {
         return Value::err(&format!(
             "unknown command '{}'",
             String::from_utf8_lossy(&args[0])
         ));
     };
+    let n = args.len() as i64;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        return Value::err(&format!(
+            "wrong number of arguments for '{}' command",
+            String::from_utf8_lossy(&args[0]).to_lowercase()
+        ));
+    }
+    if writes::is_blocking(&name) {
+        return blocking(m, c, args);
+    }
     if !spec.write && !writes::is_special(&name) {
         return proxy(m, c, args);
     }
@@ -680,6 +681,23 @@ fn blocking(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
     }
 }
 
+/// `SELECT n`: forwarded, and remembered for journaling when the backend accepts it.
+fn select(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
+    let Some(db) = args
+        .get(1)
+        .filter(|_| args.len() == 2)
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|s| s.parse::<u32>().ok())
+    else {
+        return Value::err("invalid DB index");
+    };
+    let r = proxy(m, c, args);
+    if r.as_bytes() == Some(b"OK") {
+        c.db = db;
+    }
+    r
+}
+
 fn exec(m: &Master, c: &mut Conn, q: Vec<Vec<Vec<u8>>>) -> Value {
     let txid = if m.journal.enabled() {
         Some(m.journal.draw_txid())
@@ -690,14 +708,7 @@ fn exec(m: &Master, c: &mut Conn, q: Vec<Vec<Vec<u8>>>) -> Value {
     for args in q {
         let name = upper(&args[0]);
         let r = if name == b"SELECT" {
-            let r = proxy(m, c, &args);
-            if r.as_bytes() == Some(b"OK") {
-                c.db = std::str::from_utf8(&args[1])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-            }
-            r
+            select(m, c, &args)
         } else {
             run_one(m, c, &args, txid)
         };
