@@ -1599,6 +1599,7 @@ fn full_sync_values_reload_in_redis_to_the_same_data() {
             "--chunk-size",
             "4096",
         ][..],
+        &["--compression", "lzf"][..],
     ] {
         let mut flags = vec!["--shards", "3"];
         flags.extend_from_slice(extra);
@@ -1651,12 +1652,14 @@ fn full_sync_values_reload_in_redis_to_the_same_data() {
         let mut b = Client::new(e.backend_port);
         let (mut checked, mut streams) = (0, 0);
         let mut total_keys = 0;
+        let mut lzf_strings = 0;
         for f in &r.flows {
             let bytes = f.wait_for("eof token", |b| {
                 b.windows(40).any(|w| w == f.token.as_bytes())
             });
             let (w, _) = walk_flow(&bytes);
             total_keys += w.raw.len();
+            lzf_strings += w.keys.values().filter(|(_, n)| n == "lzf").count();
             for (db, key, mut payload, expire) in w.raw {
                 let dbs = db.to_string();
                 if payload[0] == 21 {
@@ -1694,6 +1697,11 @@ fn full_sync_values_reload_in_redis_to_the_same_data() {
                 b.call(&["DBSIZE"]).as_int().unwrap() as usize
             })
             .sum();
+        assert_eq!(
+            extra.contains(&"lzf"),
+            lzf_strings > 0,
+            "{extra:?}: LZF strings iff --compression lzf"
+        );
         assert_eq!(
             total_keys, dbsize,
             "{extra:?}: every key of the keyspace is in the snapshot once"
@@ -1863,6 +1871,7 @@ fn full_sync_decodes_with_the_crate_decoder_to_the_backend_keyspace() {
             "--chunk-size",
             "4096",
         ][..],
+        &["--compression", "lzf"][..],
     ] {
         let mut flags = vec!["--shards", "2"];
         flags.extend_from_slice(extra);

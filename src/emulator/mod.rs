@@ -59,6 +59,8 @@ pub enum CompressionArg {
     Zstd,
     /// No compression (`--compression_mode=0`).
     None,
+    /// Per-string LZF (`--compression_mode=1`).
+    Lzf,
 }
 
 /// Command line of `dfly-emulator`.
@@ -180,6 +182,7 @@ impl Config {
                 CompressionArg::Lz4 => Compression::Lz4,
                 CompressionArg::Zstd => Compression::Zstd,
                 CompressionArg::None => Compression::None,
+                CompressionArg::Lzf => Compression::Lzf,
             },
             tagged_chunks: o.tagged_chunks.unwrap_or(o.dfly_version == Ver::V1_40),
             chunk_size: o.chunk_size,
