@@ -2280,3 +2280,68 @@ fn journal_blobs(flow: &[u8]) -> Vec<Vec<u8>> {
     walk(&flow[9..], &mut out);
     out
 }
+
+/// The remaining faults: close a flow after N journal entries, stall a flow, close the main
+/// connection.
+#[test]
+fn faults_close_after_entries_stall_and_close_main() {
+    let e = Emu::start(&["--shards", "1"]);
+    let mut c = e.conn();
+    let mut r = Replica::connect(e.port, None);
+    r.sync();
+    r.flows[0].wait_for("FULLSYNC_END", has_fullsync_end);
+    r.start_stable();
+    let f = &r.flows[0];
+    f.wait_for("eof token", |b| {
+        b.windows(40).any(|w| w == f.token.as_bytes())
+    });
+    // Stall: nothing arrives while stalled, everything after.
+    assert_eq!(
+        text(&c.call(&["EMULATOR", "FAULT", "STALL-FLOW", "0", "700"])),
+        "OK"
+    );
+    c.call(&["SET", "during-stall", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let journal = |f: &FlowConn| cmds_of(&decode_journal(&split_trailer(&f.bytes(), &f.token).2));
+    assert!(journal(f).is_empty(), "nothing sent while stalled");
+    f.wait_for("the stalled entry", |b| {
+        cmds_of(&decode_journal(&split_trailer(b, &f.token).2))
+            == vec!["SET during-stall 1".to_string()]
+    });
+    // Close after 3 entries in total on this flow (1 already sent).
+    assert_eq!(
+        text(&c.call(&["EMULATOR", "FAULT", "CLOSE-FLOW", "*", "ENTRIES", "3"])),
+        "OK"
+    );
+    for i in 0..5 {
+        c.call(&["SET", &format!("e{i}"), "v"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !*f.closed.lock().unwrap() {
+        assert!(Instant::now() < deadline, "flow not closed after 3 entries");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        journal(f).len(),
+        3,
+        "exactly 3 entries went out: {:?}",
+        journal(f)
+    );
+    c.call(&["EMULATOR", "FAULT", "CLEAR"]);
+    // Close-main: a new session in stable sync loses its main connection and its flows.
+    let mut r = Replica::connect(e.port, None);
+    r.sync();
+    r.flows[0].wait_for("FULLSYNC_END", has_fullsync_end);
+    r.start_stable();
+    assert_eq!(text(&c.call(&["EMULATOR", "FAULT", "CLOSE-MAIN"])), "OK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !*r.flows[0].closed.lock().unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "flow not closed after the main connection was"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let info = text(&c.call(&["INFO", "replication"]));
+    assert_eq!(info_field(&info, "connected_slaves").as_deref(), Some("0"));
+}
