@@ -10,12 +10,14 @@ use super::proto::{ReadBuf, Value};
 
 /// Pids of the redis-server children we started, for the signal handler (which exits without
 /// running destructors).
-static CHILDREN: parking_lot::Mutex<Vec<u32>> = parking_lot::Mutex::new(Vec::new());
+static CHILDREN: parking_lot::Mutex<Vec<(u32, std::path::PathBuf)>> =
+    parking_lot::Mutex::new(Vec::new());
 
-/// Terminates every redis-server this process started (signal path).
+/// Terminates every redis-server this process started and removes its directory (signal path).
 pub fn kill_registered() {
-    for pid in CHILDREN.lock().drain(..) {
+    for (pid, dir) in CHILDREN.lock().drain(..) {
         let _ = Command::new("kill").arg(pid.to_string()).status();
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -60,7 +62,7 @@ impl RedisProcess {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start {bin}: {e}")))?;
-        CHILDREN.lock().push(child.id());
+        CHILDREN.lock().push((child.id(), dir.clone()));
         let p = RedisProcess {
             child,
             addr: format!("127.0.0.1:{port}"),
@@ -90,7 +92,7 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         let pid = self.child.id();
-        CHILDREN.lock().retain(|p| *p != pid);
+        CHILDREN.lock().retain(|(p, _)| *p != pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self._dir);
