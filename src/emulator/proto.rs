@@ -26,6 +26,22 @@ pub enum Value {
     Bulk(Option<Vec<u8>>),
     /// `*n` or `*-1` (None)
     Array(Option<Vec<Value>>),
+    /// RESP3 `_` null.
+    Null,
+    /// RESP3 `#t` / `#f`.
+    Bool(bool),
+    /// RESP3 `,` double, kept as its text.
+    Double(Vec<u8>),
+    /// RESP3 `(` big number, kept as its text.
+    BigNumber(Vec<u8>),
+    /// RESP3 `=` verbatim string: the 3-letter format, `:`, then the text.
+    Verbatim(Vec<u8>),
+    /// RESP3 `%` map.
+    Map(Vec<(Value, Value)>),
+    /// RESP3 `~` set.
+    Set(Vec<Value>),
+    /// RESP3 `>` push.
+    Push(Vec<Value>),
 }
 
 impl Value {
@@ -54,10 +70,13 @@ impl Value {
         matches!(self, Value::Error(_))
     }
 
-    /// The bytes of a simple or bulk string.
+    /// The bytes of a simple or bulk string (RESP3 doubles, big numbers and verbatim text too).
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
-            Value::Simple(b) | Value::Bulk(Some(b)) => Some(b),
+            Value::Simple(b) | Value::Bulk(Some(b)) | Value::Double(b) | Value::BigNumber(b) => {
+                Some(b)
+            }
+            Value::Verbatim(b) => b.get(4..),
             _ => None,
         }
     }
@@ -71,11 +90,22 @@ impl Value {
         }
     }
 
-    /// The elements of a non-nil array.
+    /// The elements of a non-nil array (RESP3 sets and pushes too).
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
-            Value::Array(Some(v)) => Some(v),
+            Value::Array(Some(v)) | Value::Set(v) | Value::Push(v) => Some(v),
             _ => None,
+        }
+    }
+
+    /// The same reply for a RESP3 client: RESP2 nil bulk and nil array become `_`.
+    pub fn into_resp3(self) -> Value {
+        match self {
+            Value::Bulk(None) | Value::Array(None) => Value::Null,
+            Value::Array(Some(v)) => {
+                Value::Array(Some(v.into_iter().map(Value::into_resp3).collect()))
+            }
+            v => v,
         }
     }
 
@@ -109,6 +139,45 @@ impl Value {
             Value::Array(None) => out.extend_from_slice(b"*-1\r\n"),
             Value::Array(Some(v)) => {
                 out.push(b'*');
+                out.extend_from_slice(ib.format(v.len()).as_bytes());
+                out.extend_from_slice(b"\r\n");
+                for e in v {
+                    e.encode(out);
+                }
+            }
+            Value::Null => out.extend_from_slice(b"_\r\n"),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Value::Double(t) | Value::BigNumber(t) => {
+                out.push(if matches!(self, Value::Double(_)) {
+                    b','
+                } else {
+                    b'('
+                });
+                out.extend_from_slice(t);
+                out.extend_from_slice(b"\r\n");
+            }
+            Value::Verbatim(t) => {
+                out.push(b'=');
+                out.extend_from_slice(ib.format(t.len()).as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(t);
+                out.extend_from_slice(b"\r\n");
+            }
+            Value::Map(m) => {
+                out.push(b'%');
+                out.extend_from_slice(ib.format(m.len()).as_bytes());
+                out.extend_from_slice(b"\r\n");
+                for (k, v) in m {
+                    k.encode(out);
+                    v.encode(out);
+                }
+            }
+            Value::Set(v) | Value::Push(v) => {
+                out.push(if matches!(self, Value::Set(_)) {
+                    b'~'
+                } else {
+                    b'>'
+                });
                 out.extend_from_slice(ib.format(v.len()).as_bytes());
                 out.extend_from_slice(b"\r\n");
                 for e in v {
@@ -307,6 +376,58 @@ fn parse_value_at(
                 Ok(Some((Value::Array(Some(v)), p)))
             }
         },
+        b'_' => Ok(Some((Value::Null, after))),
+        b'#' => Ok(Some((Value::Bool(rest == b"t"), after))),
+        b',' => Ok(Some((Value::Double(rest.to_vec()), after))),
+        b'(' => Ok(Some((Value::BigNumber(rest.to_vec()), after))),
+        b'=' | b'!' => {
+            let len = parse_len(rest, pos + 1, MAX_BULK)?.unwrap_or(0);
+            let end = after + len;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            let body = buf[after..end].to_vec();
+            Ok(Some((
+                if t == b'=' {
+                    Value::Verbatim(body)
+                } else {
+                    Value::Error(body)
+                },
+                end + 2,
+            )))
+        }
+        b'%' | b'~' | b'>' | b'|' => {
+            let n = parse_len(rest, pos + 1, MAX_ARRAY)?.unwrap_or(0);
+            let per = if matches!(t, b'%' | b'|') { 2 } else { 1 };
+            let mut items = Vec::with_capacity((n * per).min(1024));
+            let mut p = after;
+            for _ in 0..n * per {
+                match parse_value_at(buf, p, depth + 1)? {
+                    Some((e, np)) => {
+                        items.push(e);
+                        p = np;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            match t {
+                b'%' => {
+                    let mut m = Vec::with_capacity(n);
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        m.push((k, v));
+                    }
+                    Ok(Some((Value::Map(m), p)))
+                }
+                b'~' => Ok(Some((Value::Set(items), p))),
+                b'>' => Ok(Some((Value::Push(items), p))),
+                // An attribute annotates the value that follows it: drop it, return that value.
+                _ => match parse_value_at(buf, p, depth + 1)? {
+                    Some((v, np)) => Ok(Some((v, np))),
+                    None => Ok(None),
+                },
+            }
+        }
         _ => Err(ProtoError {
             pos,
             what: "unknown reply type byte",
@@ -452,6 +573,40 @@ mod tests {
             assert_eq!(parse_value(&b[..cut]).unwrap(), None);
         }
         assert_eq!(parse_value(&b).unwrap(), Some((v, b.len())));
+    }
+
+    #[test]
+    fn resp3_round_trip_in_tiny_chunks() {
+        let v = Value::Map(vec![
+            (Value::bulk(b"a".to_vec()), Value::Double(b"1.5".to_vec())),
+            (
+                Value::Simple(b"b".to_vec()),
+                Value::Set(vec![Value::Int(1), Value::Null, Value::Bool(true)]),
+            ),
+            (
+                Value::bulk(b"c".to_vec()),
+                Value::Verbatim(b"txt:hello".to_vec()),
+            ),
+            (
+                Value::bulk(b"d".to_vec()),
+                Value::Push(vec![Value::BigNumber(
+                    b"123456789012345678901234567890".to_vec(),
+                )]),
+            ),
+        ]);
+        let b = v.to_bytes();
+        for cut in 0..b.len() {
+            assert_eq!(parse_value(&b[..cut]).unwrap(), None);
+        }
+        assert_eq!(parse_value(&b).unwrap(), Some((v, b.len())));
+        assert_eq!(
+            parse_value(b"|1\r\n+k\r\n+v\r\n:5\r\n").unwrap(),
+            Some((Value::Int(5), 16))
+        );
+        assert_eq!(
+            Value::Array(Some(vec![Value::Bulk(None)])).into_resp3(),
+            Value::Array(Some(vec![Value::Null]))
+        );
     }
 
     #[test]
