@@ -71,7 +71,7 @@ pub struct KeyMask {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Score {
     /// The score (for text, the correctly rounded parse, identical to Redis's `strtod`;
-    /// `inf`, `-inf` and `nan` included).
+    /// `inf` and `-inf` included). Never NaN: a NaN score is a decode error, as in Redis.
     pub value: f64,
     /// The text as sent, when the score was sent as text.
     pub text: Option<Vec<u8>>,
