@@ -1,0 +1,1 @@
+//! Per-type value decoding: the value header, then elements in bounded batches (§3.6).
