@@ -10,5 +10,6 @@ mod journal;
 mod net;
 mod rdb;
 mod recordings;
+mod replicate;
 mod resp;
 mod rewrite;
