@@ -141,7 +141,7 @@ fn unimplemented_subcommands_say_so_and_exit_2() {
         dir.path(),
         "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:2\n",
     );
-    for cmd in ["check", "status", "replicate"] {
+    for cmd in ["check", "status"] {
         let r = run(&[cmd, &path]);
         assert_eq!(r.code, 2, "{cmd}: {}", r.stderr);
         assert!(
@@ -156,6 +156,20 @@ fn unimplemented_subcommands_say_so_and_exit_2() {
             r.stdout
         );
     }
+}
+
+/// `replicate` against an unreachable master fails at once with exit 1 (no retry loop before
+/// a first session was established).
+#[test]
+fn replicate_unreachable_master_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:2\n",
+    );
+    let r = run(&["replicate", &path]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("127.0.0.1:1"), "{}", r.stderr);
 }
 
 #[test]

@@ -88,3 +88,214 @@ fn replay_master_serves_a_recording() {
     assert!(r.is_error());
     assert_eq!(m.violations().len(), 1);
 }
+
+#[path = "recordings/redis.rs"]
+mod redis;
+
+#[path = "recordings/keyspace.rs"]
+#[allow(dead_code)]
+mod keyspace;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use df2redis_sync::checkpoint::{FlowState, Store};
+use df2redis_sync::config::Config;
+use df2redis_sync::pipeline::{self, Options};
+
+/// A config for the replay master at `src`, the redis-server on `port`, checkpoints in `dir`.
+fn config(src: &str, port: u16, dir: &std::path::Path) -> Config {
+    let yaml = format!(
+        "source:\n  addr: {src}\ntarget:\n  addr: 127.0.0.1:{port}\n\
+         checkpoint:\n  dir: {}\n  interval: 200ms\n",
+        dir.display()
+    );
+    Config::from_yaml_str(&yaml, "test").unwrap()
+}
+
+fn test_options() -> Options {
+    Options {
+        stall_limit: Duration::from_secs(5),
+        progress_interval: Duration::from_secs(2),
+        backoff: Duration::from_millis(100),
+        max_failures: 3,
+        ..Options::default()
+    }
+}
+
+/// The engine running in-process on its own thread, stopped like a SIGTERM would.
+struct Engine {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<(), pipeline::Error>>>,
+}
+
+impl Engine {
+    fn start(cfg: Config, opts: Options) -> Engine {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || pipeline::run(&cfg, &opts, &s));
+        Engine {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Panics with the engine's result if it ended on its own.
+    fn assert_running(&mut self, ctx: &str) {
+        if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+            let r = self.handle.take().unwrap().join();
+            panic!("{ctx}: the engine ended early: {r:?}");
+        }
+    }
+
+    fn stop(mut self) -> Result<(), pipeline::Error> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Waits until the replica ACKed on every flow what the recorded replica ACKed last (its final
+/// `next`), i.e. everything the recording holds was applied and acknowledged.
+fn wait_caught_up(m: &ReplayMaster, engine: &mut Engine, ctx: &str) {
+    let want = m.session().final_acks();
+    let end = std::time::Instant::now() + Duration::from_secs(90);
+    while std::time::Instant::now() < end {
+        if m.wait_acks(&want, Duration::from_millis(200)) {
+            return;
+        }
+        engine.assert_running(ctx);
+    }
+    panic!(
+        "{ctx}: ACKs {:?} never reached the recorded replica's final ACKs {want:?}; violations {:?}",
+        m.last_acks(),
+        m.violations()
+    );
+}
+
+/// The target's keyspace against the recording's manifest: types plain Redis cannot hold must
+/// be absent, everything else equal (values, dbs, absolute TTLs to the millisecond).
+fn assert_manifest(rec_dir: &std::path::Path, server: &redis::Server) {
+    let manifest = keyspace::load_manifest(&rec_dir.join("manifest.json")).unwrap();
+    let skipped: BTreeSet<(u32, Vec<u8>)> = manifest
+        .iter()
+        .filter(|(_, st)| matches!(st.value, keyspace::Value::Unholdable(_)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut conn = server.conn();
+    let mut got = keyspace::dump_redis(&mut conn).unwrap();
+    // The engine's own position markers live in db 0 under the configured prefix.
+    got.retain(|(_, k), _| !k.starts_with(b"df2redis-sync:ckpt:"));
+    let diffs = keyspace::compare(&manifest, &got, &skipped, 0);
+    assert!(
+        diffs.is_empty(),
+        "{}: {} difference(s):\n{}",
+        rec_dir.display(),
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+/// Serves one recording's first session and replicates it into an empty redis-server; the
+/// run is stopped like a SIGTERM once caught up. Returns the checkpoint store.
+fn replicate_first_session(rel: &str, server: &redis::Server, dir: &std::path::Path) {
+    let rec_dir = testdata(rel);
+    let m = ReplayMaster::start(&rec_dir.join("capture"));
+    let mut engine = Engine::start(config(m.addr(), server.port, dir), test_options());
+    wait_caught_up(&m, &mut engine, rel);
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{rel}: {:?}", m.violations());
+    let obs = m.observed();
+    let main = obs.main_commands.join(" | ");
+    assert!(main.contains("INFO SERVER"), "{rel}: {main}");
+    assert!(main.contains("REPLCONF CLIENT-VERSION 4"), "{rel}: {main}");
+    // The checkpoint holds exactly the recorded replica's final positions, all stable.
+    let cp = Store::new(dir).load().unwrap().expect("checkpoint saved");
+    assert_eq!(cp.master_replid, m.session().replid, "{rel}");
+    let lsns: Vec<u64> = cp.flows.iter().map(|f| f.next_lsn).collect();
+    assert_eq!(lsns, m.session().final_acks(), "{rel}");
+    assert!(
+        cp.flows.iter().all(|f| f.state == FlowState::Stable),
+        "{rel}"
+    );
+}
+
+fn full_sync_matches_manifest(rel: &str) {
+    let server = redis::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    replicate_first_session(rel, &server, dir.path());
+    assert_manifest(&testdata(rel), &server);
+}
+
+#[test]
+fn replicate_s1_lz4_2shards() {
+    full_sync_matches_manifest("dragonfly-v1.40.1/s1-lz4-2shards");
+}
+
+#[test]
+fn replicate_s2_plain_3shards() {
+    full_sync_matches_manifest("dragonfly-v1.40.1/s2-plain-3shards");
+}
+
+#[test]
+fn replicate_s3_zstd_contiguous_chunks() {
+    full_sync_matches_manifest("dragonfly-v1.40.1/s3-zstd-contiguous-chunks");
+}
+
+#[test]
+fn replicate_x1_writes_around_sync() {
+    full_sync_matches_manifest("dragonfly-v1.40.1/x1-writes-around-sync-dfmask");
+}
+
+#[test]
+fn replicate_x3_lzf_3shards() {
+    full_sync_matches_manifest("dragonfly-v1.40.1/x3-lzf-3shards");
+}
+
+#[test]
+fn replicate_s5_v134() {
+    full_sync_matches_manifest("dragonfly-v1.34.2/s5-lz4-2shards");
+}
+
+/// Partial resume: the first session replicated and stopped (SIGTERM path), then the resumed
+/// session served: the engine must ask `DFLY FLOW … <lsn>` with the recorded LSNs (checked by
+/// the replay master), follow the release's procedure (v1.35+: no `DFLY SYNC`; v1.34: `DFLY
+/// SYNC` after PARTIAL) and end at the manifest.
+fn partial_resume(rel: &str, expect_sync: bool) {
+    let server = redis::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    replicate_first_session(rel, &server, dir.path());
+    let rec_dir = testdata(rel);
+    let m = ReplayMaster::start(&rec_dir.join("capture-resume"));
+    let mut engine = Engine::start(config(m.addr(), server.port, dir.path()), test_options());
+    wait_caught_up(&m, &mut engine, rel);
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{rel}: {:?}", m.violations());
+    let obs = m.observed();
+    let wanted: Vec<Option<u64>> = m.session().flows.iter().map(|f| f.requested_lsn).collect();
+    let asked: Vec<Option<u64>> = obs.flow_lsns.values().copied().collect();
+    assert_eq!(asked, wanted, "{rel}: resumed with the recorded LSNs");
+    let synced = obs.main_commands.iter().any(|c| c.starts_with("DFLY SYNC"));
+    assert_eq!(synced, expect_sync, "{rel}: {:?}", obs.main_commands);
+    assert_manifest(&rec_dir, &server);
+}
+
+#[test]
+fn partial_resume_s4_v140() {
+    partial_resume("dragonfly-v1.40.1/s4-partial-resume", false);
+}
+
+#[test]
+fn partial_resume_s6_v134() {
+    partial_resume("dragonfly-v1.34.2/s6-partial-resume", true);
+}
