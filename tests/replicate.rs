@@ -133,6 +133,8 @@ struct Engine {
 
 impl Engine {
     fn start(cfg: Config, opts: Options) -> Engine {
+        // Engine logs in the test output (RUST_LOG=debug to see them).
+        let _ = env_logger::builder().is_test(true).try_init();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let handle = std::thread::spawn(move || pipeline::run(&cfg, &opts, &s));

@@ -668,6 +668,7 @@ impl FlowCtx {
     }
 
     fn on_event(&mut self, ev: FlowEvent) -> Result<(), FlowFailure> {
+        log::trace!("{} ({:?}): {ev:?}", self.id, self.phase);
         match ev {
             FlowEvent::Snapshot(item) => self.on_snapshot(item),
             FlowEvent::EofToken => {

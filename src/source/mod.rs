@@ -489,24 +489,24 @@ impl FlowReader {
     /// The next event; `Ok(None)` when a read timed out with nothing decodable.
     pub fn next_event(&mut self) -> Result<Option<FlowEvent>> {
         loop {
-            if self.pos < self.buf.len() {
-                let (step, used) =
-                    self.decoder
-                        .step(&self.buf[self.pos..])
-                        .map_err(|source| Error::Decode {
-                            flow: self.id,
-                            source,
-                        })?;
-                self.pos += used.min(self.buf.len() - self.pos);
-                match step {
-                    Step::Item(ev) => return Ok(Some(ev)),
-                    Step::NeedMore => {}
-                    Step::End => {
-                        return Err(Error::FlowClosed {
-                            flow: self.id,
-                            offset: self.decoder.offset(),
-                        })
-                    }
+            // Always ask the decoder first, even with no unread input: it may hold items
+            // already decoded from a compressed blob or a journal blob.
+            let (step, used) =
+                self.decoder
+                    .step(&self.buf[self.pos..])
+                    .map_err(|source| Error::Decode {
+                        flow: self.id,
+                        source,
+                    })?;
+            self.pos += used.min(self.buf.len() - self.pos);
+            match step {
+                Step::Item(ev) => return Ok(Some(ev)),
+                Step::NeedMore => {}
+                Step::End => {
+                    return Err(Error::FlowClosed {
+                        flow: self.id,
+                        offset: self.decoder.offset(),
+                    })
                 }
             }
             if !self.fill()? {
