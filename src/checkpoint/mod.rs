@@ -132,7 +132,11 @@ impl fmt::Display for Error {
                 path,
                 action,
                 source,
-            } => write!(f, "checkpoint {}: {action} failed: {source}", path.display()),
+            } => write!(
+                f,
+                "checkpoint {}: {action} failed: {source}",
+                path.display()
+            ),
             Error::Invalid { path, reason } => write!(
                 f,
                 "checkpoint {} is invalid: {reason} (move it away to start with a full sync)",

@@ -76,6 +76,13 @@ fails the dry run (exit 1): replication could not start against it.")]
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Decode a recorded flow stream (a conn-NNN.s2c.bin file, or a recording folder) and
+    /// print one JSON line per entry and journal op, then a summary.
+    Inspect {
+        /// A flow file, a capture folder or a recording folder.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Print the version.
     Version,
 }

@@ -7,6 +7,8 @@
 //! errors to stderr.
 
 mod args;
+mod dry_run;
+pub mod inspect;
 mod logging;
 
 use crate::config::Config;
@@ -48,6 +50,13 @@ impl Failure {
     fn usage(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Failure {
         Failure {
             exit: Exit::Usage,
+            error: e.into(),
+        }
+    }
+
+    fn runtime(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Failure {
+        Failure {
+            exit: Exit::Failure,
             error: e.into(),
         }
     }
@@ -104,6 +113,10 @@ fn print_error(e: &(dyn StdError + 'static)) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
+        Command::Inspect { file } => inspect::command(file).map_err(|e| Failure {
+            exit: Exit::Failure,
+            error: e.into(),
+        }),
         Command::Version => {
             println_out(&format!("df2redis-sync {}", env!("CARGO_PKG_VERSION")));
             Ok(())
@@ -112,7 +125,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let cfg = load(config.path())?;
             init_logging(cli, Some(&cfg))?;
             if *dry_run {
-                dry_run_not_wired(&cfg)
+                exit_130_on_ctrl_c();
+                dry_run::run(&cfg, &mut |line| println_out(line))
+                    .map_err(|m| Failure::runtime(Message(m)))
             } else {
                 replicate(&cfg)
             }
@@ -203,13 +218,18 @@ fn not_implemented(cmd: &str, hint: &str) -> Failure {
     )))
 }
 
-/// Placeholder until the connection layer lands: says so instead of pretending.
-fn dry_run_not_wired(cfg: &Config) -> Result<(), Failure> {
-    println_out(&format!("config {}: ok", cfg.origin));
-    Err(not_implemented(
-        "replicate --dry-run",
-        "The config is valid; the connectivity checks are not built yet.",
-    ))
+/// Makes Ctrl-C end the process at once with the documented exit code 130 (the default
+/// disposition kills it by signal, which scripts see as "no exit code"). Only for commands that
+/// hold no state worth saving; `replicate` proper will drain and checkpoint on the first Ctrl-C.
+fn exit_130_on_ctrl_c() {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Err(e) = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        Exit::Interrupted as i32,
+        armed,
+    ) {
+        log::warn!("cannot install the Ctrl-C handler ({e}); Ctrl-C will kill without exit code");
+    }
 }
 
 /// One line of data to stdout. A closed stdout (`| head`) is not an error worth a panic.

@@ -1054,3 +1054,72 @@ fn db_entries<'v>(
     }
     ok.then_some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Go tool's spellings, documented in their own table rather than in the sample.
+    const GO_ONLY: &[&str] = &[
+        "stateDir",
+        "statusFile",
+        "taskName",
+        "log",
+        "advanced",
+        "dashboard",
+        "conflict",
+        "migrate",
+        "seed",
+        "cluster",
+        "intervalSeconds",
+        "path",
+    ];
+
+    fn all_keys() -> Vec<&'static str> {
+        [
+            ROOT_KEYS,
+            SOURCE_KEYS,
+            TARGET_KEYS,
+            TLS_KEYS,
+            REPLICA_KEYS,
+            CHECKPOINT_KEYS,
+            PIPELINE_KEYS,
+            CPU_KEYS,
+            DATABASES_KEYS,
+            LOGGING_KEYS,
+            METRICS_KEYS,
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn sample_shows_every_key() {
+        let sample = include_str!("../../examples/replicate.sample.yaml");
+        for key in all_keys().into_iter().filter(|k| !GO_ONLY.contains(k)) {
+            assert!(
+                sample.contains(&format!(" {key}:")) || sample.contains(&format!("\n{key}:")),
+                "examples/replicate.sample.yaml does not show `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn reference_documents_every_key() {
+        let doc = include_str!("../../docs/configuration.md");
+        let go = [
+            GO_LOG_KEYS,
+            GO_ADVANCED_KEYS,
+            GO_DASHBOARD_KEYS,
+            GO_CONFLICT_KEYS,
+        ]
+        .concat();
+        for key in all_keys().into_iter().chain(go) {
+            assert!(
+                doc.contains(&format!("`{key}`"))
+                    || doc.contains(&format!(".{key}`"))
+                    || doc.contains(&format!("`{key}.")),
+                "docs/configuration.md does not document `{key}`"
+            );
+        }
+    }
+}

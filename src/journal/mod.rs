@@ -179,8 +179,11 @@ impl JournalDecoder {
     /// (SELECT's db change happens only once its bytes are complete).
     fn read_one(&mut self, r: &mut Reader<'_>) -> Result<Option<JournalItem>, Fail> {
         let at = r.pos();
-        let opcode = r.pu()?;
-        let kind = match u8::try_from(opcode).unwrap_or(u8::MAX) {
+        // The opcode is written as `pu(opcode)`, one byte for every opcode there is (< 64); a
+        // first byte of 64 or more can only be an unknown opcode, so say so at once rather
+        // than wait for a second byte.
+        let opcode = r.u8()?;
+        let kind = match opcode {
             op::SELECT => {
                 let db_at = r.pos();
                 let db = r.pu()?;
@@ -205,11 +208,7 @@ impl JournalDecoder {
             op::PING => EntryKind::Ping,
             op::NOOP => EntryKind::Noop,
             op::FIN => EntryKind::Fin,
-            _ => {
-                let b = r.rest().first().copied().unwrap_or(0);
-                let byte = if opcode < 256 { opcode as u8 } else { b };
-                return Reader::bad_at(at, ErrorKind::UnknownJournalOpcode(byte));
-            }
+            other => return Reader::bad_at(at, ErrorKind::UnknownJournalOpcode(other)),
         };
         let mut entry = JournalEntry {
             kind,

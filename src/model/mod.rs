@@ -189,8 +189,7 @@ impl fmt::Debug for Cmd {
 /// wrapped in double quotes when anything needed escaping or the input has spaces.
 pub fn escape_bytes(b: &[u8]) -> String {
     let needs_quotes = b.is_empty()
-        || b
-            .iter()
+        || b.iter()
             .any(|&c| !(c.is_ascii_graphic()) || c == b'"' || c == b'\\');
     let mut s = String::with_capacity(b.len() + 2);
     if needs_quotes {

@@ -39,7 +39,7 @@ mod snapshot;
 mod value;
 
 pub use crate::wire::{Blobs, DecodeError, ErrorKind, Limits};
-pub use dump::{decode_dump_payload, Dump};
+pub use dump::{crc64, decode_dump_payload, Dump};
 pub use flow::{FlowDecoder, FlowEvent};
 pub use snapshot::{SnapshotDecoder, SnapshotItem};
 
@@ -197,8 +197,10 @@ pub enum Value {
     /// JSON document text (type 30, or 20 in streams with RDB version < 10).
     Json(Vec<u8>),
     /// A type Redis cannot hold natively (SBF, SBF2, CMS, TOPK, CUCKOO, module values): the
-    /// value's exact wire bytes (everything after the key), cut into pieces. The pieces
-    /// concatenated are the value encoding Dragonfly's `RESTORE` reads after the type byte.
+    /// value's wire bytes (everything after the key), cut into pieces. The pieces
+    /// concatenated are the value encoding Dragonfly's `RESTORE` reads after the type byte,
+    /// in canonical form: RDB strings inside SBF and TOPK values are written raw (LZF and
+    /// integer forms expanded), so the same value always gives the same bytes.
     Opaque(Vec<u8>),
 }
 
@@ -248,5 +250,74 @@ impl Piece {
     /// True when the piece holds the whole value (first and last).
     pub fn is_whole(&self) -> bool {
         self.first && self.last
+    }
+}
+
+impl Value {
+    /// Appends the elements of a later piece of the same value (`other` must be the same
+    /// variant; a string or JSON piece replaces). Used to reassemble whole values in tests,
+    /// the inspector and DUMP decoding.
+    pub fn append(&mut self, other: Value) {
+        match (self, other) {
+            (Value::List(a), Value::List(b))
+            | (Value::Set(a), Value::Set(b))
+            | (Value::Hash(a), Value::Hash(b)) => a.extend(&b),
+            (
+                Value::SetWithExpiry {
+                    members: a,
+                    expire_unix_s: x,
+                },
+                Value::SetWithExpiry {
+                    members: b,
+                    expire_unix_s: y,
+                },
+            ) => {
+                a.extend(&b);
+                x.extend(y);
+            }
+            (
+                Value::HashWithExpiry {
+                    fields: a,
+                    expire_unix_s: x,
+                },
+                Value::HashWithExpiry {
+                    fields: b,
+                    expire_unix_s: y,
+                },
+            ) => {
+                a.extend(&b);
+                x.extend(y);
+            }
+            (
+                Value::ZSet {
+                    members: a,
+                    scores: x,
+                },
+                Value::ZSet {
+                    members: b,
+                    scores: y,
+                },
+            ) => {
+                a.extend(&b);
+                x.extend(y);
+            }
+            (
+                Value::Stream {
+                    entries: a,
+                    meta: m,
+                },
+                Value::Stream {
+                    entries: b,
+                    meta: n,
+                },
+            ) => {
+                a.extend(b);
+                if n.is_some() {
+                    *m = n;
+                }
+            }
+            (Value::Opaque(a), Value::Opaque(b)) => a.extend_from_slice(&b),
+            (s, o) => *s = o,
+        }
     }
 }

@@ -28,7 +28,7 @@ use std::fmt;
 
 use crate::journal::{EntryKind, JournalEntry, JournalItem};
 use crate::model::{Cmd, DbIndex};
-use crate::rdb::{Piece, SnapshotItem};
+use crate::rdb::{FlowEvent, Piece, SnapshotItem};
 
 pub use command::is_known_write_command;
 
@@ -119,7 +119,9 @@ impl SkipReason {
     pub fn key_not_written(&self) -> bool {
         matches!(
             self,
-            SkipReason::UnsupportedType { .. } | SkipReason::JsonWithoutModule | SkipReason::Expired
+            SkipReason::UnsupportedType { .. }
+                | SkipReason::JsonWithoutModule
+                | SkipReason::Expired
         )
     }
 
@@ -144,19 +146,34 @@ impl fmt::Display for SkipReason {
             SkipReason::UnsupportedType { rdb_type } => {
                 write!(f, "RDB type {rdb_type} cannot be held by Redis")
             }
-            SkipReason::JsonWithoutModule => f.write_str("JSON without the JSON module on the target"),
+            SkipReason::JsonWithoutModule => {
+                f.write_str("JSON without the JSON module on the target")
+            }
             SkipReason::Expired => f.write_str("already expired"),
             SkipReason::FieldTtlDropped { fields } => {
-                write!(f, "TTL of {fields} hash field(s) dropped (target has no field TTL)")
+                write!(
+                    f,
+                    "TTL of {fields} hash field(s) dropped (target has no field TTL)"
+                )
             }
             SkipReason::MemberTtlDropped { members } => {
-                write!(f, "TTL of {members} set member(s) dropped (Redis has no member TTL)")
+                write!(
+                    f,
+                    "TTL of {members} set member(s) dropped (Redis has no member TTL)"
+                )
             }
             SkipReason::PendingEntriesDropped { count } => {
-                write!(f, "{count} pending entries of deleted stream ids not restored")
+                write!(
+                    f,
+                    "{count} pending entries of deleted stream ids not restored"
+                )
             }
             SkipReason::UnsupportedCommand { name } => {
-                write!(f, "command {} has no Redis equivalent", crate::model::escape_bytes(name))
+                write!(
+                    f,
+                    "command {} has no Redis equivalent",
+                    crate::model::escape_bytes(name)
+                )
             }
             SkipReason::UnknownCommand { name } => {
                 write!(f, "unknown command {}", crate::model::escape_bytes(name))
@@ -233,7 +250,11 @@ pub struct RewriteError {
 
 impl fmt::Display for RewriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot rewrite {} ({}): {}", self.command, self.db, self.reason)
+        write!(
+            f,
+            "cannot rewrite {} ({}): {}",
+            self.command, self.db, self.reason
+        )
     }
 }
 
@@ -309,6 +330,16 @@ impl Rewriter {
         match item {
             JournalItem::Entry(e) => self.entry(e),
             JournalItem::LsnMarker(_) => Ok(Rewritten::default()),
+        }
+    }
+
+    /// Any event of a flow decoder: snapshot items, the eof token (nothing to write) and
+    /// live journal items.
+    pub fn flow_event(&mut self, ev: &FlowEvent) -> Result<Rewritten, RewriteError> {
+        match ev {
+            FlowEvent::Snapshot(item) => self.snapshot_item(item),
+            FlowEvent::EofToken => Ok(Rewritten::default()),
+            FlowEvent::Journal(j) => self.journal_item(j),
         }
     }
 

@@ -4,7 +4,7 @@
 //! elements only; last piece: `PEXPIREAT` with the absolute expiry. Scores are written as the
 //! exact text Dragonfly sent, or as the shortest text that parses back to the same binary64.
 
-use crate::model::{Cmd, DbIndex};
+use crate::model::Cmd;
 use crate::rdb::consts::{TYPE_JSON, TYPE_JSON_OLD};
 use crate::rdb::{Piece, Score, StreamEntry, StreamGroup, StreamId, StreamMeta, Value};
 use crate::wire::Blobs;
@@ -104,7 +104,8 @@ pub(crate) fn rewrite_piece(p: &Piece, opts: &Options) -> Rewritten {
                     None => Some(m),
                 }
             });
-            out.cmds.extend(variadic("SADD", key, live.collect::<Vec<_>>().into_iter()));
+            out.cmds
+                .extend(variadic("SADD", key, live.collect::<Vec<_>>().into_iter()));
             if dropped > 0 {
                 skip = Some(SkipReason::MemberTtlDropped { members: dropped });
             }
@@ -129,7 +130,8 @@ pub(crate) fn rewrite_piece(p: &Piece, opts: &Options) -> Rewritten {
         } => {
             first_del(&mut out);
             let ttl = |i: usize| expire_unix_s.get(i).copied().flatten();
-            let live = |i: usize| !matches!(ttl(i), Some(s) if s.saturating_mul(1000) <= opts.now_ms);
+            let live =
+                |i: usize| !matches!(ttl(i), Some(s) if s.saturating_mul(1000) <= opts.now_ms);
             out.cmds.extend(hset(key, fields, live));
             let mut dropped = 0;
             for (i, (f, _)) in fields.pairs().enumerate() {
@@ -137,7 +139,10 @@ pub(crate) fn rewrite_piece(p: &Piece, opts: &Options) -> Rewritten {
                     Some(s) if live(i) => {
                         if opts.target_field_ttl {
                             let mut c = key_cmd("HPEXPIREAT", key);
-                            c.arg_int(s.saturating_mul(1000)).arg(b"FIELDS").arg(b"1").arg(f);
+                            c.arg_int(s.saturating_mul(1000))
+                                .arg(b"FIELDS")
+                                .arg(b"1")
+                                .arg(f);
                             out.cmds.push(c);
                         } else {
                             dropped += 1;
@@ -347,7 +352,10 @@ fn group(cmds: &mut Vec<Cmd>, key: &[u8], g: &StreamGroup, skip_ids: &[StreamId]
     arg_id(&mut c, g.last_id);
     // u64::MAX is Redis's "unknown" (SCG_INVALID_ENTRIES_READ): leaving ENTRIESREAD out gives
     // the same state.
-    if let Some(n) = g.entries_read.filter(|&n| n != u64::MAX && n <= i64::MAX as u64) {
+    if let Some(n) = g
+        .entries_read
+        .filter(|&n| n != u64::MAX && n <= i64::MAX as u64)
+    {
         c.arg(b"ENTRIESREAD").arg_int(n);
     }
     cmds.push(c);
@@ -379,14 +387,27 @@ mod tests {
 
     #[test]
     fn scores_are_exact() {
-        let s = |v: f64| score_text(&Score { value: v, text: None });
+        let s = |v: f64| {
+            score_text(&Score {
+                value: v,
+                text: None,
+            })
+        };
         assert_eq!(s(1e-7), b"1e-7");
         assert_eq!(s(1.0 / 3.0), b"0.3333333333333333");
         assert_eq!(s(f64::INFINITY), b"inf");
         assert_eq!(s(f64::NEG_INFINITY), b"-inf");
         assert_eq!(s(42.0), b"42.0");
         assert_eq!(s(f64::MAX), b"1.7976931348623157e308");
-        for v in [1e-7, 1.0 / 3.0, 0.1, 2.5e-300, 123456789.125, f64::MAX, f64::MIN_POSITIVE] {
+        for v in [
+            1e-7,
+            1.0 / 3.0,
+            0.1,
+            2.5e-300,
+            123456789.125,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ] {
             let t = String::from_utf8(s(v)).unwrap();
             assert_eq!(t.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{t}");
         }

@@ -252,6 +252,18 @@ impl<'a> Reader<'a> {
         &self.buf[self.pos..]
     }
 
+    /// The bytes read since position `start` (a value from [`Reader::pos`]).
+    pub fn since(&self, start: usize) -> &'a [u8] {
+        self.buf.get(start..self.pos).unwrap_or(&[])
+    }
+
+    /// Moves back to `pos` (a value from [`Reader::pos`]), to retry a unit that was short.
+    pub fn rewind(&mut self, pos: usize) {
+        if pos <= self.pos {
+            self.pos = pos;
+        }
+    }
+
     /// An error of `kind` at the current position.
     pub fn bad<T>(&self, kind: ErrorKind) -> RResult<T> {
         Err(Fail::Bad { at: self.pos, kind })
@@ -452,6 +464,28 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Appends `v` as a packed unsigned integer in its shortest form (§3.2.1).
+pub fn put_pu(out: &mut Vec<u8>, v: u64) {
+    if v < 1 << 6 {
+        out.push(v as u8);
+    } else if v < 1 << 14 {
+        out.push(0x40 | (v >> 8) as u8);
+        out.push(v as u8);
+    } else if v <= u64::from(u32::MAX) {
+        out.push(0x80);
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    } else {
+        out.push(0x81);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Appends `s` as a raw RDB string: `pu(len)` then the bytes.
+pub fn put_raw_str(out: &mut Vec<u8>, s: &[u8]) {
+    put_pu(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
 /// A flat list of byte strings: all bytes back to back in one buffer plus the end offset of
 /// each string. Decoded collections use it so a batch of N elements costs two allocations.
 ///
@@ -524,20 +558,9 @@ impl Blobs {
         self.ends.extend(other.ends.iter().map(|e| e + base));
     }
 
-    /// Starts a string whose bytes the caller appends to [`Blobs::buf_mut`], then closes it
-    /// with [`Blobs::commit`] (or drops it with [`Blobs::rollback`]). Returns the mark.
+    /// The current end, to drop everything pushed after it with [`Blobs::rollback`].
     pub(crate) fn mark(&self) -> (usize, usize) {
         (self.data.len(), self.ends.len())
-    }
-
-    /// The data buffer, to append one string's bytes in place.
-    pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.data
-    }
-
-    /// Closes the string whose bytes were appended since the last commit.
-    pub(crate) fn commit(&mut self) {
-        self.ends.push(self.data.len());
     }
 
     /// Drops everything after `mark`.

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 pub struct Flow {
     /// The flow id from the replica's `DFLY FLOW` (not the connection number).
     pub id: u32,
-    /// `conn-NNN` number of the connection that carried it.
-    pub conn: u32,
     /// True when the master answered `+PARTIAL`.
     pub partial: bool,
     /// The LSN the replica asked for (`DFLY FLOW … <lsn>`), if any.
@@ -184,7 +182,6 @@ impl Session {
                 .unwrap_or(0);
             flows.push(Flow {
                 id,
-                conn: c,
                 partial,
                 requested_lsn,
                 token,

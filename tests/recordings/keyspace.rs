@@ -7,6 +7,9 @@ use super::redis::{Conn, Reply};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+/// A stream entry's fields.
+pub type Fields = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// A key's value, as far as the manifest describes it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -17,7 +20,7 @@ pub enum Value {
     Zset(Vec<(Vec<u8>, f64)>),
     Hash(BTreeMap<Vec<u8>, Vec<u8>>),
     Stream {
-        entries: Vec<(String, BTreeMap<Vec<u8>, Vec<u8>>)>,
+        entries: Vec<(String, Fields)>,
         groups: Vec<Group>,
     },
     /// A type a plain Redis cannot hold (JSON, bloom filter …): the manifest's type name.

@@ -136,60 +136,19 @@ impl Conn {
     }
 }
 
-/// A throwaway redis-server on a free loopback port, killed on drop.
+/// A throwaway redis-server (the shared `tests/support` fixture) with a way to connect.
 pub struct Server {
-    child: std::process::Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
+    inner: crate::support::RedisServer,
 }
 
 impl Server {
     pub fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for _ in 0..20 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("free port");
-            let mut child = std::process::Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::time::Instant::now() < deadline {
-                if let Ok(mut c) = Conn::connect(port) {
-                    if c.cmd(&[b"PING"]) == Reply::Status("PONG".into()) {
-                        return Server {
-                            child,
-                            port,
-                            _dir: dir,
-                        };
-                    }
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken meanwhile: try another one
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        Server {
+            inner: crate::support::RedisServer::start(),
         }
-        panic!("could not start redis-server");
     }
 
     pub fn conn(&self) -> Conn {
-        Conn::connect(self.port).expect("connect to redis-server")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Conn::connect(self.inner.port()).expect("connect to redis-server")
     }
 }
