@@ -509,6 +509,9 @@ fn decode(bytes: &[u8], sizes: &[usize], limits: Limits) -> Result<Vec<SnapshotI
     Ok(out)
 }
 
+/// A key's pieces merged: expiry, value so far, last piece seen.
+type Merged = (Option<i64>, Value, bool);
+
 /// What the decoder should give back for a generated key.
 fn expected(k: &Key) -> Value {
     use df2redis_sync::rdb::{Blobs, Score};
@@ -577,7 +580,7 @@ proptest! {
         let whole = decode(&bytes, &[usize::MAX], limits).map_err(TestCaseError::fail)?;
         let chunked = decode(&bytes, &sizes, limits).map_err(TestCaseError::fail)?;
         prop_assert!(whole == chunked);
-        let mut got: BTreeMap<(u32, Vec<u8>), (Option<i64>, Value, bool)> = BTreeMap::new();
+        let mut got: BTreeMap<(u32, Vec<u8>), Merged> = BTreeMap::new();
         let mut journal = 0;
         let mut pieces: BTreeMap<(u32, Vec<u8>), usize> = BTreeMap::new();
         for it in whole {
