@@ -10,6 +10,7 @@ use df2redis_sync::model::Cmd;
 use df2redis_sync::net::{Conn, Endpoint};
 
 use crate::support::replay::{RecordedSession, ReplayMaster};
+use crate::support::RedisServer;
 
 fn testdata(rel: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")).join(rel)
@@ -187,14 +188,14 @@ fn wait_caught_up(m: &ReplayMaster, engine: &mut Engine, ctx: &str) {
 
 /// The target's keyspace against the recording's manifest: types plain Redis cannot hold must
 /// be absent, everything else equal (values, dbs, absolute TTLs to the millisecond).
-fn assert_manifest(rec_dir: &std::path::Path, server: &redis::Server) {
+fn assert_manifest(rec_dir: &std::path::Path, server: &RedisServer) {
     let manifest = keyspace::load_manifest(&rec_dir.join("manifest.json")).unwrap();
     let skipped: BTreeSet<(u32, Vec<u8>)> = manifest
         .iter()
         .filter(|(_, st)| matches!(st.value, keyspace::Value::Unholdable(_)))
         .map(|(k, _)| k.clone())
         .collect();
-    let mut conn = server.conn();
+    let mut conn = redis::Conn::connect(server.port()).unwrap();
     let mut got = keyspace::dump_redis(&mut conn).unwrap();
     // The engine's own position markers live in db 0 under the configured prefix.
     got.retain(|(_, k), _| !k.starts_with(b"df2redis-sync:ckpt:"));
@@ -210,10 +211,10 @@ fn assert_manifest(rec_dir: &std::path::Path, server: &redis::Server) {
 
 /// Serves one recording's first session and replicates it into an empty redis-server; the
 /// run is stopped like a SIGTERM once caught up. Returns the checkpoint store.
-fn replicate_first_session(rel: &str, server: &redis::Server, dir: &std::path::Path) {
+fn replicate_first_session(rel: &str, server: &RedisServer, dir: &std::path::Path) {
     let rec_dir = testdata(rel);
     let m = ReplayMaster::start(&rec_dir.join("capture"));
-    let mut engine = Engine::start(config(m.addr(), server.port, dir), test_options());
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir), test_options());
     wait_caught_up(&m, &mut engine, rel);
     engine.stop().unwrap();
     assert!(m.violations().is_empty(), "{rel}: {:?}", m.violations());
@@ -233,7 +234,7 @@ fn replicate_first_session(rel: &str, server: &redis::Server, dir: &std::path::P
 }
 
 fn full_sync_matches_manifest(rel: &str) {
-    let server = redis::Server::start();
+    let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     replicate_first_session(rel, &server, dir.path());
     assert_manifest(&testdata(rel), &server);
@@ -274,12 +275,12 @@ fn replicate_s5_v134() {
 /// the replay master), follow the release's procedure (v1.35+: no `DFLY SYNC`; v1.34: `DFLY
 /// SYNC` after PARTIAL) and end at the manifest.
 fn partial_resume(rel: &str, expect_sync: bool) {
-    let server = redis::Server::start();
+    let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     replicate_first_session(rel, &server, dir.path());
     let rec_dir = testdata(rel);
     let m = ReplayMaster::start(&rec_dir.join("capture-resume"));
-    let mut engine = Engine::start(config(m.addr(), server.port, dir.path()), test_options());
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
     wait_caught_up(&m, &mut engine, rel);
     engine.stop().unwrap();
     assert!(m.violations().is_empty(), "{rel}: {:?}", m.violations());
