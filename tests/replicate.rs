@@ -90,12 +90,7 @@ fn replay_master_serves_a_recording() {
     assert_eq!(m.violations().len(), 1);
 }
 
-#[path = "recordings/redis.rs"]
-mod redis;
-
-#[path = "recordings/keyspace.rs"]
-#[allow(dead_code)]
-mod keyspace;
+use crate::recordings::{keyspace, redis};
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -358,7 +358,7 @@ fn run_session(
     if resume.is_some() && !partial {
         log::warn!("the master answered FULL to the partial-sync request: resyncing fully");
     }
-    let old_procedure = partial && hello.release.map_or(false, |r| r.partial_needs_sync());
+    let old_procedure = partial && hello.release.is_some_and(|r| r.partial_needs_sync());
     if !partial {
         // A full sync invalidates every position committed by an earlier session: without
         // this, a crash during this full sync would resume from stale markers.
@@ -441,7 +441,7 @@ fn run_session(
         };
         let ctx = FlowCtx {
             id,
-            reader: FlowReader::new(f, old_procedure, opts.limits.clone()),
+            reader: FlowReader::new(f, old_procedure, opts.limits),
             tx: writer_txs[id.0 as usize % writer_txs.len()].clone(),
             ev: ev_tx.clone(),
             release: rel_rx,
@@ -712,19 +712,17 @@ impl FlowCtx {
             SnapshotItem::JournalBlob(j) if self.phase == Phase::OldPartial => {
                 return self.on_journal(j.clone());
             }
-            SnapshotItem::JournalBlob(JournalItem::Entry(e)) => {
-                if is_flush(&e.cmd) {
-                    // §3.9 / §5.4 #9: a FLUSH during the full sync cannot be ordered against
-                    // the snapshot entries of the other flows: start over.
-                    return Err(FlowFailure {
-                        msg: format!(
-                            "{}: {} inside a journal blob during the full sync: restarting the sync",
-                            self.id,
-                            escape_bytes(e.cmd.name())
-                        ),
-                        force_full: true,
-                    });
-                }
+            SnapshotItem::JournalBlob(JournalItem::Entry(e)) if is_flush(&e.cmd) => {
+                // §3.9 / §5.4 #9: a FLUSH during the full sync cannot be ordered against the
+                // snapshot entries of the other flows: start over.
+                return Err(FlowFailure {
+                    msg: format!(
+                        "{}: {} inside a journal blob during the full sync: restarting the sync",
+                        self.id,
+                        escape_bytes(e.cmd.name())
+                    ),
+                    force_full: true,
+                });
             }
             SnapshotItem::Piece(p) if p.first => {
                 self.shared.stats[self.id.0 as usize]

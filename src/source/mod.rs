@@ -104,8 +104,8 @@ pub enum Error {
         conn: String,
         /// The step (`REPLCONF capa dragonfly`, `DFLY FLOW`, reading the stream…).
         step: &'static str,
-        /// The cause.
-        source: net::Error,
+        /// The cause (boxed: a net error is large).
+        source: Box<net::Error>,
     },
     /// The master answered something a Dragonfly master never answers.
     Protocol {
@@ -165,7 +165,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Net { source, .. } => Some(source),
+            Error::Net { source, .. } => Some(source.as_ref()),
             Error::Decode { source, .. } => Some(source),
             Error::FlowIo { source, .. } => Some(source),
             _ => None,
@@ -179,7 +179,7 @@ fn net_err<'a>(conn: &'a str, step: &'static str) -> impl FnOnce(net::Error) -> 
     move |source| Error::Net {
         conn: conn.to_string(),
         step,
-        source,
+        source: Box::new(source),
     }
 }
 
