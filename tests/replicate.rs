@@ -297,3 +297,151 @@ fn partial_resume_s4_v140() {
 fn partial_resume_s6_v134() {
     partial_resume("dragonfly-v1.34.2/s6-partial-resume", true);
 }
+
+/// Runs the real binary on one capture of `rec_dir` until it ACKed the recorded replica's
+/// final positions, then sends `signal`; checks the exit and that every master connection got
+/// closed. Returns what the replay master observed.
+fn run_binary(
+    rec_dir: &std::path::Path,
+    capture: &str,
+    server: &RedisServer,
+    dir: &std::path::Path,
+    interval: &str,
+    signal: &str,
+) -> crate::support::replay::Observed {
+    let m = ReplayMaster::start(&rec_dir.join(capture));
+    let cfg = dir.join("replicate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n  interval: {interval}\n",
+            m.addr(),
+            server.addr(),
+            dir.join("ckpt").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+        .args(["replicate", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let caught_up = m.wait_acks(&m.session().final_acks(), Duration::from_secs(60));
+    let t0 = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{capture}: no exit 15 s after {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(caught_up, "{capture}: never caught up; log:\n{stderr}");
+    if signal == "-TERM" {
+        assert_eq!(status.code(), Some(0), "{capture}: log:\n{stderr}");
+    } else {
+        assert_eq!(status.code(), None, "{capture}: killed by a signal");
+    }
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while m.observed().closed < m.observed().connections && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let obs = m.observed();
+    assert_eq!(
+        obs.closed, obs.connections,
+        "{capture}: connections left open"
+    );
+    obs
+}
+
+/// Checks that a session resumed with exactly the recorded LSNs and no `DFLY SYNC` (v1.40).
+fn assert_resumed_partial(rec_dir: &std::path::Path, obs: &crate::support::replay::Observed) {
+    assert!(
+        !obs.main_commands.iter().any(|c| c.starts_with("DFLY SYNC")),
+        "{:?}",
+        obs.main_commands
+    );
+    let asked: Vec<Option<u64>> = obs.flow_lsns.values().copied().collect();
+    let session = RecordedSession::load(&rec_dir.join("capture-resume"));
+    let wanted: Vec<Option<u64>> = session.flows.iter().map(|f| f.requested_lsn).collect();
+    assert_eq!(asked, wanted);
+}
+
+/// The real binary, stopped by SIGTERM during stable sync: it exits 0 after draining, leaves a
+/// checkpoint at the recorded replica's final positions, closes every master connection; a
+/// restart resumes PARTIAL from there (the recorded resume LSNs, no `DFLY SYNC` on v1.40) and
+/// ends at the manifest.
+#[test]
+fn sigterm_in_stable_sync_then_restart_resumes_partial() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s4-partial-resume");
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_binary(&rec_dir, "capture", &server, dir.path(), "200ms", "-TERM");
+    assert!(first
+        .main_commands
+        .iter()
+        .any(|c| c.starts_with("DFLY SYNC")));
+    let session = RecordedSession::load(&rec_dir.join("capture"));
+    let cp = Store::new(dir.path().join("ckpt"))
+        .load()
+        .unwrap()
+        .expect("checkpoint written at shutdown");
+    let lsns: Vec<u64> = cp.flows.iter().map(|f| f.next_lsn).collect();
+    assert_eq!(lsns, session.final_acks());
+    assert!(cp.flows.iter().all(|f| f.state == FlowState::Stable));
+    let resumed = run_binary(
+        &rec_dir,
+        "capture-resume",
+        &server,
+        dir.path(),
+        "200ms",
+        "-TERM",
+    );
+    assert_resumed_partial(&rec_dir, &resumed);
+    assert_manifest(&rec_dir, &server);
+}
+
+/// kill -9 in stable sync before any checkpoint file was written (interval 1 h): the restart
+/// resumes from the position markers committed in the target with each batch, exactly at the
+/// recorded LSNs, and ends at the manifest (no entry applied twice: the INCR/APPEND/LPUSH keys
+/// of the workload compare equal).
+#[test]
+fn kill_9_in_stable_sync_resumes_from_target_markers() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s4-partial-resume");
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    run_binary(&rec_dir, "capture", &server, dir.path(), "1h", "-KILL");
+    assert!(
+        Store::new(dir.path().join("ckpt"))
+            .load()
+            .unwrap()
+            .is_none(),
+        "no checkpoint file may exist: the point is resuming from the markers"
+    );
+    let resumed = run_binary(
+        &rec_dir,
+        "capture-resume",
+        &server,
+        dir.path(),
+        "1h",
+        "-TERM",
+    );
+    assert_resumed_partial(&rec_dir, &resumed);
+    assert_manifest(&rec_dir, &server);
+}
