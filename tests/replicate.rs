@@ -148,6 +148,20 @@ impl Engine {
         }
     }
 
+    /// Waits (bounded) for the engine to end on its own, without asking it to stop.
+    fn stop_when_done(mut self, limit: Duration) -> Result<(), pipeline::Error> {
+        let h = self.handle.take().unwrap();
+        let end = std::time::Instant::now() + limit;
+        while !h.is_finished() {
+            assert!(
+                std::time::Instant::now() < end,
+                "the engine did not end within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        h.join().unwrap()
+    }
+
     fn stop(mut self) -> Result<(), pipeline::Error> {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.take().unwrap().join().unwrap()
@@ -444,4 +458,86 @@ fn kill_9_in_stable_sync_resumes_from_target_markers() {
     );
     assert_resumed_partial(&rec_dir, &resumed);
     assert_manifest(&rec_dir, &server);
+}
+
+/// Resumes a `kill -STOP`ped process when dropped (also when the test fails).
+struct Stopped(String);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+/// A target that stops answering in the middle of a full sync (redis-server frozen with
+/// SIGSTOP): the flows keep their sockets and stop cleanly once blocked for the stall limit —
+/// far below the master's 30 s replication timeout — with a checkpoint written and every master
+/// connection closed; the error says why. (With `max_failures: 0` the engine gives up instead
+/// of reconnecting, so the test can observe the stop.)
+#[test]
+fn frozen_target_stops_cleanly_before_the_master_timeout() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s2-plain-3shards");
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::start(&rec_dir.join("capture"));
+    let yaml = format!(
+        "source:\n  addr: {}\ntarget:\n  addr: {}\n  io_timeout: 60s\n\
+         checkpoint:\n  dir: {}\n  interval: 200ms\n\
+         pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n",
+        m.addr(),
+        server.addr(),
+        dir.path().display()
+    );
+    let cfg = Config::from_yaml_str(&yaml, "test").unwrap();
+    let opts = Options {
+        stall_limit: Duration::from_millis(1500),
+        max_failures: 0,
+        ..test_options()
+    };
+    let mut probe = redis::Conn::connect(server.port()).unwrap();
+    let info = probe.cmd(&[b"INFO", b"server"]).text();
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let engine = Engine::start(cfg, opts);
+    // Freeze the target once the full sync is writing.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the full sync never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let frozen = Stopped(pid);
+    let t0 = std::time::Instant::now();
+    let r = engine.stop_when_done(Duration::from_secs(20));
+    let took = t0.elapsed();
+    drop(frozen);
+    let err = r.expect_err("the engine must give up on a frozen target");
+    let text = err.to_string();
+    assert!(text.contains("has not taken a batch"), "{text}");
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped after {took:?}, must be well below the master's 30 s"
+    );
+    let obs = m.observed();
+    assert_eq!(obs.closed, obs.connections, "master connections left open");
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let cp = Store::new(dir.path()).load().unwrap().expect("checkpoint");
+    assert!(cp.flows.iter().all(|f| f.state == FlowState::FullSync));
 }

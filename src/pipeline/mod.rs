@@ -242,7 +242,7 @@ struct Shared {
     /// Set by a signal: drain and stop.
     stop: Arc<AtomicBool>,
     /// Set by the coordinator when the session must end (a failure somewhere).
-    abort: AtomicBool,
+    abort: Arc<AtomicBool>,
     applied: Arc<Applied>,
     stats: Vec<FlowStats>,
 }
@@ -297,37 +297,43 @@ fn run_session(
     })?;
 
     // Resume positions (§6.2): same master id, same flow count, a release that has partial
-    // sync. The markers in the target are the exact applied positions; the file checkpoint
-    // is the fallback when a marker is missing.
+    // sync. The markers in the target are the authority (they are committed with the writes);
+    // a resumable file checkpoint without markers means the target lost its data (restarted
+    // without persistence, flushed by someone): only a full sync makes it whole again.
     let mut resume: Option<Vec<Lsn>> = None;
     let release_ok = hello.release.map_or(true, |r| r.supports_partial());
     if !force_full && release_ok {
         let from_markers = markers
             .read(&mut probe, n)
             .map_err(|e| fail(SessionError::retry(format!("target: reading markers: {e}"))))?;
-        let from_file: Option<Vec<Lsn>> = saved
+        let file_ok = saved
             .as_ref()
-            .filter(|c| c.master_replid == hello.replid && c.flow_count == n && c.is_resumable())
-            .map(|c| c.flows.iter().map(|f| Lsn(f.next_lsn)).collect());
-        let mut lsns = Vec::new();
-        for i in 0..n as usize {
-            match (from_markers.get(i).copied().flatten(), from_file.as_ref()) {
-                (Some(m), _) => lsns.push(m),
-                (None, Some(f)) => lsns.push(f[i]),
-                (None, None) => break,
-            }
-        }
+            .filter(|c| c.master_replid == hello.replid && c.flow_count == n && c.is_resumable());
+        let lsns: Vec<Lsn> = from_markers.iter().flatten().copied().collect();
         if lsns.len() == n as usize {
-            log::info!(
-                "resuming from per-flow LSNs {:?} (markers in the target, checkpoint {})",
-                lsns.iter().map(|l| l.0).collect::<Vec<_>>(),
-                if from_file.is_some() {
-                    "matches"
-                } else {
-                    "absent or of another master"
+            if let Some(f) = file_ok {
+                for (i, (m, c)) in lsns.iter().zip(&f.flows).enumerate() {
+                    if m.0 < c.next_lsn {
+                        log::warn!(
+                            "flow {i}: the target's marker ({}) is behind the checkpoint file \
+                             ({}): the target lost acknowledged writes; resuming from the marker",
+                            m.0,
+                            c.next_lsn
+                        );
+                    }
                 }
+            }
+            log::info!(
+                "resuming from the per-flow LSNs committed in the target: {:?}",
+                lsns.iter().map(|l| l.0).collect::<Vec<_>>()
             );
             resume = Some(lsns);
+        } else if file_ok.is_some() {
+            log::warn!(
+                "the checkpoint allows a partial sync but the target holds no position markers \
+                 for master {}: the target lost its data; full sync",
+                hello.replid
+            );
         } else if saved.is_some() {
             log::info!(
                 "the checkpoint does not allow a partial sync with master {} ({} flows): full sync",
@@ -383,7 +389,7 @@ fn run_session(
 
     let shared = Arc::new(Shared {
         stop: stop.clone(),
-        abort: AtomicBool::new(false),
+        abort: Arc::new(AtomicBool::new(false)),
         applied: Arc::new(Applied::new(&start)),
         stats: (0..n).map(|_| FlowStats::default()).collect(),
     });
@@ -413,13 +419,14 @@ fn run_session(
             format!("writer-{}#{w}", target_ep.addr)
         };
         let ev = ev_tx.clone();
+        let abort = shared.abort.clone();
         let core = pick_core(&cfg.cpu.writer_threads, w);
         let tname = name.clone();
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
                 pin(core, &tname);
-                let r = writer.run(&rx);
+                let r = writer.run(&rx, &abort);
                 let _ = ev.send(Event::WriterEnded(tname, r.err()));
             })
             .map_err(|e| fail(SessionError::fatal(format!("spawning {name}: {e}"))))?;

@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -338,11 +338,22 @@ impl Writer {
         }
     }
 
-    /// Runs until `rx` is disconnected and every batch is answered.
-    pub fn run(mut self, rx: &Receiver<Batch>) -> Result<(), WriterError> {
+    /// Runs until `rx` is disconnected and every batch is answered, or until `abort` is set
+    /// (the session failed elsewhere: batches not yet answered are dropped; nothing of them
+    /// counts as applied, so the positions stay exact).
+    pub fn run(mut self, rx: &Receiver<Batch>, abort: &AtomicBool) -> Result<(), WriterError> {
         let mut open = true;
         let mut last_progress = Instant::now();
         loop {
+            if abort.load(Ordering::SeqCst) {
+                return Err(self.err(
+                    format!(
+                        "session aborted with {} batch(es) unanswered",
+                        self.inflight.len()
+                    ),
+                    true,
+                ));
+            }
             // Take batches while the window allows.
             while open && self.inflight.len() < self.cfg.window.max(1) {
                 let got = if self.inflight.is_empty() && self.wpos >= self.wbuf.len() {
