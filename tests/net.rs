@@ -36,6 +36,7 @@ fn plain_connect() {
 fn password_auth() {
     let s = RedisServer::builder().password("s3cret-pw").start();
     let mut c = Conn::connect(&s.endpoint()).unwrap();
+    assert!(!format!("{c:?}").contains("s3cret-pw"));
     set_get(&mut c);
 
     // Without credentials the server refuses commands: classified as Auth.
@@ -57,6 +58,7 @@ fn wrong_password_is_a_clear_auth_error_without_the_password() {
     assert_eq!(e.phase, Phase::Auth);
     assert!(e.is_auth());
     let msg = e.to_string();
+    eprintln!("wrong password: {msg}");
     assert!(
         msg.starts_with(&format!("{}: AUTH failed:", s.addr())),
         "{msg}"
@@ -145,6 +147,7 @@ fn tls_with_wrong_ca_is_a_clear_error() {
     assert_eq!(e.phase, Phase::TlsHandshake);
     assert!(matches!(e.cause, Cause::Tls(_)), "{e:?}");
     let msg = e.to_string();
+    eprintln!("wrong CA: {msg}");
     assert!(msg.contains(&s.addr()), "{msg}");
     assert!(msg.contains("certificate verify failed"), "{msg}");
     assert!(
@@ -281,4 +284,22 @@ fn recorded_flow_reply_then_raw_snapshot_bytes() {
     let sent = master.join().unwrap();
     // The command went out as a RESP array of five bulk strings.
     assert_eq!(sent, b"*5\r\n");
+}
+
+/// The harness kills the server and removes its directory when the test using it panics.
+#[test]
+fn harness_cleans_up_after_a_panicking_test() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let s = RedisServer::start();
+        tx.send((s.pid(), s.dir().to_path_buf())).unwrap();
+        panic!("deliberate panic to exercise the harness's Drop");
+    });
+    assert!(t.join().is_err());
+    let (pid, dir) = rx.recv().unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "redis-server {pid} still running"
+    );
+    assert!(!dir.exists(), "{} not removed", dir.display());
 }

@@ -67,7 +67,6 @@ impl Write for Stream {
 ///
 /// Replies are decoded from one buffer; whatever arrived after the last reply stays there
 /// ([`Conn::buffered`]) and is returned first by `Conn`'s [`Read`] implementation.
-#[derive(Debug)]
 pub struct Conn {
     stream: Stream,
     addr: String,
@@ -77,7 +76,21 @@ pub struct Conn {
     rpos: usize,
     /// Bytes consumed from this connection so far (for error positions).
     consumed: u64,
+    /// Encoding buffer for outgoing commands; cleared after every send because it may have
+    /// held `AUTH` and its password.
     wbuf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Conn {
+    /// Address, transport and buffer fill only: never the bytes (they may hold a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("addr", &self.addr)
+            .field("tls", &matches!(self.stream, Stream::Tls(_)))
+            .field("buffered", &self.buffered().len())
+            .field("consumed", &self.consumed)
+            .finish()
+    }
 }
 
 impl Conn {
@@ -218,6 +231,7 @@ impl Conn {
             .stream
             .write_all(&self.wbuf)
             .and_then(|()| self.stream.flush());
+        self.wbuf.clear();
         if self.wbuf.capacity() > MAX_READ {
             // Do not keep a huge buffer alive after one big command.
             self.wbuf = Vec::new();

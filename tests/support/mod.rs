@@ -343,6 +343,11 @@ impl RedisServer {
         self.port
     }
 
+    /// Process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's working directory (RDB, nodes.conf, redis.log, certificates).
     pub fn dir(&self) -> &Path {
         self.dir.path()
