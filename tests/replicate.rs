@@ -541,3 +541,76 @@ fn frozen_target_stops_cleanly_before_the_master_timeout() {
     let cp = Store::new(dir.path()).load().unwrap().expect("checkpoint");
     assert!(cp.flows.iter().all(|f| f.state == FlowState::FullSync));
 }
+
+/// Two-stage stop: the first SIGTERM starts draining, which cannot finish while the target is
+/// frozen; the second signal exits 130 at once.
+#[test]
+fn second_signal_exits_130_at_once() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s2-plain-3shards");
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::start(&rec_dir.join("capture"));
+    let cfg = dir.path().join("replicate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n\
+             pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n",
+            m.addr(),
+            server.addr(),
+            dir.path().join("ckpt").display()
+        ),
+    )
+    .unwrap();
+    let mut probe = redis::Conn::connect(server.port()).unwrap();
+    let info = probe.cmd(&[b"INFO", b"server"]).text();
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+        .args(["replicate", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the full sync never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let kill = |sig: &str, pid: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("-STOP", &pid);
+    let _frozen = Stopped(pid);
+    let me = child.id().to_string();
+    kill("-TERM", &me);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "draining into a frozen target cannot be done yet"
+    );
+    kill("-TERM", &me);
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "no exit after the second signal"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(130));
+}
