@@ -614,3 +614,42 @@ fn second_signal_exits_130_at_once() {
     };
     assert_eq!(status.code(), Some(130));
 }
+
+/// §3.9 / §5.4 #9: a FLUSHALL inside a journal blob during the full sync cannot be ordered
+/// against the other flows' snapshot entries: the engine drops the session and starts a new
+/// full sync, which (served the clean recording) ends at the manifest. The flush itself is
+/// never applied.
+#[test]
+fn flush_in_journal_blob_during_full_sync_restarts_the_sync() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s2-plain-3shards");
+    let clean = RecordedSession::load(&rec_dir.join("capture"));
+    let mut bad = clean.clone();
+    // JOURNAL_BLOB (D2), 1 item, str(entry): SELECT 0, COMMAND txid 700 shard_cnt 1, 1 arg of
+    // 8 bytes: FLUSHALL (the §8.2 example's bytes).
+    let mut entry = vec![0x06, 0x00, 0x0A, 0x42, 0xBC, 0x01, 0x01, 0x08, 0x08];
+    entry.extend_from_slice(b"FLUSHALL");
+    let mut blob = vec![0xD2, 0x01, entry.len() as u8];
+    blob.extend_from_slice(&entry);
+    let f0 = &mut bad.flows[0];
+    let end = memchr::memmem::find(&f0.data, &[0xC8, 0, 0, 0, 0, 0, 0, 0, 0])
+        .expect("s2 is uncompressed: FULLSYNC_END is visible");
+    assert!(end < f0.split);
+    f0.data.splice(end..end, blob.iter().copied());
+    f0.split += blob.len();
+
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve_sequence(vec![bad, clean]);
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    wait_caught_up(&m, &mut engine, "s2 with a FLUSHALL blob");
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let syncs = m
+        .observed()
+        .main_commands
+        .iter()
+        .filter(|c| c.starts_with("DFLY SYNC"))
+        .count();
+    assert_eq!(syncs, 2, "one full sync abandoned, one completed");
+    assert_manifest(&rec_dir, &server);
+}

@@ -266,15 +266,39 @@ enum Phase {
 }
 
 struct Shared {
-    session: RecordedSession,
+    /// The sessions to serve, one per `REPLCONF capa dragonfly` (the last one is repeated).
+    sessions: Vec<Arc<RecordedSession>>,
+    current: std::sync::atomic::AtomicUsize,
+    /// A `capa dragonfly` was answered with the current session.
+    used: AtomicBool,
     obs: Mutex<Observed>,
     /// Per flow id: the socket once `DFLY FLOW` arrived (a clone used to push data).
     flows: Mutex<BTreeMap<u32, TcpStream>>,
     phase: Mutex<Phase>,
     stop: AtomicBool,
-    /// Per flow id: how many `data` bytes were pushed (one lock per flow, held while pushing,
-    /// so the pre-split part of a flow always goes before the rest).
-    pushed: BTreeMap<u32, Arc<Mutex<usize>>>,
+    /// Per session, per flow id: how many `data` bytes were pushed (one lock per flow, held
+    /// while pushing, so the pre-split part of a flow always goes before the rest).
+    pushed: Vec<BTreeMap<u32, Arc<Mutex<usize>>>>,
+}
+
+impl Shared {
+    fn cur(&self) -> Arc<RecordedSession> {
+        self.sessions[self.current.load(Ordering::SeqCst)].clone()
+    }
+
+    fn pushed_of(&self, id: u32) -> Arc<Mutex<usize>> {
+        self.pushed[self.current.load(Ordering::SeqCst)][&id].clone()
+    }
+
+    /// A new replication session begins: move to the next recorded session, if any.
+    fn on_capa(&self) {
+        let i = self.current.load(Ordering::SeqCst);
+        if self.used.swap(true, Ordering::SeqCst) && i + 1 < self.sessions.len() {
+            self.current.store(i + 1, Ordering::SeqCst);
+            self.flows.lock().unwrap().clear();
+            *self.phase.lock().unwrap() = Phase::Handshake;
+        }
+    }
 }
 
 /// A master serving one recorded session on a loopback port. Dropping it closes every
@@ -294,16 +318,28 @@ impl ReplayMaster {
 
     /// Serves an already loaded session.
     pub fn serve(session: RecordedSession) -> ReplayMaster {
+        ReplayMaster::serve_sequence(vec![session])
+    }
+
+    /// Serves `sessions[0]` to the first replication session, `sessions[1]` to the next one
+    /// (a reconnect), and so on.
+    pub fn serve_sequence(sessions: Vec<RecordedSession>) -> ReplayMaster {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().unwrap().to_string();
         listener.set_nonblocking(true).unwrap();
-        let pushed = session
-            .flows
+        let pushed = sessions
             .iter()
-            .map(|f| (f.id, Arc::new(Mutex::new(0))))
+            .map(|s| {
+                s.flows
+                    .iter()
+                    .map(|f| (f.id, Arc::new(Mutex::new(0))))
+                    .collect()
+            })
             .collect();
         let shared = Arc::new(Shared {
-            session,
+            sessions: sessions.into_iter().map(Arc::new).collect(),
+            current: std::sync::atomic::AtomicUsize::new(0),
+            used: AtomicBool::new(false),
             obs: Mutex::new(Observed::default()),
             flows: Mutex::new(BTreeMap::new()),
             phase: Mutex::new(Phase::Handshake),
@@ -352,8 +388,8 @@ impl ReplayMaster {
     }
 
     /// The session being served.
-    pub fn session(&self) -> &RecordedSession {
-        &self.shared.session
+    pub fn session(&self) -> Arc<RecordedSession> {
+        self.shared.cur()
     }
 
     /// A copy of what was observed so far.
@@ -377,7 +413,7 @@ impl ReplayMaster {
     /// The last ACK received per flow id (None = none yet).
     pub fn last_acks(&self) -> Vec<Option<u64>> {
         let o = self.shared.obs.lock().unwrap();
-        (0..self.shared.session.flows.len() as u32)
+        (0..self.shared.cur().flows.len() as u32)
             .map(|i| o.acks.get(&i).and_then(|v| v.last().copied()))
             .collect()
     }
@@ -385,10 +421,10 @@ impl ReplayMaster {
     /// True once every recorded byte of every flow was pushed.
     pub fn all_sent(&self) -> bool {
         self.shared
-            .session
+            .cur()
             .flows
             .iter()
-            .all(|f| *self.shared.pushed[&f.id].lock().unwrap() == f.data.len())
+            .all(|f| *self.shared.pushed_of(f.id).lock().unwrap() == f.data.len())
     }
 
     /// Waits until the replica's last ACK on every flow reached `want` (per flow), or the
@@ -528,7 +564,7 @@ fn handle(
         return None;
     }
     sh.obs.lock().unwrap().main_commands.push(text.join(" "));
-    let session = &sh.session;
+    let session = sh.cur();
     let ok = b"+OK\r\n".to_vec();
     match (name.as_str(), sub.as_str()) {
         ("PING", _) => Some(b"+PONG\r\n".to_vec()),
@@ -541,7 +577,8 @@ fn handle(
             Some(Value::Bulk(body.into_bytes()).to_resp())
         }
         ("REPLCONF", "CAPA") if args.len() == 3 && args[2] == b"dragonfly" => {
-            Some(session.capa_reply.clone())
+            sh.on_capa();
+            Some(sh.cur().capa_reply.clone())
         }
         ("REPLCONF", "ACK") => {
             violation(sh, "REPLCONF ACK on the main connection".into());
@@ -559,7 +596,7 @@ fn handle(
 }
 
 fn flow(sh: &Arc<Shared>, s: &TcpStream, flow_id: &mut Option<u32>, text: &[String]) -> Vec<u8> {
-    let session = &sh.session;
+    let session = sh.cur();
     if text.len() < 5 || text[2] != session.replid || text[3] != session.sync_id {
         violation(sh, format!("bad DFLY FLOW {}", text.join(" ")));
         return b"-ERR bad master id\r\n".to_vec();
@@ -592,11 +629,11 @@ fn flow(sh: &Arc<Shared>, s: &TcpStream, flow_id: &mut Option<u32>, text: &[Stri
 }
 
 fn check_sync_id(sh: &Shared, text: &[String]) -> bool {
-    if text.get(2) != Some(&sh.session.sync_id) || text.len() != 3 {
+    if text.get(2) != Some(&sh.cur().sync_id) || text.len() != 3 {
         violation(sh, format!("bad sync id in {}", text.join(" ")));
         return false;
     }
-    if sh.flows.lock().unwrap().len() != sh.session.flows.len() {
+    if sh.flows.lock().unwrap().len() != sh.cur().flows.len() {
         violation(
             sh,
             format!("{} before every flow connected", text.join(" ")),
@@ -618,8 +655,8 @@ fn sync(sh: &Arc<Shared>, text: &[String]) -> Vec<u8> {
     if !check_sync_id(sh, text) {
         return b"-ERR invalid state\r\n".to_vec();
     }
-    let any_partial = sh.session.flows.iter().any(|f| f.partial);
-    if any_partial && release_at_least(&sh.session.version, 35) {
+    let any_partial = sh.cur().flows.iter().any(|f| f.partial);
+    if any_partial && release_at_least(&sh.cur().version, 35) {
         violation(sh, "DFLY SYNC after PARTIAL on a v1.35+ master".into());
         return b"-ERR invalid state\r\n".to_vec();
     }
@@ -633,7 +670,7 @@ fn start_stable(sh: &Arc<Shared>, text: &[String]) -> Vec<u8> {
         return b"-ERR invalid state\r\n".to_vec();
     }
     let phase = *sh.phase.lock().unwrap();
-    if phase == Phase::Handshake && sh.session.flows.iter().any(|f| !f.partial) {
+    if phase == Phase::Handshake && sh.cur().flows.iter().any(|f| !f.partial) {
         violation(
             sh,
             "DFLY STARTSTABLE with a FULL flow and no DFLY SYNC".into(),
@@ -653,7 +690,8 @@ fn start_stable(sh: &Arc<Shared>, text: &[String]) -> Vec<u8> {
 /// own thread (the replica reads them while it waits for the `+OK`).
 fn push(sh: &Arc<Shared>, rest: bool) {
     let flows = sh.flows.lock().unwrap();
-    for f in &sh.session.flows {
+    let session = sh.cur();
+    for f in &session.flows {
         let Some(sock) = flows.get(&f.id).and_then(|s| s.try_clone().ok()) else {
             continue;
         };
@@ -664,8 +702,10 @@ fn push(sh: &Arc<Shared>, rest: bool) {
             .name(format!("replay-push-{id}"))
             .spawn(move || {
                 let mut sock = sock;
-                let mut pushed = sh2.pushed[&id].lock().unwrap();
-                let rec = sh2.session.flows.iter().find(|f| f.id == id).unwrap();
+                let lock = sh2.pushed_of(id);
+                let mut pushed = lock.lock().unwrap();
+                let session = sh2.cur();
+                let rec = session.flows.iter().find(|f| f.id == id).unwrap();
                 if end > *pushed && sock.write_all(&rec.data[*pushed..end]).is_ok() {
                     *pushed = end;
                 }
