@@ -653,3 +653,160 @@ fn flush_in_journal_blob_during_full_sync_restarts_the_sync() {
     assert_eq!(syncs, 2, "one full sync abandoned, one completed");
     assert_manifest(&rec_dir, &server);
 }
+
+/// `pu(x)` (§3.2.1).
+fn pu(out: &mut Vec<u8>, x: u64) {
+    if x < 64 {
+        out.push(x as u8);
+    } else if x < 16384 {
+        out.extend_from_slice(&[0x40 | (x >> 8) as u8, x as u8]);
+    } else if x <= u64::from(u32::MAX) {
+        out.push(0x80);
+        out.extend_from_slice(&(x as u32).to_be_bytes());
+    } else {
+        out.push(0x81);
+        out.extend_from_slice(&x.to_be_bytes());
+    }
+}
+
+fn rdb_str(out: &mut Vec<u8>, s: &[u8]) {
+    pu(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+/// A synthetic v1.40.1 session: `flows` flows, `keys` string keys of `value_len` bytes in the
+/// snapshot (uncompressed), then `sets` journal `SET`s overwriting them.
+fn synthetic_session(flows: u32, keys: u64, value_len: usize, sets: u64) -> RecordedSession {
+    let replid = "0123456789abcdef0123456789abcdef01234567".to_string();
+    let capa = format!("*5\r\n+{replid}\r\n+SYNC1\r\n:{flows}\r\n:5\r\n+{replid}\r\n");
+    let value = vec![b'v'; value_len];
+    let mut out = Vec::new();
+    for f in 0..flows {
+        let token = format!("{:040x}", 0xabc0 + f);
+        let mut data = b"REDIS0009".to_vec();
+        data.extend_from_slice(&[0xFE, 0x00]);
+        for k in (0..keys).filter(|k| k % u64::from(flows) == u64::from(f)) {
+            data.push(0x00);
+            rdb_str(&mut data, format!("key:{k}").as_bytes());
+            rdb_str(&mut data, &value);
+        }
+        data.extend_from_slice(&[0xC8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let split = data.len();
+        data.push(0xD3);
+        data.extend_from_slice(&1u64.to_le_bytes());
+        data.extend_from_slice(&[0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
+        data.extend_from_slice(token.as_bytes());
+        let mut n = 0u64;
+        for k in (0..sets).filter(|k| k % u64::from(flows) == u64::from(f)) {
+            let key = format!("key:{}", k % keys.max(1));
+            let val = format!("j{k}");
+            data.extend_from_slice(&[0x06, 0x00, 0x0A, 0x00, 0x01, 0x03]);
+            pu(&mut data, (3 + key.len() + val.len()) as u64);
+            rdb_str(&mut data, b"SET");
+            rdb_str(&mut data, key.as_bytes());
+            rdb_str(&mut data, val.as_bytes());
+            n += 1;
+        }
+        out.push(crate::support::replay::RecordedFlow {
+            id: f,
+            reply: format!("*2\r\n+FULL\r\n+{token}\r\n").into_bytes(),
+            partial: false,
+            requested_lsn: None,
+            data,
+            split,
+            acks: vec![1 + n],
+        });
+    }
+    RecordedSession {
+        dir: PathBuf::from("synthetic"),
+        version: "df-v1.40.1".into(),
+        capa_reply: capa.into_bytes(),
+        replid,
+        sync_id: "SYNC1".into(),
+        flows: out,
+    }
+}
+
+/// Throughput of the real binary (the one cargo built for this test run, or `DF2REDIS_BIN`) on
+/// a synthetic session: full sync keys/s and MB/s, stable sync entries/s, peak RSS. Checks the
+/// result (every key, the journal's last writes) and prints the figures.
+#[test]
+fn throughput_figures_on_a_synthetic_session() {
+    let keys: u64 = std::env::var("DF2REDIS_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let sets = keys;
+    let session = synthetic_session(2, keys, 100, sets);
+    let snapshot_bytes: usize = session.flows.iter().map(|f| f.split).sum();
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve(session);
+    let cfg = dir.path().join("replicate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n",
+            m.addr(),
+            server.addr(),
+            dir.path().join("ckpt").display()
+        ),
+    )
+    .unwrap();
+    let bin = std::env::var("DF2REDIS_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_df2redis-sync").to_string());
+    let t0 = std::time::Instant::now();
+    let mut child = std::process::Command::new(&bin)
+        .args(["-q", "replicate", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut probe = redis::Conn::connect(server.port()).unwrap();
+    let end = t0 + Duration::from_secs(600);
+    // The journal overwrites keys: DBSIZE reaches `keys` when the snapshot is applied.
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) < keys as i64 {
+        assert!(std::time::Instant::now() < end, "full sync too slow");
+        assert!(child.try_wait().unwrap().is_none(), "the tool exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let full = t0.elapsed();
+    let want = m.session().final_acks();
+    assert!(
+        m.wait_acks(&want, Duration::from_secs(600)),
+        "stable sync never caught up"
+    );
+    let total = t0.elapsed();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(
+        probe.cmd(&[b"DBSIZE"]).int(),
+        Some(keys as i64 + 2),
+        "keys + 2 markers"
+    );
+    let last = sets - 1;
+    let got = probe.cmd(&[b"GET", format!("key:{}", last % keys).as_bytes()]);
+    assert_eq!(got.bytes(), Some(format!("j{last}").as_bytes()));
+    let stable = total - full;
+    eprintln!(
+        "throughput ({bin}): full sync {keys} keys, {:.1} MB in {:.2}s = {:.0} keys/s, {:.1} MB/s; \
+         stable sync {sets} SETs in {:.2}s = {:.0} entries/s; peak RSS {hwm}",
+        snapshot_bytes as f64 / 1e6,
+        full.as_secs_f64(),
+        keys as f64 / full.as_secs_f64(),
+        snapshot_bytes as f64 / 1e6 / full.as_secs_f64(),
+        stable.as_secs_f64(),
+        sets as f64 / stable.as_secs_f64().max(1e-6),
+    );
+}
