@@ -810,3 +810,87 @@ fn throughput_figures_on_a_synthetic_session() {
         sets as f64 / stable.as_secs_f64().max(1e-6),
     );
 }
+
+/// The master drops every connection in stable sync (as on a network cut): the engine
+/// reconnects with backoff, asks PARTIAL with exactly the positions it had applied (the
+/// recorded resume LSNs), and ends at the manifest.
+#[test]
+fn lost_source_connection_reconnects_and_resumes_partial() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s4-partial-resume");
+    let first = RecordedSession::load(&rec_dir.join("capture"));
+    let resume = RecordedSession::load(&rec_dir.join("capture-resume"));
+    let first_acks = first.final_acks();
+    let resume_acks = resume.final_acks();
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve_sequence(vec![first, resume]);
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    assert!(m.wait_acks(&first_acks, Duration::from_secs(60)));
+    engine.assert_running("first session");
+    m.close_all();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while m.session().final_acks() != resume_acks
+        || !m.wait_acks(&resume_acks, Duration::from_millis(100))
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "never resumed: {:?}",
+            m.observed()
+        );
+        engine.assert_running("resumed session");
+    }
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let obs = m.observed();
+    assert_eq!(
+        obs.flow_lsns.values().copied().collect::<Vec<_>>(),
+        vec![Some(166), Some(278)],
+        "the second session asked PARTIAL at the recorded LSNs"
+    );
+    assert_manifest(&rec_dir, &server);
+}
+
+/// The target drops the writer's connection in the middle of the full sync: the session ends,
+/// the engine reconnects (a full sync again, since no position was committed yet) and ends at
+/// the manifest — nothing lost, nothing duplicated (delete-then-write).
+#[test]
+fn lost_target_connection_during_full_sync_converges() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s2-plain-3shards");
+    let rec = RecordedSession::load(&rec_dir.join("capture"));
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve_sequence(vec![rec.clone(), rec]);
+    let yaml = format!(
+        "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n  interval: 200ms\n\
+         pipeline:\n  batch_commands: 4\n  channel_capacity: 2\n  inflight_batches: 2\n",
+        m.addr(),
+        server.addr(),
+        dir.path().display()
+    );
+    let mut engine = Engine::start(
+        Config::from_yaml_str(&yaml, "test").unwrap(),
+        test_options(),
+    );
+    let mut probe = redis::Conn::connect(server.port()).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the full sync never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let killed = probe.cmd(&[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"]);
+    assert!(killed.int().unwrap_or(0) >= 1, "{killed:?}");
+    wait_caught_up(&m, &mut engine, "after the target connection loss");
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let syncs = m
+        .observed()
+        .main_commands
+        .iter()
+        .filter(|c| c.starts_with("DFLY SYNC"))
+        .count();
+    assert_eq!(syncs, 2, "the interrupted full sync was redone");
+    assert_manifest(&rec_dir, &server);
+}
