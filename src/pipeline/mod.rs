@@ -499,6 +499,7 @@ fn run_session(
         fullsync_end: 0,
         release_txs,
         global_tx: Some(global_tx),
+        started: Instant::now(),
     };
     let coord_handle = std::thread::Builder::new()
         .name("coordinator".into())
@@ -969,6 +970,7 @@ struct Coordinator {
     fullsync_end: u32,
     release_txs: Vec<Sender<()>>,
     global_tx: Option<Sender<Batch>>,
+    started: Instant,
 }
 
 impl Coordinator {
@@ -1014,10 +1016,11 @@ impl Coordinator {
             }
         }
         let tick = crossbeam_channel::tick(Duration::from_millis(100));
-        let started = Instant::now();
+        let started = self.started;
         let mut last_save = Instant::now();
         let mut last_progress = Instant::now();
         let mut last_bytes: Vec<u64> = vec![0; self.n as usize];
+        let mut behind_since: Vec<Option<Instant>> = vec![None; self.n as usize];
         let mut flows_left = self.n;
         let mut writers_left = self.cfg.pipeline.connections_per_node.max(1);
         let mut global: Option<PendingGlobal> = None;
@@ -1115,10 +1118,11 @@ impl Coordinator {
                 last_save = Instant::now();
                 self.save();
             }
+            self.track_lag(&mut behind_since);
             if last_progress.elapsed() >= self.opts.progress_interval {
                 let secs = last_progress.elapsed().as_secs_f64();
                 last_progress = Instant::now();
-                self.progress(&mut last_bytes, secs);
+                self.progress(&mut last_bytes, secs, &behind_since);
             }
         }
         self.save();
@@ -1217,8 +1221,44 @@ impl Coordinator {
         }
     }
 
-    fn progress(&self, last_bytes: &mut [u64], secs: f64) {
+    /// Per flow: since when the target has been behind what was received (stable sync), the
+    /// measure of lag in time.
+    fn track_lag(&self, behind_since: &mut [Option<Instant>]) {
+        for (i, s) in self.shared.stats.iter().enumerate() {
+            let applied = self.shared.applied.get(FlowId(i as u32)).0;
+            let recv = s.received_next.load(Ordering::Relaxed);
+            let behind = self.stable_at[i].is_some() && recv > applied;
+            match (&behind_since[i], behind) {
+                (None, true) => behind_since[i] = Some(Instant::now()),
+                (Some(_), false) => behind_since[i] = None,
+                _ => {}
+            }
+        }
+    }
+
+    fn progress(&self, last_bytes: &mut [u64], secs: f64, behind_since: &[Option<Instant>]) {
         let mut parts = Vec::new();
+        let keys: u64 = self
+            .shared
+            .stats
+            .iter()
+            .map(|s| s.keys.load(Ordering::Relaxed))
+            .sum();
+        if self.stable_at.iter().any(Option::is_none) {
+            if let Some(total) = self.hello.master_keys.filter(|t| *t > 0) {
+                let done = keys.min(total) as f64 / total as f64;
+                let elapsed = self.started.elapsed().as_secs_f64();
+                let eta = if done > 0.0 {
+                    format!("{:.0}s", elapsed * (1.0 - done) / done)
+                } else {
+                    "?".into()
+                };
+                parts.push(format!(
+                    "full sync {keys}/{total} keys ({:.0}%, ETA {eta})",
+                    done * 100.0
+                ));
+            }
+        }
         for (i, s) in self.shared.stats.iter().enumerate() {
             let bytes = s.bytes.load(Ordering::Relaxed);
             let rate = (bytes.saturating_sub(last_bytes[i])) as f64 / secs.max(0.001) / 1e6;
@@ -1226,8 +1266,9 @@ impl Coordinator {
             let applied = self.shared.applied.get(FlowId(i as u32)).0;
             let recv = s.received_next.load(Ordering::Relaxed);
             if self.stable_at[i].is_some() {
+                let lag_ms = behind_since[i].map_or(0, |t| t.elapsed().as_millis());
                 parts.push(format!(
-                    "flow {i}: lsn {applied}, lag {} entries, {:.2} MB/s",
+                    "flow {i}: lsn {applied}, lag {} entries / {lag_ms} ms, {:.2} MB/s",
                     recv.saturating_sub(applied),
                     rate
                 ));

@@ -93,6 +93,8 @@ pub struct Hello {
     pub version_text: Option<String>,
     /// The parsed release, when `INFO SERVER` gave one.
     pub release: Option<Release>,
+    /// Keys on the master (`INFO KEYSPACE`, all dbs), when it answered.
+    pub master_keys: Option<u64>,
 }
 
 /// A source-side failure, naming the connection and the step.
@@ -218,6 +220,11 @@ impl Master {
             Err(e) => return Err(net_err(m, "INFO SERVER")(e)),
         };
         let release = version_text.as_deref().and_then(Release::parse);
+        // The master's key count, for the full-sync ETA (optional: refused or absent = none).
+        let master_keys = match conn.request(&Cmd::from_args(["INFO", "KEYSPACE"])) {
+            Ok(v) => v.as_bytes().and_then(keyspace_keys),
+            Err(e) => return Err(net_err(m, "INFO KEYSPACE")(e)),
+        };
         let mut lp = Cmd::from_args(["REPLCONF", "listening-port"]);
         lp.arg_int(replica.listening_port);
         conn.request_ok(&lp)
@@ -236,6 +243,7 @@ impl Master {
         let mut hello = parse_capa(&capa).map_err(|d| protocol(m, d))?;
         hello.version_text = version_text;
         hello.release = release;
+        hello.master_keys = master_keys;
         // CLIENT-VERSION 4 turns LSN opcodes on everywhere and never the VER6-only features
         // (§1.6); masters before v1.16 do not know the sub-command, so it is skipped there.
         if hello
@@ -324,6 +332,23 @@ fn info_field(info: &[u8], name: &str) -> Option<String> {
     })
 }
 
+/// Sums `keys=N` over the `dbX:keys=N,expires=…` lines of an `INFO KEYSPACE` reply; `None`
+/// when there is no such line.
+fn keyspace_keys(info: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(info);
+    let mut total = None;
+    for l in text.lines().filter(|l| l.starts_with("db")) {
+        let n = l
+            .split_once(':')
+            .and_then(|(_, rest)| rest.split(',').find_map(|kv| kv.strip_prefix("keys=")))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        if let Some(n) = n {
+            total = Some(total.unwrap_or(0u64).saturating_add(n));
+        }
+    }
+    total
+}
+
 /// Parses the `capa dragonfly` reply (§1.5): 4 elements up to v1.39, 5 from v1.40. A plain
 /// `OK` means the server is not Dragonfly.
 pub fn parse_capa(v: &Value) -> std::result::Result<Hello, String> {
@@ -364,6 +389,7 @@ pub fn parse_capa(v: &Value) -> std::result::Result<Hello, String> {
         dfly_version: a.get(3).and_then(Value::as_int),
         version_text: None,
         release: None,
+        master_keys: None,
     })
 }
 
@@ -625,6 +651,13 @@ mod tests {
             Value::Int(2),
         ]);
         assert!(parse_capa(&bad_id).is_err());
+    }
+
+    #[test]
+    fn keyspace_sum() {
+        let info = b"# Keyspace\r\ndb0:keys=10,expires=1,avg_ttl=0\r\ndb3:keys=5,expires=0\r\n";
+        assert_eq!(keyspace_keys(info), Some(15));
+        assert_eq!(keyspace_keys(b"# Keyspace\r\n"), None);
     }
 
     #[test]

@@ -569,6 +569,7 @@ fn handle(
     match (name.as_str(), sub.as_str()) {
         ("PING", _) => Some(b"+PONG\r\n".to_vec()),
         ("AUTH", _) => Some(ok),
+        ("INFO", "KEYSPACE") => Some(Value::Bulk(b"# Keyspace\r\n".to_vec()).to_resp()),
         ("INFO", _) => {
             let body = format!(
                 "# Server\r\nredis_version:7.4.0\r\ndragonfly_version:{}\r\nredis_mode:standalone\r\n",
