@@ -894,3 +894,54 @@ fn lost_target_connection_during_full_sync_converges() {
     assert_eq!(syncs, 2, "the interrupted full sync was redone");
     assert_manifest(&rec_dir, &server);
 }
+
+/// `cpu.flow_threads` / `cpu.writer_threads` pin the named threads (checked in
+/// `/proc/self/task/*/status` while the engine sits in stable sync).
+#[test]
+fn cpu_pinning_from_the_config() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s1-lz4-2shards");
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::start(&rec_dir.join("capture"));
+    let yaml = format!(
+        "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n\
+         cpu:\n  flow_threads: [1]\n  writer_threads: [0]\n",
+        m.addr(),
+        server.addr(),
+        dir.path().display()
+    );
+    let mut engine = Engine::start(
+        Config::from_yaml_str(&yaml, "test").unwrap(),
+        test_options(),
+    );
+    wait_caught_up(&m, &mut engine, "s1 pinned");
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let p = task.unwrap().path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if comm.starts_with("flow-") || comm.starts_with("writer-") {
+            seen.push((comm.to_string(), cpus));
+        }
+    }
+    engine.stop().unwrap();
+    let flows: Vec<_> = seen
+        .iter()
+        .filter(|(c, _)| c.starts_with("flow-"))
+        .collect();
+    let writers: Vec<_> = seen
+        .iter()
+        .filter(|(c, _)| c.starts_with("writer-"))
+        .collect();
+    assert_eq!(flows.len(), 2, "{seen:?}");
+    assert_eq!(writers.len(), 1, "{seen:?}");
+    assert!(flows.iter().all(|(_, c)| c == "1"), "{seen:?}");
+    assert!(writers.iter().all(|(_, c)| c == "0"), "{seen:?}");
+}
