@@ -945,3 +945,106 @@ fn cpu_pinning_from_the_config() {
     assert!(flows.iter().all(|(_, c)| c == "1"), "{seen:?}");
     assert!(writers.iter().all(|(_, c)| c == "0"), "{seen:?}");
 }
+
+/// A PARTIAL request answered FULL (the position left the master's backlog): the engine says
+/// so, resyncs fully, and the target ends exactly as after the first sync of the same data.
+/// (A synthetic session whose journal only SETs: re-serving a recording with INCRs would not
+/// be what a real master sends on a second full sync, whose snapshot holds the current values.)
+#[test]
+fn partial_request_answered_full_resyncs_exactly() {
+    let rec = synthetic_session(2, 2000, 32, 3000);
+    let acks = rec.final_acks();
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve_sequence(vec![rec.clone(), rec]);
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    assert!(m.wait_acks(&acks, Duration::from_secs(60)));
+    engine.assert_running("first session");
+    let mut conn = redis::Conn::connect(server.port()).unwrap();
+    let before = keyspace::dump_redis(&mut conn).unwrap();
+    m.close_all();
+    // The second session asks PARTIAL at the applied LSNs; the recording answers FULL.
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = m.observed();
+        let syncs = o
+            .main_commands
+            .iter()
+            .filter(|c| c.starts_with("DFLY SYNC"))
+            .count();
+        if syncs == 2 && m.wait_acks(&acks, Duration::from_millis(100)) && m.all_sent() {
+            let lsns: Vec<_> = o.flow_lsns.values().copied().collect();
+            assert_eq!(lsns, acks.iter().map(|a| Some(*a)).collect::<Vec<_>>());
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "no full resync: {o:?}");
+        engine.assert_running("second session");
+    }
+    // Wait until the second sync's markers are back (its last batch acknowledged).
+    std::thread::sleep(Duration::from_millis(500));
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let after = keyspace::dump_redis(&mut conn).unwrap();
+    let diffs = keyspace::compare(&before, &after, &BTreeSet::new(), 0);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// kill -9 during the full sync: the restart does a full sync again (no position was
+/// committed) and ends at the manifest.
+#[test]
+fn kill_9_during_full_sync_then_restart_converges() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s2-plain-3shards");
+    let rec = RecordedSession::load(&rec_dir.join("capture"));
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve_sequence(vec![rec.clone(), rec]);
+    let cfg = dir.path().join("replicate.yaml");
+    let write_cfg = |extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n  interval: 100ms\n{extra}",
+                m.addr(),
+                server.addr(),
+                dir.path().join("ckpt").display()
+            ),
+        )
+        .unwrap()
+    };
+    write_cfg("pipeline:\n  batch_commands: 2\n  channel_capacity: 1\n  inflight_batches: 1\n");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+            .args(["-q", "replicate", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    let mut probe = redis::Conn::connect(server.port()).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) < 10 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the full sync never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !m.all_sent() || m.last_acks().iter().all(Option::is_none),
+        "killed mid full sync"
+    );
+    write_cfg("");
+    let mut child = spawn();
+    let ok = m.wait_acks(&m.session().final_acks(), Duration::from_secs(60));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let st = child.wait().unwrap();
+    assert!(ok, "the restart never caught up: {:?}", m.observed());
+    assert_eq!(st.code(), Some(0));
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    assert_manifest(&rec_dir, &server);
+}
