@@ -895,31 +895,38 @@ fn lost_target_connection_during_full_sync_converges() {
     assert_manifest(&rec_dir, &server);
 }
 
-/// `cpu.flow_threads` / `cpu.writer_threads` pin the named threads (checked in
-/// `/proc/self/task/*/status` while the engine sits in stable sync).
+/// `cpu.flow_threads` / `cpu.writer_threads` pin the named threads of the real binary
+/// (checked in `/proc/<pid>/task/*/status` while it sits in stable sync; a separate process,
+/// so the threads of tests running in parallel do not interfere).
 #[test]
 fn cpu_pinning_from_the_config() {
     let rec_dir = testdata("dragonfly-v1.40.1/s1-lz4-2shards");
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let m = ReplayMaster::start(&rec_dir.join("capture"));
-    let yaml = format!(
-        "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n\
-         cpu:\n  flow_threads: [1]\n  writer_threads: [0]\n",
-        m.addr(),
-        server.addr(),
-        dir.path().display()
-    );
-    let mut engine = Engine::start(
-        Config::from_yaml_str(&yaml, "test").unwrap(),
-        test_options(),
-    );
-    wait_caught_up(&m, &mut engine, "s1 pinned");
+    let cfg = dir.path().join("replicate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n\
+             cpu:\n  flow_threads: [1]\n  writer_threads: [0]\n",
+            m.addr(),
+            server.addr(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+        .args(["-q", "replicate", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let caught_up = m.wait_acks(&m.session().final_acks(), Duration::from_secs(60));
     let mut seen = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+    for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
         let p = task.unwrap().path();
         let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-        let comm = comm.trim();
         let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
         let cpus = status
             .lines()
@@ -927,11 +934,16 @@ fn cpu_pinning_from_the_config() {
             .unwrap_or("")
             .trim()
             .to_string();
+        let comm = comm.trim();
         if comm.starts_with("flow-") || comm.starts_with("writer-") {
             seen.push((comm.to_string(), cpus));
         }
     }
-    engine.stop().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(caught_up);
     let flows: Vec<_> = seen
         .iter()
         .filter(|(c, _)| c.starts_with("flow-"))

@@ -305,19 +305,27 @@ impl Master {
     }
 }
 
-/// Half-closes a connection, reads until the peer closes (at most about a second), then drops
-/// it: a FIN, never an RST (§5.4 #3).
+/// Half-closes a connection, reads (and drops) until the peer closes, for at most two seconds,
+/// then drops it: a FIN, never an RST — closing a socket with unread data makes the kernel send
+/// an RST, which is what hurts a master (§5.4 #3). Dragonfly ends the whole session on the
+/// first FIN and closes the other connections itself.
 pub fn close_stream(stream: Stream) {
     let tcp = stream.tcp();
     let _ = tcp.shutdown(std::net::Shutdown::Write);
-    let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(100)));
     let mut s = stream;
-    let mut buf = [0u8; 4096];
-    for _ in 0..5 {
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }

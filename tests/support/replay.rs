@@ -276,12 +276,22 @@ struct Shared {
     flows: Mutex<BTreeMap<u32, TcpStream>>,
     phase: Mutex<Phase>,
     stop: AtomicBool,
+    /// Every accepted connection (clones), to end a session the way Dragonfly does.
+    conns: Mutex<Vec<TcpStream>>,
     /// Per session, per flow id: how many `data` bytes were pushed (one lock per flow, held
     /// while pushing, so the pre-split part of a flow always goes before the rest).
     pushed: Vec<BTreeMap<u32, Arc<Mutex<usize>>>>,
 }
 
 impl Shared {
+    /// Closes every connection: what Dragonfly does when any connection of a replication
+    /// session closes (§5.3).
+    fn end_session(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
     fn cur(&self) -> Arc<RecordedSession> {
         self.sessions[self.current.load(Ordering::SeqCst)].clone()
     }
@@ -307,7 +317,6 @@ pub struct ReplayMaster {
     addr: String,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl ReplayMaster {
@@ -344,10 +353,10 @@ impl ReplayMaster {
             flows: Mutex::new(BTreeMap::new()),
             phase: Mutex::new(Phase::Handshake),
             stop: AtomicBool::new(false),
+            conns: Mutex::new(Vec::new()),
             pushed,
         });
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (sh, cs) = (shared.clone(), conns.clone());
+        let sh = shared.clone();
         let accept = std::thread::Builder::new()
             .name("replay-accept".into())
             .spawn(move || {
@@ -356,7 +365,7 @@ impl ReplayMaster {
                     match listener.accept() {
                         Ok((s, _)) => {
                             s.set_nonblocking(false).unwrap();
-                            cs.lock().unwrap().push(s.try_clone().unwrap());
+                            sh.conns.lock().unwrap().push(s.try_clone().unwrap());
                             sh.obs.lock().unwrap().connections += 1;
                             let sh2 = sh.clone();
                             handlers.push(
@@ -378,7 +387,6 @@ impl ReplayMaster {
             addr,
             shared,
             accept: Some(accept),
-            conns,
         }
     }
 
@@ -448,9 +456,7 @@ impl ReplayMaster {
 
     /// Closes every connection (the replica sees the master go away).
     pub fn close_all(&self) {
-        for s in self.conns.lock().unwrap().iter() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
+        self.shared.end_session();
     }
 }
 
@@ -527,6 +533,7 @@ fn serve_conn(sh: Arc<Shared>, mut s: TcpStream) {
         }
     }
     sh.obs.lock().unwrap().closed += 1;
+    sh.end_session();
 }
 
 fn upper(a: &[u8]) -> String {
