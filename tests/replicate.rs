@@ -103,9 +103,14 @@ use df2redis_sync::pipeline::{self, Options};
 
 /// A config for the replay master at `src`, the redis-server on `port`, checkpoints in `dir`.
 fn config(src: &str, port: u16, dir: &std::path::Path) -> Config {
+    config_with(src, port, dir, "")
+}
+
+/// [`config`] plus extra YAML sections.
+fn config_with(src: &str, port: u16, dir: &std::path::Path, extra: &str) -> Config {
     let yaml = format!(
         "source:\n  addr: {src}\ntarget:\n  addr: 127.0.0.1:{port}\n\
-         checkpoint:\n  dir: {}\n  interval: 200ms\n",
+         checkpoint:\n  dir: {}\n  interval: 200ms\n{extra}",
         dir.display()
     );
     Config::from_yaml_str(&yaml, "test").unwrap()
@@ -221,9 +226,19 @@ fn assert_manifest(rec_dir: &std::path::Path, server: &RedisServer) {
 /// Serves one recording's first session and replicates it into an empty redis-server; the
 /// run is stopped like a SIGTERM once caught up. Returns the checkpoint store.
 fn replicate_first_session(rel: &str, server: &RedisServer, dir: &std::path::Path) {
+    replicate_first_session_with(rel, server, dir, "")
+}
+
+fn replicate_first_session_with(
+    rel: &str,
+    server: &RedisServer,
+    dir: &std::path::Path,
+    extra: &str,
+) {
     let rec_dir = testdata(rel);
     let m = ReplayMaster::start(&rec_dir.join("capture"));
-    let mut engine = Engine::start(config(m.addr(), server.port(), dir), test_options());
+    let cfg = config_with(m.addr(), server.port(), dir, extra);
+    let mut engine = Engine::start(cfg, test_options());
     wait_caught_up(&m, &mut engine, rel);
     engine.stop().unwrap();
     assert!(m.violations().is_empty(), "{rel}: {:?}", m.violations());
@@ -246,6 +261,24 @@ fn full_sync_matches_manifest(rel: &str) {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     replicate_first_session(rel, &server, dir.path());
+    assert_manifest(&testdata(rel), &server);
+}
+
+/// Three flows over two writer connections with tiny batches and windows: per-key order holds
+/// (a flow always uses the same connection) and the FLUSHDB barrier of the workload is applied
+/// once after every flow's earlier writes on both connections.
+#[test]
+fn replicate_s2_two_writer_connections_tiny_batches() {
+    let rel = "dragonfly-v1.40.1/s2-plain-3shards";
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    replicate_first_session_with(
+        rel,
+        &server,
+        dir.path(),
+        "pipeline:\n  connections_per_node: 2\n  batch_commands: 3\n  channel_capacity: 1\n  \
+         inflight_batches: 2\n",
+    );
     assert_manifest(&testdata(rel), &server);
 }
 

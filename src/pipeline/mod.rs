@@ -1094,7 +1094,7 @@ impl Coordinator {
                                     ..SessionError::retry(e.to_string())
                                 };
                                 abort(self, se, &mut result);
-                            } else if flows_left > 0 {
+                            } else if flows_left > 0 && !self.shared.stopping() {
                                 abort(self, SessionError::retry(format!("{name} ended early")), &mut result);
                             }
                         }
