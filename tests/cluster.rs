@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use df2redis_sync::model::Cmd;
 use df2redis_sync::net::Conn;
+use df2redis_sync::resp::{ErrorKind, NextAction};
 use df2redis_sync::target::topology::{discover, Topology, SLOT_COUNT};
 
 use crate::support::{RedisCluster, RedisServer};
@@ -50,12 +51,104 @@ fn three_master_cluster_discovered_from_any_seed() {
 }
 
 #[test]
-fn cluster_with_replicas_lists_them() {
+fn cluster_with_replicas_lists_them_and_sees_a_failover() {
     let c = RedisCluster::builder().masters(3).replicas(1).start();
     let t = discover(&c.endpoint(4)).unwrap();
     check_three_masters(&t, &c);
     for m in &t.masters {
         assert_eq!(m.replicas.len(), 1, "{m:?}");
+    }
+
+    // Promote the replica of the node owning key "foo"; discovery then names it as the owner
+    // and the old master as its replica.
+    let foo = 12182; // CLUSTER KEYSLOT foo
+    let old = t.owner(foo).unwrap().clone();
+    let old_idx = c.nodes().iter().position(|n| n.addr() == old.addr).unwrap();
+    let rep = c.replica_of(old_idx).expect("a replica");
+    assert_eq!(old.replicas, vec![c.nodes()[rep].addr()]);
+    c.failover(rep);
+    let after = discover(&c.endpoint(old_idx)).unwrap();
+    assert_eq!(after.covered_slots(), usize::from(SLOT_COUNT));
+    let new_owner = after.owner(foo).unwrap();
+    assert_eq!(new_owner.addr, c.nodes()[rep].addr());
+    assert_eq!(new_owner.slots, old.slots);
+    assert_eq!(new_owner.replicas, vec![old.addr.clone()]);
+
+    // The demoted node redirects writes: MOVED, classified with the new owner's address.
+    let mut demoted = Conn::connect(&c.endpoint(old_idx)).unwrap();
+    let r = demoted
+        .request(&Cmd::from_args(["SET", "foo", "1"]))
+        .unwrap();
+    let e = r.server_error().expect("an error reply");
+    assert_eq!(
+        e.kind,
+        ErrorKind::Moved {
+            slot: foo,
+            addr: new_owner.addr.clone()
+        }
+    );
+    assert_eq!(e.next_action(), NextAction::Redirect);
+}
+
+/// Error replies from real servers land in the right class.
+#[test]
+fn real_server_errors_are_classified() {
+    let master = RedisServer::builder()
+        .args(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"])
+        .start();
+    let port = master.port().to_string();
+    let replica = RedisServer::builder()
+        .args(&["--replicaof", "127.0.0.1", &port])
+        .start();
+    let mut c = Conn::connect(&replica.endpoint()).unwrap();
+    let r = c.request(&Cmd::from_args(["SET", "k", "v"])).unwrap();
+    assert_eq!(
+        r.server_error().map(|e| e.kind),
+        Some(ErrorKind::ReadOnly),
+        "{r:?}"
+    );
+
+    let mut m = Conn::connect(&master.endpoint()).unwrap();
+    let r = m.request(&Cmd::from_args(["LPUSH", "l", "x"])).unwrap();
+    assert_eq!(r.as_int(), Some(1), "{r:?}");
+    let r = m.request(&Cmd::from_args(["GET", "l"])).unwrap();
+    let e = r.server_error().expect("WRONGTYPE");
+    assert_eq!((e.kind.clone(), e.code()), (ErrorKind::Other, "WRONGTYPE"));
+    assert_eq!(e.next_action(), NextAction::CommandFailed);
+
+    // Fill past maxmemory (2 MiB): some write of 1 MiB values gets OOM.
+    let big = vec![b'x'; 1 << 20];
+    let oom = (0..10).find_map(|i| {
+        let mut set = Cmd::from_args(["SET"]);
+        set.arg(format!("big{i}").as_bytes()).arg(&big);
+        m.request(&set).unwrap().server_error()
+    });
+    assert_eq!(oom.map(|e| e.kind), Some(ErrorKind::Oom));
+
+    let locked = RedisServer::builder().password("pw").start();
+    let mut anon = locked.endpoint();
+    anon.password = None;
+    let mut a = Conn::connect(&anon).unwrap();
+    let r = a.request(&Cmd::from_args(["GET", "k"])).unwrap();
+    assert_eq!(
+        r.server_error().map(|e| e.kind),
+        Some(ErrorKind::Auth),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn tls_cluster_discovered_with_tls_ports() {
+    let c = RedisCluster::builder().tls().start();
+    let ep = c.endpoint(2);
+    assert!(ep.tls.is_some());
+    let t = discover(&ep).unwrap();
+    check_three_masters(&t, &c);
+    // Every discovered address is a TLS port we can connect to with the seed's settings.
+    for m in &t.masters {
+        let mut conn = Conn::connect(&ep.with_addr(m.addr.clone())).unwrap();
+        let r = conn.request(&Cmd::new("PING")).unwrap();
+        assert_eq!(r.as_str(), Some("PONG"));
     }
 }
 

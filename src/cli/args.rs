@@ -66,10 +66,19 @@ fails the dry run (exit 1): replication could not start against it.")]
         #[arg(long)]
         dry_run: bool,
     },
-    /// Compare source and target (not implemented yet).
+    /// Compare source and target: both directions, TTL-aware, big keys in chunks.
+    #[command(after_help = "\
+Modes: outline (existence, type, expiry), length (+ lengths), full (+ every value; big keys in
+chunks), smart (full below the big-key threshold, length above). Differences are re-checked
+--rounds times, --interval apart; what still differs is listed in
+<result-dir>/check_<timestamp>.json. Flags override the config's `check` section.
+
+Exit codes: 0 equal, 1 different, 2 error (config, connection, server).")]
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        opts: CheckArgs,
     },
     /// Show the state of a replication from its checkpoint (not implemented yet).
     Status {
@@ -85,6 +94,38 @@ fails the dry run (exit 1): replication could not start against it.")]
     },
     /// Print the version.
     Version,
+}
+
+/// `check` flags; each overrides the config's `check.<same name>`.
+#[derive(Debug, Args, Default)]
+pub struct CheckArgs {
+    /// outline, length, full or smart.
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Comparison rounds (differences are re-checked in later rounds).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u32>,
+    /// Pause between rounds, e.g. 5s or 500ms.
+    #[arg(long, value_name = "D")]
+    pub interval: Option<String>,
+    /// Directory of the JSON report.
+    #[arg(long, value_name = "DIR")]
+    pub result_dir: Option<PathBuf>,
+    /// Only keys matching this glob.
+    #[arg(long, value_name = "P")]
+    pub pattern: Option<String>,
+    /// Only this source database.
+    #[arg(long, value_name = "N")]
+    pub db: Option<u32>,
+    /// Compare this fraction of keys (0.1 or 10%).
+    #[arg(long, value_name = "RATE")]
+    pub sample: Option<String>,
+    /// Commands per second allowed on each side (0 = unlimited).
+    #[arg(long, value_name = "N")]
+    pub qps: Option<u64>,
+    /// Worker threads.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// The config file, given as a positional argument or with `-c/--config`.

@@ -27,7 +27,8 @@ pub enum Exit {
     Ok = 0,
     /// 1: runtime failure (unreachable or refusing server, unexpected server).
     Failure = 1,
-    /// 2: usage or configuration error, or a command not implemented yet.
+    /// 2: usage or configuration error, or a command not implemented yet; for `check`, any
+    /// error (its codes are 0 equal, 1 different, 2 error).
     Usage = 2,
     /// 130: interrupted by SIGINT (128 + 2, the shell convention).
     Interrupted = 130,
@@ -132,10 +133,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 replicate(&cfg)
             }
         }
-        Command::Check { .. } => Err(not_implemented(
-            "check",
-            "It will compare source and target.",
-        )),
+        Command::Check { config, opts } => {
+            let cfg = load(config.path())?;
+            init_logging(cli, Some(&cfg))?;
+            check(&cfg, opts)
+        }
         Command::Status { .. } => Err(not_implemented(
             "status",
             "It will report the replication state from the checkpoint.",
@@ -179,6 +181,117 @@ fn replicate(cfg: &Config) -> Result<(), Failure> {
             })
         }
     }
+}
+
+/// `check`: flags over the config's `check` section, progress on stderr, summary on stdout;
+/// exit 0 equal, 1 different, 2 error.
+fn check(cfg: &Config, a: &args::CheckArgs) -> Result<(), Failure> {
+    let opts = check_options(cfg, a).map_err(|m| Failure::usage(Message(m)))?;
+    let quiet = log::max_level() < log::LevelFilter::Info;
+    let progress = |p: &crate::check::Progress| {
+        if quiet {
+            return;
+        }
+        let secs = p.elapsed.as_secs_f64().max(1e-9);
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "check: round {}/{}: scanned {} source + {} target keys, compared {} ({:.0}/s), {} differing, {:.1} MB read, {:.0}s",
+            p.round,
+            p.rounds,
+            p.source_scanned,
+            p.target_scanned,
+            p.compared,
+            p.compared as f64 / secs,
+            p.differing,
+            p.bytes as f64 / 1e6,
+            p.elapsed.as_secs_f64()
+        );
+    };
+    // Any error is exit 2 (Exit::Usage has that code); differences are exit 1.
+    let out = crate::check::run(cfg, &opts, &progress).map_err(Failure::usage)?;
+    let r = &out.report;
+    let s = &r.summary;
+    println_out(&format!(
+        "check ({}): source {} keys, target {} keys scanned; {} + {} compared (coverage {:.1}%); {} differing; {:.0} keys/s, {:.1} MB/s",
+        r.mode,
+        s.source_keys_scanned,
+        s.target_keys_scanned,
+        s.source_keys_compared,
+        s.target_keys_compared,
+        s.coverage * 100.0,
+        s.differing,
+        s.keys_per_sec,
+        s.mb_per_sec
+    ));
+    for d in r.diffs.iter().take(20) {
+        println_out(&format!("  {d}"));
+    }
+    if r.diffs.len() > 20 {
+        println_out(&format!("  ... {} more in the report", r.diffs.len() - 20));
+    }
+    if s.not_recorded > 0 {
+        println_out(&format!(
+            "  ... and {} differences not recorded (check.max_diffs reached)",
+            s.not_recorded
+        ));
+    }
+    println_out(&format!("report: {}", out.path.display()));
+    if r.equal() {
+        println_out("result: equal");
+        Ok(())
+    } else {
+        Err(Failure {
+            exit: Exit::Failure,
+            error: Box::new(Message(format!(
+                "source and target differ: {} difference(s) after {} round(s); see {}",
+                s.differing,
+                r.rounds.len(),
+                out.path.display()
+            ))),
+        })
+    }
+}
+
+/// The config's `check` settings with the command-line flags applied.
+fn check_options(cfg: &Config, a: &args::CheckArgs) -> Result<crate::config::CheckConfig, String> {
+    let mut o = cfg.check.clone();
+    if let Some(m) = &a.mode {
+        o.mode = m.parse().map_err(|e| format!("--mode {m:?}: {e}"))?;
+    }
+    if let Some(n) = a.rounds {
+        if n == 0 {
+            return Err("--rounds must be at least 1".into());
+        }
+        o.rounds = n;
+    }
+    if let Some(d) = &a.interval {
+        o.interval =
+            crate::config::parse_duration(d).map_err(|e| format!("--interval {d:?}: {e}"))?;
+    }
+    if let Some(d) = &a.result_dir {
+        o.result_dir = d.clone();
+    }
+    if let Some(p) = &a.pattern {
+        o.pattern = Some(p.clone()).filter(|p| !p.is_empty());
+    }
+    if let Some(db) = a.db {
+        o.db = Some(crate::model::DbIndex(db));
+    }
+    if let Some(s) = &a.sample {
+        o.sample = crate::check::parse_sample(s).map_err(|e| format!("--sample {s:?}: {e}"))?;
+    }
+    if let Some(q) = a.qps {
+        o.source_qps = q;
+        o.target_qps = q;
+    }
+    if let Some(w) = a.workers {
+        if w == 0 || w > 256 {
+            return Err("--workers must be between 1 and 256".into());
+        }
+        o.workers = w;
+    }
+    Ok(o)
 }
 
 /// Loads the config, logging nothing (the logger is not set up yet; the error is printed by

@@ -19,6 +19,8 @@ mod resolve;
 mod tree;
 
 pub use error::{Error, ErrorKind, Problem};
+/// Duration syntax of the config (`500ms`, `5s`, `1m`), for command-line flags too.
+pub(crate) use tree::parse_duration;
 
 use crate::model::DbIndex;
 use crate::net::{Endpoint, Secret, TlsOptions};
@@ -52,6 +54,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Metrics/status HTTP listener (off unless configured).
     pub metrics: MetricsConfig,
+    /// Defaults of `df2redis-sync check` (its command-line flags override them).
+    pub check: CheckConfig,
     /// Things the user should know but that do not stop the load (ignored legacy keys,
     /// `insecure_skip_verify`). The CLI logs each one at warn level.
     pub warnings: Vec<String>,
@@ -206,6 +210,80 @@ impl DbMapping {
     /// All configured prefixes.
     pub fn prefixes(&self) -> &BTreeMap<DbIndex, Vec<u8>> {
         &self.key_prefix
+    }
+}
+
+/// Settings of `df2redis-sync check` (section `check`); see `docs/check.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    /// What is compared per key.
+    pub mode: crate::check::Mode,
+    /// Comparison rounds; differences of one round are compared again in the next.
+    pub rounds: u32,
+    /// Pause between rounds.
+    pub interval: Duration,
+    /// Where `check_<timestamp>.json` is written.
+    pub result_dir: PathBuf,
+    /// Only keys matching this glob (`SCAN ... MATCH`); `None` = every key.
+    pub pattern: Option<String>,
+    /// Only this source database; `None` = every database that has keys.
+    pub db: Option<DbIndex>,
+    /// Fraction of keys compared, in (0, 1]; 1 = all.
+    pub sample: f64,
+    /// Commands per second allowed on the source (all workers together); 0 = unlimited.
+    pub source_qps: u64,
+    /// Commands per second allowed on the target (all nodes and workers together); 0 = unlimited.
+    pub target_qps: u64,
+    /// Reply bytes per second allowed from the source; 0 = unlimited.
+    pub source_bandwidth: u64,
+    /// Reply bytes per second allowed from the target; 0 = unlimited.
+    pub target_bandwidth: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Collections with more elements than this are big: compared in chunks (`full`) or by
+    /// length only (`smart`).
+    pub big_key_elements: u64,
+    /// Strings longer than this are big.
+    pub big_key_bytes: u64,
+    /// Elements per chunk when a big key is walked (`HSCAN COUNT`, `LRANGE` window...).
+    pub chunk_elements: u64,
+    /// Bytes per `GETRANGE` window.
+    pub chunk_bytes: u64,
+    /// Compare expiry times.
+    pub ttl: bool,
+    /// Expiry times closer than this are equal.
+    pub ttl_tolerance: Duration,
+    /// `SCAN ... COUNT` hint.
+    pub scan_count: u64,
+    /// At most this many differing keys are kept (and re-checked, and reported); more are only
+    /// counted.
+    pub max_diffs: usize,
+}
+
+impl Default for CheckConfig {
+    fn default() -> CheckConfig {
+        CheckConfig {
+            mode: crate::check::Mode::Smart,
+            rounds: 3,
+            interval: Duration::from_secs(5),
+            result_dir: PathBuf::from("./check-results"),
+            pattern: None,
+            db: None,
+            sample: 1.0,
+            source_qps: 0,
+            target_qps: 0,
+            source_bandwidth: 0,
+            target_bandwidth: 0,
+            workers: 4,
+            big_key_elements: 1024,
+            big_key_bytes: 1 << 20,
+            chunk_elements: 1024,
+            chunk_bytes: 256 << 10,
+            ttl: true,
+            ttl_tolerance: Duration::from_secs(1),
+            scan_count: 1000,
+            max_diffs: 100_000,
+        }
     }
 }
 

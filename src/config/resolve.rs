@@ -10,8 +10,8 @@
 use super::error::{Error, ErrorKind};
 use super::tree::{join, show_str, suggest, Ctx, Section};
 use super::{
-    CheckpointConfig, Config, CpuConfig, DbMapping, LoggingConfig, MetricsConfig, PipelineConfig,
-    ReplicaConfig, SourceConfig, TargetConfig, TargetKind,
+    CheckConfig, CheckpointConfig, Config, CpuConfig, DbMapping, LoggingConfig, MetricsConfig,
+    PipelineConfig, ReplicaConfig, SourceConfig, TargetConfig, TargetKind,
 };
 use crate::model::DbIndex;
 use crate::net::{Secret, TlsOptions};
@@ -29,6 +29,7 @@ const ROOT_KEYS: &[&str] = &[
     "databases",
     "logging",
     "metrics",
+    "check",
     // The Go tool's keys.
     "stateDir",
     "statusFile",
@@ -88,6 +89,30 @@ const CPU_KEYS: &[&str] = &["flow_threads", "writer_threads"];
 const DATABASES_KEYS: &[&str] = &["map", "key_prefix"];
 const LOGGING_KEYS: &[&str] = &["level", "file"];
 const METRICS_KEYS: &[&str] = &["listen"];
+const CHECK_KEYS: &[&str] = &[
+    "mode",
+    "rounds",
+    "interval",
+    "result_dir",
+    "pattern",
+    "db",
+    "sample",
+    "qps",
+    "source_qps",
+    "target_qps",
+    "bandwidth",
+    "source_bandwidth",
+    "target_bandwidth",
+    "workers",
+    "big_key_elements",
+    "big_key_bytes",
+    "chunk_elements",
+    "chunk_bytes",
+    "ttl",
+    "ttl_tolerance",
+    "scan_count",
+    "max_diffs",
+];
 const GO_LOG_KEYS: &[&str] = &["level", "dir", "consoleEnabled"];
 const GO_ADVANCED_KEYS: &[&str] = &["batchSize", "qps"];
 const GO_DASHBOARD_KEYS: &[&str] = &["addr"];
@@ -197,6 +222,7 @@ impl Resolver<'_> {
         let databases = self.databases(ctx, &root, cluster.unwrap_or(false));
         let logging = self.logging(ctx, &root);
         let metrics = self.metrics(ctx, &root);
+        let check = self.check(ctx, &root);
 
         Some(Config {
             origin: origin.to_string(),
@@ -209,6 +235,7 @@ impl Resolver<'_> {
             databases: databases?,
             logging: logging?,
             metrics: metrics?,
+            check: check?,
             warnings: Vec::new(),
         })
     }
@@ -860,6 +887,116 @@ impl Resolver<'_> {
         Some(MetricsConfig { listen: listen? })
     }
 
+    /// The `check` section: defaults of `df2redis-sync check`.
+    fn check(&self, ctx: &mut Ctx, root: &Section) -> Option<CheckConfig> {
+        let empty = Value::Null;
+        let (path, v) = root.get("check").unwrap_or(("check".into(), &empty));
+        let s = ctx.section(&path, v, CHECK_KEYS)?;
+        let d = CheckConfig::default();
+        let mode = match s.get("mode") {
+            Some((k, v)) => ctx.string(&k, v, false).and_then(|m| {
+                let r = m.parse::<crate::check::Mode>();
+                if let Err(e) = &r {
+                    ctx.problem(&k, Some(show_str(&m)), e.clone());
+                }
+                r.ok()
+            }),
+            None => Some(d.mode),
+        };
+        let rounds = int_or(ctx, &s, "rounds", 1, 1000, u64::from(d.rounds));
+        let interval = match s.get("interval") {
+            Some((k, v)) => ctx.duration(&k, v, Duration::ZERO, Duration::from_secs(86_400)),
+            None => Some(d.interval),
+        };
+        let result_dir = match s.get("result_dir") {
+            Some((k, v)) => self.dir(ctx, &k, v),
+            None => Some(self.path(&d.result_dir.to_string_lossy())),
+        };
+        let pattern = match s.get("pattern") {
+            Some((k, v)) => ctx
+                .string(&k, v, false)
+                .map(|p| Some(p).filter(|p| !p.is_empty())),
+            None => Some(None),
+        };
+        let db = match s.get("db") {
+            Some((k, v)) => ctx.uint(&k, v, 0, MAX_DB).map(|n| Some(DbIndex(n as u32))),
+            None => Some(None),
+        };
+        let sample = match s.get("sample") {
+            Some((k, v)) => ctx.string(&k, v, false).and_then(|t| {
+                let r = crate::check::parse_sample(&t);
+                if let Err(e) = &r {
+                    ctx.problem(&k, Some(show_str(&t)), e.clone());
+                }
+                r.ok()
+            }),
+            None => Some(d.sample),
+        };
+        let qps = int_or(ctx, &s, "qps", 0, u64::MAX, 0);
+        let source_qps = int_or(ctx, &s, "source_qps", 0, u64::MAX, 0);
+        let target_qps = int_or(ctx, &s, "target_qps", 0, u64::MAX, 0);
+        // `qps` is the shorthand for both sides; a side's own key wins.
+        let both = |q: Option<u64>, side: Option<u64>| match (q, side) {
+            (Some(q), Some(0)) => Some(q),
+            (Some(_), Some(n)) => Some(n),
+            _ => None,
+        };
+        let source_qps = both(qps, source_qps);
+        let target_qps = both(qps, target_qps);
+        let bw = |ctx: &mut Ctx, key: &str| match s.get(key) {
+            Some((k, v)) => ctx.size(&k, v, 0, 1 << 40),
+            None => Some(0),
+        };
+        let bandwidth = bw(ctx, "bandwidth");
+        let source_bandwidth = bw(ctx, "source_bandwidth");
+        let target_bandwidth = bw(ctx, "target_bandwidth");
+        let source_bandwidth = both(bandwidth, source_bandwidth);
+        let target_bandwidth = both(bandwidth, target_bandwidth);
+        let workers = int_or(ctx, &s, "workers", 1, 256, d.workers as u64);
+        let big_key_elements = int_or(ctx, &s, "big_key_elements", 1, 1 << 32, d.big_key_elements);
+        let big_key_bytes = match s.get("big_key_bytes") {
+            Some((k, v)) => ctx.size(&k, v, 1, 1 << 40),
+            None => Some(d.big_key_bytes),
+        };
+        let chunk_elements = int_or(ctx, &s, "chunk_elements", 1, 1 << 20, d.chunk_elements);
+        let chunk_bytes = match s.get("chunk_bytes") {
+            Some((k, v)) => ctx.size(&k, v, 1, 64 << 20),
+            None => Some(d.chunk_bytes),
+        };
+        let ttl = match s.get("ttl") {
+            Some((k, v)) => ctx.boolean(&k, v),
+            None => Some(d.ttl),
+        };
+        let ttl_tolerance = match s.get("ttl_tolerance") {
+            Some((k, v)) => ctx.duration(&k, v, Duration::ZERO, Duration::from_secs(86_400)),
+            None => Some(d.ttl_tolerance),
+        };
+        let scan_count = int_or(ctx, &s, "scan_count", 1, 1 << 20, d.scan_count);
+        let max_diffs = int_or(ctx, &s, "max_diffs", 1, 1 << 30, d.max_diffs as u64);
+        Some(CheckConfig {
+            mode: mode?,
+            rounds: u32::try_from(rounds?).ok()?,
+            interval: interval?,
+            result_dir: result_dir?,
+            pattern: pattern?,
+            db: db?,
+            sample: sample?,
+            source_qps: source_qps?,
+            target_qps: target_qps?,
+            source_bandwidth: source_bandwidth?,
+            target_bandwidth: target_bandwidth?,
+            workers: to_usize(workers?)?,
+            big_key_elements: big_key_elements?,
+            big_key_bytes: big_key_bytes?,
+            chunk_elements: chunk_elements?,
+            chunk_bytes: chunk_bytes?,
+            ttl: ttl?,
+            ttl_tolerance: ttl_tolerance?,
+            scan_count: scan_count?,
+            max_diffs: to_usize(max_diffs?)?,
+        })
+    }
+
     /// The Go tool's `conflict.policy`: only `overwrite` is what this tool does.
     fn go_conflict(&self, ctx: &mut Ctx, root: &Section) {
         let Some((k, v)) = root.get("conflict") else {
@@ -1088,6 +1225,7 @@ mod tests {
             DATABASES_KEYS,
             LOGGING_KEYS,
             METRICS_KEYS,
+            CHECK_KEYS,
         ]
         .concat()
     }

@@ -145,7 +145,8 @@ impl Conn {
         })
     }
 
-    /// Sends `AUTH [user] password` when the endpoint has credentials. The password is never
+    /// Sends `AUTH [user] password` when the endpoint has credentials (a user without a
+    /// password sends an empty one, which a `nopass` ACL user accepts). The password is never
     /// logged or put into an error.
     fn auth(&mut self, ep: &Endpoint) -> Result<()> {
         if ep.password.is_none() && ep.username.is_none() {

@@ -296,12 +296,15 @@ impl ShardNode {
                 _ => {}
             }
         }
+        // A node listening only on TLS reports `port` 0 (and the reverse): zero = absent.
+        let nonzero = |p: Option<i64>| p.filter(|p| *p != 0);
+        let (port, tls_port) = (nonzero(port), nonzero(tls_port));
         let port = if tls {
             tls_port.or(port)
         } else {
             port.or(tls_port)
         };
-        let port = u16::try_from(port?).ok().filter(|p| *p != 0)?;
+        let port = u16::try_from(port?).ok()?;
         let host = match endpoint {
             Some(e) if !e.is_empty() && e != "?" => e,
             _ => host_or_seed(ip, seed),

@@ -109,7 +109,7 @@ fn make_leaf(
     ca_key: &rcgen::KeyPair,
     cn: &str,
     names: &[&str],
-    usage: rcgen::ExtendedKeyUsagePurpose,
+    usage: &[rcgen::ExtendedKeyUsagePurpose],
 ) -> (String, String) {
     use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose};
     let key = KeyPair::generate().expect("leaf key");
@@ -117,7 +117,7 @@ fn make_leaf(
     let mut p = CertificateParams::new(names).expect("leaf params");
     p.distinguished_name.push(DnType::CommonName, cn);
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![usage];
+    p.extended_key_usages = usage.to_vec();
     let cert = p.signed_by(&key, ca, ca_key).expect("sign leaf");
     (cert.pem(), key.serialize_pem())
 }
@@ -133,9 +133,12 @@ impl TlsCerts {
             &ca_key,
             "localhost",
             &["localhost", "127.0.0.1"],
-            U::ServerAuth,
+            // Client auth too: cluster nodes present this certificate to each other on the
+            // cluster bus, where Redis always requires a client certificate.
+            &[U::ServerAuth, U::ClientAuth],
         );
-        let (ccert, ckey) = make_leaf(&ca, &ca_key, "df2redis-sync client", &[], U::ClientAuth);
+        let client = "df2redis-sync client";
+        let (ccert, ckey) = make_leaf(&ca, &ca_key, client, &[], &[U::ClientAuth]);
         let w = |name: &str, pem: &str| {
             let p = dir.join(name);
             fs::write(&p, pem).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
@@ -276,6 +279,11 @@ impl RedisServerBuilder {
                     a.extend(["--user".into(), "default".into(), "off".into()]);
                 }
             }
+            if self.cluster && certs.is_some() {
+                // Cluster bus and replication over TLS too, as a TLS-only deployment has them.
+                a.extend(["--tls-cluster".into(), "yes".into()]);
+                a.extend(["--tls-replication".into(), "yes".into()]);
+            }
             if self.cluster {
                 a.extend(["--cluster-enabled".into(), "yes".into()]);
                 a.extend(["--cluster-config-file".into(), "nodes.conf".into()]);
@@ -414,12 +422,9 @@ impl RedisServer {
     /// Runs `redis-cli <args>` against this server and returns its stdout, trimmed. Panics
     /// when redis-cli fails to run or exits non-zero.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(program("redis-cli"))
-            .args(self.cli_base_args())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli");
+        let mut cmd = Command::new(program("redis-cli"));
+        cmd.args(self.cli_base_args()).args(args);
+        let out = run_bounded(&mut cmd, Duration::from_secs(90));
         assert!(
             out.status.success(),
             "redis-cli {args:?} on {} failed: {}{}",
@@ -495,12 +500,68 @@ impl Drop for RedisServer {
     }
 }
 
+/// Runs a command with stdin closed, killing it and panicking if it takes longer than
+/// `limit` (a `redis-cli --cluster create` that never converges must not hang the tests).
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for child") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let so = out.join().unwrap_or_default();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}; output so far:\n{}",
+                String::from_utf8_lossy(&so)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
 /// Options for a cluster.
 #[derive(Debug, Clone)]
 pub struct RedisClusterBuilder {
     masters: usize,
     replicas: usize,
     password: Option<String>,
+    tls: bool,
 }
 
 impl RedisClusterBuilder {
@@ -522,15 +583,29 @@ impl RedisClusterBuilder {
         self
     }
 
+    /// TLS only on every node (clients, cluster bus, replication), one CA for all.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Starts the nodes, creates the cluster with all 16384 slots assigned, and waits until
     /// every node reports `cluster_state:ok` and every replica is in sync.
     pub fn start(self) -> RedisCluster {
         let total = self.masters * (1 + self.replicas);
+        let certs_dir = tempfile::Builder::new()
+            .prefix("df2redis-certs-")
+            .tempdir()
+            .expect("temp dir");
+        let certs = self.tls.then(|| TlsCerts::generate(certs_dir.path()));
         let nodes: Vec<RedisServer> = (0..total)
             .map(|_| {
                 let mut b = RedisServer::builder().cluster();
                 if let Some(p) = &self.password {
                     b = b.password(p).args(&["--masterauth", p]);
+                }
+                if let Some(c) = &certs {
+                    b = b.tls().certs(c.clone());
                 }
                 b.start()
             })
@@ -541,7 +616,10 @@ impl RedisClusterBuilder {
         args.push("--cluster-yes".into());
         let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         nodes[0].cli(&refs);
-        let c = RedisCluster { nodes };
+        let c = RedisCluster {
+            nodes,
+            _certs_dir: certs_dir,
+        };
         c.wait_ok(Duration::from_secs(60));
         c
     }
@@ -549,7 +627,9 @@ impl RedisClusterBuilder {
 
 /// A running Redis Cluster; every node is killed on drop.
 pub struct RedisCluster {
+    // Field order = drop order: the servers go before the certificates they read.
     nodes: Vec<RedisServer>,
+    _certs_dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
@@ -559,6 +639,7 @@ impl RedisCluster {
             masters: 3,
             replicas: 0,
             password: None,
+            tls: false,
         }
     }
 
@@ -580,6 +661,38 @@ impl RedisCluster {
     /// Endpoint of node `i` (any node is a valid discovery seed).
     pub fn endpoint(&self, i: usize) -> Endpoint {
         self.nodes[i].endpoint()
+    }
+
+    /// Index of a replica of node `master`, if it has one.
+    pub fn replica_of(&self, master: usize) -> Option<usize> {
+        let id = self.nodes[master].cli(&["CLUSTER", "MYID"]);
+        let lines = self.nodes[master].cli(&["CLUSTER", "REPLICAS", &id]);
+        // Each line: `<id> <ip>:<port>@<bus> slave <master id> ...`.
+        let port: u16 = lines
+            .split_whitespace()
+            .nth(1)?
+            .split(['@', ':'])
+            .nth(1)?
+            .parse()
+            .ok()?;
+        self.nodes.iter().position(|n| n.port() == port)
+    }
+
+    /// Promotes replica `replica` with a coordinated `CLUSTER FAILOVER` and waits until it
+    /// is a master and the cluster is ok again (its old master is then its replica).
+    pub fn failover(&self, replica: usize) {
+        let n = &self.nodes[replica];
+        assert_eq!(n.cli(&["CLUSTER", "FAILOVER"]), "OK");
+        let start = Instant::now();
+        while !n.cli(&["ROLE"]).starts_with("master") {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} not promoted after 30 s",
+                n.addr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_ok(Duration::from_secs(60));
     }
 
     /// Waits until every live node says `cluster_state:ok` with all slots assigned and knows
