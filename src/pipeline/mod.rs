@@ -245,6 +245,8 @@ struct Shared {
     abort: Arc<AtomicBool>,
     applied: Arc<Applied>,
     stats: Vec<FlowStats>,
+    /// `DFLY STARTSTABLE` was answered: ACKs may flow (the real replica sends none before).
+    stable_started: AtomicBool,
 }
 
 impl Shared {
@@ -392,6 +394,7 @@ fn run_session(
         abort: Arc::new(AtomicBool::new(false)),
         applied: Arc::new(Applied::new(&start)),
         stats: (0..n).map(|_| FlowStats::default()).collect(),
+        stable_started: AtomicBool::new(false),
     });
     let (ev_tx, ev_rx) = bounded::<Event>(n as usize * 4 + 16);
 
@@ -921,7 +924,7 @@ impl FlowCtx {
     /// `REPLCONF ACK <applied next>` (§5.1): when the applied position moved, else once a
     /// second; only in stable sync.
     fn maybe_ack(&mut self) -> Result<(), FlowFailure> {
-        if self.phase != Phase::Stable {
+        if self.phase != Phase::Stable || !self.shared.stable_started.load(Ordering::SeqCst) {
             return Ok(());
         }
         let applied = self.shared.applied.get(self.id);
@@ -1011,7 +1014,10 @@ impl Coordinator {
         } else if let Some(m) = self.master.as_mut() {
             // v1.35+ partial sync: no DFLY SYNC (§6.3).
             match m.start_stable(self.cfg.replica.flow_timeout) {
-                Ok(()) => log::info!("partial sync: stable sync resumed ({} flows)", self.n),
+                Ok(()) => {
+                    self.shared.stable_started.store(true, Ordering::SeqCst);
+                    log::info!("partial sync: stable sync resumed ({} flows)", self.n)
+                }
                 Err(e) => abort(self, SessionError::retry(e.to_string()), &mut result),
             }
         }
@@ -1044,10 +1050,13 @@ impl Coordinator {
                                 let t = self.cfg.replica.flow_timeout;
                                 if let Some(m) = self.master.as_mut() {
                                     match m.start_stable(t) {
-                                        Ok(()) => log::info!(
+                                        Ok(()) => {
+                                            self.shared.stable_started.store(true, Ordering::SeqCst);
+                                            log::info!(
                                             "every flow finished its snapshot in {:.1}s: DFLY STARTSTABLE sent",
                                             started.elapsed().as_secs_f64()
-                                        ),
+                                        );
+                                        }
                                         Err(e) => abort(self, SessionError::retry(e.to_string()), &mut result),
                                     }
                                 }

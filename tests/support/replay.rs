@@ -500,6 +500,7 @@ fn serve_conn(sh: Arc<Shared>, mut s: TcpStream) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     let mut flow_id: Option<u32> = None;
+    let mut last_ack: Option<u64> = None;
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     loop {
@@ -524,7 +525,7 @@ fn serve_conn(sh: Arc<Shared>, mut s: TcpStream) {
             if args.is_empty() {
                 continue;
             }
-            let reply = handle(&sh, &s, &mut flow_id, &args);
+            let reply = handle(&sh, &s, &mut flow_id, &mut last_ack, &args);
             if let Some(r) = reply {
                 if s.write_all(&r).is_err() {
                     break;
@@ -545,6 +546,7 @@ fn handle(
     sh: &Arc<Shared>,
     s: &TcpStream,
     flow_id: &mut Option<u32>,
+    last_ack: &mut Option<u64>,
     args: &[Vec<u8>],
 ) -> Option<Vec<u8>> {
     let text: Vec<String> = args
@@ -555,8 +557,21 @@ fn handle(
     let sub = args.get(1).map(|a| upper(a)).unwrap_or_default();
     if let Some(id) = *flow_id {
         if name == "REPLCONF" && sub == "ACK" && args.len() == 3 {
+            if *sh.phase.lock().unwrap() != Phase::Stable {
+                violation(
+                    sh,
+                    format!("flow {id}: REPLCONF ACK before DFLY STARTSTABLE"),
+                );
+            }
             match text[2].parse::<u64>() {
-                Ok(v) => sh.obs.lock().unwrap().acks.entry(id).or_default().push(v),
+                Ok(v) => {
+                    // Monotonic on one connection (a new session may restart lower).
+                    if last_ack.is_some_and(|l| l > v) {
+                        violation(sh, format!("flow {id}: ACK went back to {v}"));
+                    }
+                    *last_ack = Some(v);
+                    sh.obs.lock().unwrap().acks.entry(id).or_default().push(v);
+                }
                 Err(_) => violation(sh, format!("flow {id}: bad ACK {:?}", text[2])),
             }
         } else {
