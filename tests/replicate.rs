@@ -1134,3 +1134,64 @@ fn tls_target_with_password() {
         assert_eq!(got, want, "db {db}");
     }
 }
+
+/// The same frozen target, but the engine is allowed to reconnect: it stops the session
+/// cleanly after the stall limit, reconnects once the target answers again (a full sync,
+/// since the frozen one never committed a position) and ends at the manifest.
+#[test]
+fn frozen_target_stop_then_resume_converges() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s2-plain-3shards");
+    let rec = RecordedSession::load(&rec_dir.join("capture"));
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve_sequence(vec![rec.clone(), rec]);
+    let cfg = config_with(
+        m.addr(),
+        server.port(),
+        dir.path(),
+        "pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n",
+    );
+    let opts = Options {
+        stall_limit: Duration::from_millis(1500),
+        ..test_options()
+    };
+    let mut probe = redis::Conn::connect(server.port()).unwrap();
+    let info = probe.cmd(&[b"INFO", b"server"]).text();
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut engine = Engine::start(cfg, opts);
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the full sync never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let frozen = Stopped(pid);
+    // The first session ends (every connection of it closed) while the target is frozen.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while m.observed().closed < 4 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the session did not stop: {:?}",
+            m.observed()
+        );
+        engine.assert_running("frozen target");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(frozen);
+    wait_caught_up(&m, &mut engine, "after the target came back");
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    assert_manifest(&rec_dir, &server);
+}
