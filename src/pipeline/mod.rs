@@ -921,8 +921,8 @@ impl FlowCtx {
         }
     }
 
-    /// `REPLCONF ACK <applied next>` (§5.1): when the applied position moved, else once a
-    /// second; only in stable sync.
+    /// `REPLCONF ACK <applied next>` (§5.1): when the applied position moved (throttled),
+    /// else once a second; only in stable sync, after `DFLY STARTSTABLE` was answered.
     fn maybe_ack(&mut self) -> Result<(), FlowFailure> {
         if self.phase != Phase::Stable || !self.shared.stable_started.load(Ordering::SeqCst) {
             return Ok(());
@@ -933,7 +933,13 @@ impl FlowCtx {
         }
         let due = match self.last_ack {
             None => true,
-            Some((t, v)) => v != applied || t.elapsed() >= Duration::from_secs(1),
+            // Dragonfly's cadence (§5.1): after 1024 applied entries, else at most every
+            // 100 ms while the position moves, and once a second when idle.
+            Some((t, v)) => {
+                (v != applied
+                    && (t.elapsed() >= Duration::from_millis(100) || applied.0 >= v.0 + 1024))
+                    || t.elapsed() >= Duration::from_secs(1)
+            }
         };
         if due {
             self.reader.ack(applied).map_err(|e| self.fail(e))?;
