@@ -1216,13 +1216,11 @@ impl Drop for Child {
     }
 }
 
-/// Against the Dragonfly emulator (h4) with a live workload of every supported command: the
-/// dataset is loaded, the replica starts, the workload runs at 3,000 ops/s while the replica
-/// is killed with SIGKILL twice in stable sync and restarted each time (PARTIAL from the
-/// target's markers), and at the end `df2redis-sync check --mode full` finds source and
-/// target equal: nothing lost, nothing applied twice (INCR/APPEND/LPUSH included).
-#[test]
-fn emulator_workload_with_two_kill_9_converges() {
+/// Runs the Dragonfly emulator (h4) with its dataset loaded (`scale`), starts the replica
+/// (before the workload when `replica_first`), runs the workload of every supported command at
+/// 3,000 ops/s, kills the replica with SIGKILL after each delay in `kills` (restarting it each
+/// time), then requires `df2redis-sync check --mode full` to find source and target equal.
+fn emulator_scenario(scale: &str, replica_first: bool, kills: &[Duration]) {
     let emu_port = crate::support::free_port(false);
     let _emu = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
@@ -1238,17 +1236,13 @@ fn emulator_workload_with_two_kill_9_converges() {
         assert!(std::time::Instant::now() < end, "emulator did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let emulator = |args: &[&str]| {
-        let st = std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(args)
-            .args(["--target", &emu_addr])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "dfly-emulator {args:?}");
-    };
-    emulator(&["load", "--scale", "1"]);
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+        .args(["load", "--scale", scale, "--target", &emu_addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "dfly-emulator load");
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("replicate.yaml");
@@ -1271,8 +1265,13 @@ fn emulator_workload_with_two_kill_9_converges() {
                 .unwrap(),
         )
     };
-    let mut r = replica();
-    std::thread::sleep(Duration::from_secs(2));
+    let mut r = if replica_first {
+        let r = replica();
+        std::thread::sleep(Duration::from_secs(2));
+        Some(r)
+    } else {
+        None
+    };
     let work = {
         let addr = emu_addr.clone();
         std::thread::spawn(move || {
@@ -1286,16 +1285,22 @@ fn emulator_workload_with_two_kill_9_converges() {
                 .unwrap()
         })
     };
-    for _ in 0..2 {
-        std::thread::sleep(Duration::from_secs(2));
-        r.0.kill().unwrap();
-        r.0.wait().unwrap();
-        r = replica();
+    if r.is_none() {
+        std::thread::sleep(Duration::from_millis(500));
+        r = Some(replica());
+    }
+    for d in kills {
+        std::thread::sleep(*d);
+        if let Some(mut c) = r.take() {
+            c.0.kill().unwrap();
+            c.0.wait().unwrap();
+        }
+        r = Some(replica());
     }
     assert!(work.join().unwrap().success());
     // Let the replica catch up, then compare with the check subcommand (exit 0 = equal).
     let mut last = String::new();
-    for _ in 0..10 {
+    for _ in 0..15 {
         std::thread::sleep(Duration::from_secs(1));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
             .args([
@@ -1319,4 +1324,24 @@ fn emulator_workload_with_two_kill_9_converges() {
         }
     }
     panic!("source and target never compared equal:\n{last}");
+}
+
+/// Against the emulator: live workload at 3,000 ops/s while the replica is killed with
+/// SIGKILL twice in stable sync and restarted (PARTIAL from the target's markers); the check
+/// finds source and target equal — nothing lost, nothing applied twice (INCR/APPEND/LPUSH…).
+#[test]
+fn emulator_workload_with_two_kill_9_converges() {
+    emulator_scenario("1", true, &[Duration::from_secs(2), Duration::from_secs(2)]);
+}
+
+/// Against the emulator: the replica starts while the workload runs (writes during the full
+/// sync, as journal blobs), is killed with SIGKILL early (during or right after the full sync)
+/// and later in stable sync; the check finds source and target equal.
+#[test]
+fn emulator_writes_during_full_sync_and_kills_converge() {
+    emulator_scenario(
+        "4",
+        false,
+        &[Duration::from_millis(300), Duration::from_secs(3)],
+    );
 }
