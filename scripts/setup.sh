@@ -37,3 +37,6 @@ if timeout 10 redis-server --port 0 --tls-port 0 2>&1 | grep -q "Bad directive";
     echo "setup: this redis-server has no TLS support; the TLS tests will fail" >&2
     exit 1
 fi
+
+# The emulator's conformance tests drive it with the recordings' own generator (python redis).
+sh "$(dirname "${BASH_SOURCE[0]}")/emulator-setup.sh" >&2

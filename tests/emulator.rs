@@ -2345,3 +2345,50 @@ fn faults_close_after_entries_stall_and_close_main() {
     let info = text(&c.call(&["INFO", "replication"]));
     assert_eq!(info_field(&info, "connected_slaves").as_deref(), Some("0"));
 }
+
+/// `HELLO 3` clients get RESP3 replies (maps, sets, doubles, nulls) and their writes are still
+/// journaled from RESP2 reads (SPOP → SREM of the popped member).
+#[test]
+fn resp3_clients_get_resp3_replies_and_are_journaled() {
+    let e = Emu::start(&["--shards", "1"]);
+    let mut r = Replica::connect(e.port, None);
+    r.sync();
+    r.flows[0].wait_for("FULLSYNC_END", has_fullsync_end);
+    r.start_stable();
+    let mut c = e.conn();
+    let hello = c.call(&["HELLO", "3"]);
+    assert!(
+        matches!(&hello, Value::Map(m) if m.iter().any(|(k, v)| k.as_bytes() == Some(b"proto") && *v == Value::Int(3))),
+        "{hello:?}"
+    );
+    c.call(&["HSET", "h", "f", "v"]);
+    assert!(matches!(c.call(&["HGETALL", "h"]), Value::Map(m) if m.len() == 1));
+    assert_eq!(c.call(&["GET", "missing"]), Value::Null);
+    c.call(&["ZADD", "z", "1.5", "m"]);
+    assert_eq!(
+        c.call(&["ZSCORE", "z", "m"]),
+        Value::Double(b"1.5".to_vec())
+    );
+    c.call(&["SADD", "s", "a", "b"]);
+    let popped = c.call(&["SPOP", "s", "1"]);
+    let Value::Set(p) = &popped else {
+        panic!("SPOP with a count answers a set in RESP3: {popped:?}")
+    };
+    let member = text(&p[0]);
+    assert_eq!(c.call(&["BLPOP", "nolist", "0.05"]), Value::Null);
+    let f = &r.flows[0];
+    let want = format!("SREM s {member}");
+    let b = f.wait_for("SREM", |b| {
+        cmds_of(&decode_journal(&split_trailer(b, &f.token).2)).contains(&want)
+    });
+    let cmds = cmds_of(&decode_journal(&split_trailer(&b, &f.token).2));
+    assert_eq!(
+        cmds,
+        vec![
+            "HSET h f v".to_string(),
+            "ZADD z 1.5 m".into(),
+            "SADD s a b".into(),
+            want
+        ]
+    );
+}

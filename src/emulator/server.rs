@@ -336,6 +336,10 @@ struct Conn {
     listening_port: u16,
     announced_ip: Option<String>,
     session: Option<Arc<Session>>,
+    /// The client switched to RESP3 (`HELLO 3`): `be` speaks RESP3 too, so replies go back in
+    /// the client's protocol; the reads journaling needs run on `aux`, a RESP2 connection.
+    resp3: bool,
+    aux: Option<Backend>,
 }
 
 /// Runs the accept loop until `quit` is set.
@@ -375,6 +379,8 @@ pub fn serve(m: Arc<Master>, listener: TcpListener) -> io::Result<()> {
                     listening_port: 0,
                     announced_ip: None,
                     session: None,
+                    resp3: false,
+                    aux: None,
                 };
                 if let Err(e) = run_conn(&m2, &mut c) {
                     log::debug!("connection ended: {e}");
@@ -446,12 +452,32 @@ fn run_conn(m: &Arc<Master>, c: &mut Conn) -> io::Result<()> {
 fn backend<'a>(m: &Master, c: &'a mut Conn) -> io::Result<&'a mut Backend> {
     if c.be.is_none() {
         let mut be = Backend::connect(&m.backend_addr)?;
+        if c.resp3 {
+            be.call(&["HELLO", "3"])?;
+        }
         if c.db != 0 {
             be.call(&[b"SELECT".to_vec(), c.db.to_string().into_bytes()])?;
         }
         c.be = Some(be);
     }
     c.be.as_mut().ok_or_else(|| io::Error::other("no backend"))
+}
+
+/// The connections a write runs on (see `writes::Conns`).
+fn conns<'a>(m: &Master, c: &'a mut Conn) -> io::Result<writes::Conns<'a>> {
+    backend(m, c)?;
+    if c.resp3 && c.aux.is_none() {
+        let mut be = Backend::connect(&m.backend_addr)?;
+        if c.db != 0 {
+            be.call(&[b"SELECT".to_vec(), c.db.to_string().into_bytes()])?;
+        }
+        c.aux = Some(be);
+    }
+    let main =
+        c.be.as_mut()
+            .ok_or_else(|| io::Error::other("no backend"))?;
+    let side = if c.resp3 { c.aux.as_mut() } else { None };
+    Ok(writes::Conns { main, side })
 }
 
 fn upper(b: &[u8]) -> Vec<u8> {
@@ -523,11 +549,12 @@ fn dispatch(m: &Arc<Master>, c: &mut Conn, args: Vec<Vec<u8>>) -> Next {
 /// `HELLO [2 [AUTH user pass] [SETNAME name]]`: RESP2 only (the emulator's parser and its
 /// backend connections speak RESP2), answered locally like Dragonfly's map as a flat array.
 fn hello(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
-    if let Some(v) = args.get(1) {
-        if v.as_slice() != b"2" {
-            return Value::err("NOPROTO sorry, this protocol version is not supported.");
-        }
-    }
+    let proto3 = match args.get(1).map(Vec::as_slice) {
+        None => c.resp3,
+        Some(b"2") => false,
+        Some(b"3") => true,
+        Some(_) => return Value::err("NOPROTO sorry, this protocol version is not supported."),
+    };
     let mut i = 2;
     while i < args.len() {
         if args[i].eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
@@ -549,23 +576,28 @@ fn hello(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
     if !c.authed {
         return Value::err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
+    if proto3 != c.resp3 {
+        // Reconnect the proxy connection in the new protocol (lazily, on the next command).
+        c.resp3 = proto3;
+        c.be = None;
+        c.aux = None;
+    }
     let s = |x: &str| Value::bulk(x.as_bytes().to_vec());
-    Value::Array(Some(vec![
-        s("server"),
-        s("redis"),
-        s("version"),
-        s("7.4.0"),
-        s("dragonfly_version"),
-        s(m.cfg.version.df_ver()),
-        s("proto"),
-        Value::Int(2),
-        s("id"),
-        Value::Int(1),
-        s("mode"),
-        s("standalone"),
-        s("role"),
-        s("master"),
-    ]))
+    let fields = vec![
+        (s("server"), s("redis")),
+        (s("version"), s("7.4.0")),
+        (s("dragonfly_version"), s(m.cfg.version.df_ver())),
+        (s("proto"), Value::Int(if proto3 { 3 } else { 2 })),
+        (s("id"), Value::Int(1)),
+        (s("mode"), s("standalone")),
+        (s("role"), s("master")),
+        (s("modules"), Value::Array(Some(Vec::new()))),
+    ];
+    if proto3 {
+        Value::Map(fields)
+    } else {
+        Value::Array(Some(fields.into_iter().flat_map(|(k, v)| [k, v]).collect()))
+    }
 }
 
 fn auth(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
@@ -622,12 +654,12 @@ fn run_one(m: &Master, c: &mut Conn, args: &[Vec<u8>], txid: Option<u64>) -> Val
         return proxy(m, c, args);
     }
     let db = c.db;
-    let be = match backend(m, c) {
+    let mut cx = match conns(m, c) {
         Ok(b) => b,
         Err(e) => return Value::err(&format!("backend: {e}")),
     };
     let _w = m.write_lock.lock();
-    match writes::execute(m, be, db, &name, args, &spec) {
+    match writes::execute(m, &mut cx, db, &name, args, &spec) {
         Ok((reply, items)) => {
             m.journal_items(items, txid);
             reply
@@ -647,13 +679,13 @@ fn blocking(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let db = c.db;
-        let be = match backend(m, c) {
+        let mut cx = match conns(m, c) {
             Ok(b) => b,
             Err(e) => return Value::err(&format!("backend: {e}")),
         };
         let r = {
             let _w = m.write_lock.lock();
-            writes::execute_blocking_once(m, be, db, &name, args)
+            writes::execute_blocking_once(m, &mut cx, db, &name, args)
         };
         match r {
             Ok(Some((reply, items))) => {
@@ -667,7 +699,7 @@ fn blocking(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return if name.starts_with(b"BZPOP")
+            let nil = if name.starts_with(b"BZPOP")
                 || name == b"BLPOP"
                 || name == b"BRPOP"
                 || name.ends_with(b"MPOP")
@@ -676,6 +708,7 @@ fn blocking(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
             } else {
                 Value::Bulk(None)
             };
+            return if c.resp3 { nil.into_resp3() } else { nil };
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -694,6 +727,7 @@ fn select(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
     let r = proxy(m, c, args);
     if r.as_bytes() == Some(b"OK") {
         c.db = db;
+        c.aux = None;
     }
     r
 }

@@ -20,6 +20,29 @@ use super::server::{CmdSpec, Master};
 use super::snapshot;
 use super::Ver;
 
+/// The backend connections a write runs on: `main` executes the client's command (its reply
+/// goes back to the client, in the client's protocol), `side` (a RESP2 connection, only for
+/// RESP3 clients) serves the reads the journaling needs.
+pub struct Conns<'a> {
+    /// The client's own connection.
+    pub main: &'a mut Backend,
+    /// A RESP2 connection on the same db, when `main` speaks RESP3.
+    pub side: Option<&'a mut Backend>,
+}
+
+impl Conns<'_> {
+    fn primary(&mut self) -> &mut Backend {
+        self.main
+    }
+
+    fn aux(&mut self) -> &mut Backend {
+        match &mut self.side {
+            Some(s) => s,
+            None => self.main,
+        }
+    }
+}
+
 /// One journal item to append.
 #[derive(Debug, Clone)]
 pub struct JItem {
@@ -141,7 +164,7 @@ pub fn blocking_timeout(name: &[u8], args: &[Vec<u8>]) -> Option<Duration> {
 /// Runs the non-blocking form of a blocking pop once: `None` when nothing was popped.
 pub fn execute_blocking_once(
     m: &Master,
-    be: &mut Backend,
+    cx: &mut Conns<'_>,
     db: u32,
     name: &[u8],
     args: &[Vec<u8>],
@@ -161,7 +184,7 @@ pub fn execute_blocking_once(
             };
             let keys = args.get(1..args.len().saturating_sub(1)).unwrap_or(&[]);
             for k in keys {
-                let r = be.call(&[pop, k.as_slice()])?;
+                let r = cx.primary().call(&[pop, k.as_slice()])?;
                 if r.is_error() {
                     return Ok(Some((r, Vec::new())));
                 }
@@ -187,8 +210,8 @@ pub fn execute_blocking_once(
                 v.extend(args.get(1..3).unwrap_or(&[]).iter().cloned());
                 v
             };
-            let (r, items) = lmove(m, be, db, &nb)?;
-            if matches!(r, Value::Bulk(None)) {
+            let (r, items) = lmove(m, cx, db, &nb)?;
+            if matches!(r, Value::Bulk(None) | Value::Null) {
                 Ok(None)
             } else {
                 Ok(Some((r, items)))
@@ -201,8 +224,8 @@ pub fn execute_blocking_once(
                 b"ZMPOP".to_vec()
             }];
             nb.extend(args.get(2..).unwrap_or(&[]).iter().cloned());
-            let (r, items) = mpop(m, be, db, &nb)?;
-            if matches!(r, Value::Array(None)) {
+            let (r, items) = mpop(m, cx, db, &nb)?;
+            if matches!(r, Value::Array(None) | Value::Null) {
                 Ok(None)
             } else {
                 Ok(Some((r, items)))
@@ -214,7 +237,7 @@ pub fn execute_blocking_once(
 
 fn lmove(
     m: &Master,
-    be: &mut Backend,
+    cx: &mut Conns<'_>,
     db: u32,
     args: &[Vec<u8>],
 ) -> io::Result<(Value, Vec<JItem>)> {
@@ -223,7 +246,7 @@ fn lmove(
         db,
         v: Vec::new(),
     };
-    let r = be.call(args)?;
+    let r = cx.primary().call(args)?;
     if let (Some(elem), Some(s), Some(d)) = (r.as_bytes(), args.get(1), args.get(2)) {
         let (from, to) = if up(&args[0]) == b"RPOPLPUSH" {
             (b"RIGHT".to_vec(), b"LEFT".to_vec())
@@ -243,7 +266,7 @@ fn lmove(
 
 fn mpop(
     m: &Master,
-    be: &mut Backend,
+    cx: &mut Conns<'_>,
     db: u32,
     args: &[Vec<u8>],
 ) -> io::Result<(Value, Vec<JItem>)> {
@@ -252,7 +275,7 @@ fn mpop(
         db,
         v: Vec::new(),
     };
-    let r = be.call(args)?;
+    let r = cx.primary().call(args)?;
     if let Some([k, elems]) = r.as_array().and_then(|a| <&[Value; 2]>::try_from(a).ok()) {
         let (Some(k), Some(elems)) = (k.as_bytes(), elems.as_array()) else {
             return Ok((r, it.v));
@@ -363,7 +386,7 @@ fn abs_ms(opt: &[u8], val: &[u8]) -> Option<i64> {
 /// Executes one write (write lock held) and returns the client reply and the journal items.
 pub fn execute(
     m: &Master,
-    be: &mut Backend,
+    cx: &mut Conns<'_>,
     db: u32,
     name: &[u8],
     args: &[Vec<u8>],
@@ -391,11 +414,11 @@ pub fn execute(
                     b"EX" | b"PX" | b"EXAT" | b"PXAT" if i + 1 < args.len() => {
                         match abs_ms(&o, a(i + 1)) {
                             Some(t) if int(a(i + 1)).is_some_and(|x| x > 0) => expire = Some(t),
-                            _ => return Ok((be.call(args)?, Vec::new())),
+                            _ => return Ok((cx.primary().call(args)?, Vec::new())),
                         }
                         i += 1;
                     }
-                    _ => return Ok((be.call(args)?, Vec::new())),
+                    _ => return Ok((cx.primary().call(args)?, Vec::new())),
                 }
                 i += 1;
             }
@@ -416,11 +439,11 @@ pub fn execute(
             if keepttl {
                 cmd.push(b"KEEPTTL".to_vec());
             }
-            let r = be.call(&cmd)?;
+            let r = cx.primary().call(&cmd)?;
             let done = match (&r, get) {
                 (Value::Error(_), _) => false,
                 (_, false) => r.as_bytes() == Some(b"OK"),
-                (Value::Bulk(None), true) => !xx,
+                (Value::Bulk(None) | Value::Null, true) => !xx,
                 (_, true) => !nx,
             };
             if done {
@@ -446,13 +469,13 @@ pub fn execute(
                 Some(t) if int(a(2)).is_some_and(|x| x > 0) => {
                     let ts = t.to_string().into_bytes();
                     let cmd = [b"SET".as_slice(), a(1), a(3), b"PXAT", &ts];
-                    let r = be.call(&cmd)?;
+                    let r = cx.primary().call(&cmd)?;
                     if !r.is_error() {
                         it.push(a(1), &cmd, false);
                     }
                     Ok((r, it.v))
                 }
-                _ => Ok((be.call(args)?, Vec::new())),
+                _ => Ok((cx.primary().call(args)?, Vec::new())),
             }
         }
         b"GETEX" if args.len() >= 2 => {
@@ -462,10 +485,10 @@ pub fn execute(
             match o.as_slice() {
                 b"EX" | b"PX" | b"EXAT" | b"PXAT" => {
                     let Some(t) = abs_ms(&o, a(3)) else {
-                        return Ok((be.call(args)?, Vec::new()));
+                        return Ok((cx.primary().call(args)?, Vec::new()));
                     };
                     let ts = t.to_string().into_bytes();
-                    r = be.call(&[b"GETEX".as_slice(), k, b"PXAT", &ts])?;
+                    r = cx.primary().call(&[b"GETEX".as_slice(), k, b"PXAT", &ts])?;
                     if matches!(r, Value::Bulk(Some(_))) {
                         if t <= now_ms() {
                             it.push(k, &[b"DEL".as_slice(), k], false);
@@ -475,12 +498,12 @@ pub fn execute(
                     }
                 }
                 b"PERSIST" => {
-                    r = be.call(args)?;
+                    r = cx.primary().call(args)?;
                     if matches!(r, Value::Bulk(Some(_))) {
                         it.push(k, &[b"PERSIST".as_slice(), k], false);
                     }
                 }
-                _ => r = be.call(args)?,
+                _ => r = cx.primary().call(args)?,
             }
             Ok((r, it.v))
         }
@@ -493,12 +516,12 @@ pub fn execute(
                 _ => b"PXAT",
             };
             let Some(t) = abs_ms(opt, a(2)) else {
-                return Ok((be.call(args)?, Vec::new()));
+                return Ok((cx.primary().call(args)?, Vec::new()));
             };
             let ts = t.to_string().into_bytes();
             let mut cmd = vec![b"PEXPIREAT".to_vec(), k.to_vec(), ts.clone()];
             cmd.extend(args[3..].iter().cloned());
-            let r = be.call(&cmd)?;
+            let r = cx.primary().call(&cmd)?;
             if r.as_int() == Some(1) {
                 if t <= now_ms() {
                     it.push(k, &[b"DEL".as_slice(), k], false);
@@ -510,17 +533,18 @@ pub fn execute(
         }
         b"SPOP" if args.len() >= 2 => {
             let k = a(1);
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             let popped: Vec<Vec<u8>> = match &r {
                 Value::Bulk(Some(b)) => vec![b.clone()],
-                Value::Array(Some(v)) => v
+                other => other
+                    .as_array()
+                    .unwrap_or(&[])
                     .iter()
                     .filter_map(|e| e.as_bytes().map(<[u8]>::to_vec))
                     .collect(),
-                _ => Vec::new(),
             };
             if !popped.is_empty() {
-                if be.call(&[b"EXISTS".as_slice(), k])?.as_int() == Some(0) {
+                if cx.aux().call(&[b"EXISTS".as_slice(), k])?.as_int() == Some(0) {
                     it.push(k, &[b"DEL".as_slice(), k], false);
                 } else {
                     let mut j = vec![b"SREM".to_vec(), k.to_vec()];
@@ -531,7 +555,7 @@ pub fn execute(
             Ok((r, it.v))
         }
         b"SMOVE" if args.len() == 4 => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if r.as_int() == Some(1) {
                 it.push(a(1), &[b"SREM".as_slice(), a(1), a(3)], true);
                 it.push(a(2), &[b"SADD".as_slice(), a(2), a(3)], true);
@@ -539,10 +563,10 @@ pub fn execute(
             Ok((r, it.v))
         }
         b"SDIFFSTORE" | b"SINTERSTORE" | b"SUNIONSTORE" if args.len() >= 3 => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() {
                 let d = a(1);
-                let members = be.call(&[b"SMEMBERS".as_slice(), d])?;
+                let members = cx.aux().call(&[b"SMEMBERS".as_slice(), d])?;
                 it.push(d, &[b"DEL".as_slice(), d], true);
                 let ms: Vec<&[u8]> = members
                     .as_array()
@@ -559,10 +583,12 @@ pub fn execute(
             Ok((r, it.v))
         }
         b"ZDIFFSTORE" | b"ZINTERSTORE" | b"ZUNIONSTORE" | b"ZRANGESTORE" if args.len() >= 3 => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() {
                 let d = a(1);
-                let flat = be.call(&[b"ZRANGE".as_slice(), d, b"0", b"-1", b"WITHSCORES"])?;
+                let flat = cx
+                    .aux()
+                    .call(&[b"ZRANGE".as_slice(), d, b"0", b"-1", b"WITHSCORES"])?;
                 it.push(d, &[b"DEL".as_slice(), d], true);
                 let f: Vec<&[u8]> = flat
                     .as_array()
@@ -583,13 +609,13 @@ pub fn execute(
             }
             Ok((r, it.v))
         }
-        b"LMOVE" | b"RPOPLPUSH" => lmove(m, be, db, args),
-        b"LMPOP" | b"ZMPOP" => mpop(m, be, db, args),
+        b"LMOVE" | b"RPOPLPUSH" => lmove(m, cx, db, args),
+        b"LMPOP" | b"ZMPOP" => mpop(m, cx, db, args),
         b"BITOP" | b"PFMERGE" if args.len() >= 3 => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() {
                 let d = if name == b"BITOP" { a(2) } else { a(1) };
-                match be.call(&[b"GET".as_slice(), d])? {
+                match cx.aux().call(&[b"GET".as_slice(), d])? {
                     Value::Bulk(Some(v)) => it.push(d, &[b"SET".as_slice(), d, &v], true),
                     _ => it.push(d, &[b"DEL".as_slice(), d], true),
                 }
@@ -598,7 +624,7 @@ pub fn execute(
         }
         b"RENAME" | b"RENAMENX" | b"COPY" if args.len() >= 3 => {
             let (s, d) = (a(1), a(2));
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             let ok = r.as_bytes() == Some(b"OK") || r.as_int() == Some(1);
             let other_db = name == b"COPY" && args.iter().any(|x| up(x) == b"DB");
             if ok && !other_db {
@@ -610,7 +636,7 @@ pub fn execute(
                     if name != b"COPY" {
                         it.push(s, &[b"DEL".as_slice(), s], true);
                     }
-                    restore_item(&mut it, be, d, true)?;
+                    restore_item(&mut it, cx.aux(), d, true)?;
                 }
             } else if ok {
                 let mut j = vec![up(a(0))];
@@ -648,14 +674,14 @@ pub fn execute(
                     break;
                 }
             }
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if let Value::Bulk(Some(id)) = &r {
                 let mut j: Vec<Vec<u8>> = vec![b"XADD".to_vec(), k.to_vec()];
                 if nomk {
                     j.push(b"NOMKSTREAM".to_vec());
                 }
                 if trim {
-                    j.extend(trim_args(be, k)?);
+                    j.extend(trim_args(cx.aux(), k)?);
                 }
                 j.push(id.clone());
                 j.extend(args.get(i + 1..).unwrap_or(&[]).iter().cloned());
@@ -665,23 +691,23 @@ pub fn execute(
         }
         b"XTRIM" if args.len() >= 4 => {
             let k = a(1);
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() {
                 let mut j: Vec<Vec<u8>> = vec![b"XTRIM".to_vec(), k.to_vec()];
-                j.extend(trim_args(be, k)?);
+                j.extend(trim_args(cx.aux(), k)?);
                 it.push(k, &j, false);
             }
             Ok((r, it.v))
         }
         b"MSET" | b"MSETNX" if args.len() >= 3 && args.len() % 2 == 1 => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if r.as_bytes() == Some(b"OK") || r.as_int() == Some(1) {
                 it.per_shard(b"MSET", &args[1..], 2);
             }
             Ok((r, it.v))
         }
         b"DEL" | b"UNLINK" if args.len() >= 2 => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() {
                 let jname: &[u8] = if m.cfg.version == Ver::V1_40 {
                     b"DEL"
@@ -694,9 +720,9 @@ pub fn execute(
         }
         b"HDEL" if args.len() >= 3 => {
             let k = a(1);
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if r.as_int().is_some_and(|n| n > 0) {
-                if be.call(&[b"EXISTS".as_slice(), k])?.as_int() == Some(0) {
+                if cx.aux().call(&[b"EXISTS".as_slice(), k])?.as_int() == Some(0) {
                     it.push(k, &[b"DEL".as_slice(), k], false);
                 }
                 let mut j = vec![b"HDEL".to_vec()];
@@ -706,7 +732,7 @@ pub fn execute(
             Ok((r, it.v))
         }
         b"FLUSHALL" | b"FLUSHDB" => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() {
                 for s in 0..m.cfg.shards {
                     it.v.push(JItem {
@@ -722,17 +748,17 @@ pub fn execute(
             Ok((r, it.v))
         }
         b"EVAL" | b"EVALSHA" | b"FCALL" if args.len() >= 3 => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() {
                 let nk = int(a(2)).unwrap_or(0).clamp(0, args.len() as i64) as usize;
                 for k in args.iter().skip(3).take(nk) {
-                    restore_item(&mut it, be, k, false)?;
+                    restore_item(&mut it, cx.aux(), k, false)?;
                 }
             }
             Ok((r, it.v))
         }
         b"SCRIPT" => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() && args.get(1).is_some_and(|s| up(s) == b"LOAD") {
                 let mut j = vec![b"SCRIPT".to_vec(), b"LOAD".to_vec()];
                 j.extend(args[2..].iter().cloned());
@@ -748,7 +774,7 @@ pub fn execute(
             Ok((r, it.v))
         }
         _ => {
-            let r = be.call(args)?;
+            let r = cx.primary().call(args)?;
             if !r.is_error() {
                 let keys = spec.keys(args);
                 let mut j = vec![up(a(0))];
