@@ -1220,11 +1220,17 @@ impl Drop for Child {
 /// (before the workload when `replica_first`), runs the workload of every supported command at
 /// 3,000 ops/s, kills the replica with SIGKILL after each delay in `kills` (restarting it each
 /// time), then requires `df2redis-sync check --mode full` to find source and target equal.
-fn emulator_scenario(scale: &str, replica_first: bool, kills: &[Duration]) {
+fn emulator_scenario(
+    scale: &str,
+    replica_first: bool,
+    kills: &[Duration],
+    emu_args: &[&str],
+) -> String {
     let emu_port = crate::support::free_port(false);
     let _emu = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
             .args(["--port", &emu_port.to_string(), "--shards", "3"])
+            .args(emu_args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -1255,10 +1261,12 @@ fn emulator_scenario(scale: &str, replica_first: bool, kills: &[Duration]) {
         ),
     )
     .unwrap();
+    let log = dir.path().join("replica.log");
     let replica = || {
         Child(
             std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-                .args(["-q", "replicate", cfg.to_str().unwrap()])
+                .args(["replicate", cfg.to_str().unwrap(), "--log-file"])
+                .arg(&log)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -1295,6 +1303,8 @@ fn emulator_scenario(scale: &str, replica_first: bool, kills: &[Duration]) {
             c.0.kill().unwrap();
             c.0.wait().unwrap();
         }
+        // Down for a second while the workload goes on.
+        std::thread::sleep(Duration::from_secs(1));
         r = Some(replica());
     }
     assert!(work.join().unwrap().success());
@@ -1320,10 +1330,14 @@ fn emulator_scenario(scale: &str, replica_first: bool, kills: &[Duration]) {
         if out.status.code() == Some(0) {
             assert!(last.contains("result: equal"), "{last}");
             drop(r);
-            return;
+            return std::fs::read_to_string(&log).unwrap_or_default();
         }
     }
     panic!("source and target never compared equal:\n{last}");
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.matches(needle).count()
 }
 
 /// Against the emulator: live workload at 3,000 ops/s while the replica is killed with
@@ -1331,17 +1345,56 @@ fn emulator_scenario(scale: &str, replica_first: bool, kills: &[Duration]) {
 /// finds source and target equal — nothing lost, nothing applied twice (INCR/APPEND/LPUSH…).
 #[test]
 fn emulator_workload_with_two_kill_9_converges() {
-    emulator_scenario("1", true, &[Duration::from_secs(2), Duration::from_secs(2)]);
+    let log = emulator_scenario(
+        "1",
+        true,
+        &[Duration::from_secs(2), Duration::from_secs(2)],
+        &[],
+    );
+    assert_eq!(count(&log, "partial sync: stable sync resumed"), 2, "{log}");
+}
+
+/// The same against the emulator presenting v1.34.2: every resume uses the old procedure
+/// (`DFLY SYNC` after PARTIAL, RDB-framed backlog).
+#[test]
+fn emulator_v134_workload_with_kills_converges() {
+    let log = emulator_scenario(
+        "1",
+        true,
+        &[Duration::from_secs(2), Duration::from_secs(2)],
+        &["--version", "1.34"],
+    );
+    assert_eq!(count(&log, "partial sync (≤ v1.34 procedure)"), 2, "{log}");
+}
+
+/// A backlog of only 200 entries per shard: the replica killed for longer than the backlog
+/// covers gets FULL on its PARTIAL request, resyncs fully, and still converges.
+#[test]
+fn emulator_position_outside_the_backlog_resyncs_fully() {
+    let log = emulator_scenario(
+        "1",
+        true,
+        &[Duration::from_secs(2)],
+        &["--backlog-entries", "200"],
+    );
+    assert_eq!(
+        count(&log, "answered FULL to the partial-sync request"),
+        1,
+        "{log}"
+    );
 }
 
 /// Against the emulator: the replica starts while the workload runs (writes during the full
-/// sync, as journal blobs), is killed with SIGKILL early (during or right after the full sync)
-/// and later in stable sync; the check finds source and target equal.
+/// sync, as journal blobs), is killed with SIGKILL early (in the handshake or the full sync,
+/// depending on timing) and later in stable sync; the check finds source and target equal.
 #[test]
 fn emulator_writes_during_full_sync_and_kills_converge() {
-    emulator_scenario(
+    let log = emulator_scenario(
         "4",
         false,
         &[Duration::from_millis(300), Duration::from_secs(3)],
+        &[],
     );
+    assert!(count(&log, "full sync started") >= 1, "{log}");
+    assert_eq!(count(&log, "partial sync: stable sync resumed"), 1, "{log}");
 }
