@@ -60,7 +60,10 @@ fn listpack(elems: &[Vec<u8>]) -> Vec<u8> {
 /// Synthetic streams: (name, bytes, element count).
 fn synthetic() -> Vec<(&'static str, Vec<u8>, u64)> {
     let mut out = Vec::new();
-    for (name, size, keys) in [("string-64B", 64usize, 100_000u64), ("string-16KiB", 16 << 10, 2_000)] {
+    for (name, size, keys) in [
+        ("string-64B", 64usize, 100_000u64),
+        ("string-16KiB", 16 << 10, 2_000),
+    ] {
         let mut v = header();
         let val = vec![b'v'; size];
         for i in 0..keys {
@@ -99,7 +102,9 @@ fn synthetic() -> Vec<(&'static str, Vec<u8>, u64)> {
     out.push(("zset2", v, 100_000));
     // List: quicklist 2, packed nodes of 128 elements.
     let mut v = header();
-    let node: Vec<Vec<u8>> = (0..128).map(|i| format!("element-{i:04}").into_bytes()).collect();
+    let node: Vec<Vec<u8>> = (0..128)
+        .map(|i| format!("element-{i:04}").into_bytes())
+        .collect();
     let lp = listpack(&node);
     for k in 0..100 {
         v.push(TYPE_LIST_QUICKLIST_2);
@@ -183,13 +188,22 @@ fn bench_journal(c: &mut Criterion) {
 }
 
 fn bench_recordings(c: &mut Criterion) {
-    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/dragonfly-v1.40.1");
+    let base = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/dragonfly-v1.40.1"
+    );
     let mut g = c.benchmark_group("recordings");
     g.sample_size(10);
     for (name, path) in [
         ("s1-lz4-flow0", "s1-lz4-2shards/capture/conn-002.s2c.bin"),
-        ("s2-plain-flow1", "s2-plain-3shards/capture/conn-001.s2c.bin"),
-        ("s3-zstd-flow0", "s3-zstd-contiguous-chunks/capture/conn-002.s2c.bin"),
+        (
+            "s2-plain-flow1",
+            "s2-plain-3shards/capture/conn-001.s2c.bin",
+        ),
+        (
+            "s3-zstd-flow0",
+            "s3-zstd-contiguous-chunks/capture/conn-002.s2c.bin",
+        ),
     ] {
         let Ok(raw) = std::fs::read(format!("{base}/{path}")) else {
             continue;

@@ -22,6 +22,9 @@
 //! ever held whole. Pieces of keys split into tagged chunks (opcode 224, §3.8 of the protocol
 //! document) can interleave with other keys; each piece names its key and db (the db of the
 //! first chunk). Piece boundaries depend only on the stream, never on how the input was cut.
+//! A value held in one blob string (intset, listpack, ziplist, zipmap: never split by the
+//! master, and at most [`Limits::max_string`] bytes) comes whole in one piece; a list node
+//! counts as all its elements.
 //!
 //! ## Expired keys
 //! A key whose EXPIRETIME_MS already lies in the past is still sent by the master (§3.5). The
@@ -71,7 +74,7 @@ pub struct KeyMask {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Score {
     /// The score (for text, the correctly rounded parse, identical to Redis's `strtod`;
-    /// `inf`, `-inf` and `nan` included).
+    /// `inf` and `-inf` included). Never NaN: a NaN score is a decode error, as in Redis.
     pub value: f64,
     /// The text as sent, when the score was sent as text.
     pub text: Option<Vec<u8>>,

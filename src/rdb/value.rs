@@ -68,6 +68,7 @@ fn text_score(at: usize, s: &[u8]) -> RResult<f64> {
         .ok()
         .and_then(|t| t.parse::<f64>().ok())
     {
+        Some(v) if v.is_nan() => corrupt(at, "sorted-set score is NaN"),
         Some(v) => Ok(v),
         None => corrupt(at, "sorted-set score is not a number"),
     }
@@ -510,7 +511,12 @@ impl ValueDecoder {
             }
             (TYPE_ZSET_2, Value::ZSet { members, scores }) => {
                 let m = r.rdb_str(max)?;
+                let at = r.pos();
                 let v = r.f64le()?;
+                if v.is_nan() {
+                    // Redis and Dragonfly refuse a NaN score on load ("Zset with NAN score").
+                    return corrupt(at, "sorted-set score is NaN");
+                }
                 let n = m.as_bytes().len() + 8;
                 members.push(m.as_bytes());
                 scores.push(Score {
@@ -524,7 +530,7 @@ impl ValueDecoder {
                 let at = r.pos();
                 let l = r.u8()?;
                 let (value, text) = match l {
-                    TEXT_DOUBLE_NAN => (f64::NAN, b"nan".to_vec()),
+                    TEXT_DOUBLE_NAN => return corrupt(at, "sorted-set score is NaN"),
                     TEXT_DOUBLE_POS_INF => (f64::INFINITY, b"inf".to_vec()),
                     TEXT_DOUBLE_NEG_INF => (f64::NEG_INFINITY, b"-inf".to_vec()),
                     _ => {
