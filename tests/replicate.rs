@@ -1700,3 +1700,98 @@ fn emulator_redis_benchmark_and_scripted_mix_converge() {
     assert!(compared > 100, "only {compared} counters compared");
     drop(r);
 }
+
+/// A redis-server on `port` with its files in `dir` (AOF with fsync on every write when
+/// `aof`, else no persistence at all), started and answering PING.
+fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Child {
+    let persist: &[&str] = if aof {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
+    let child = Child(
+        std::process::Command::new(crate::support::program("redis-server"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .args(persist)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(mut c) = redis::Conn::connect(port) {
+            if c.cmd(&[b"PING"]) == redis::Reply::Status("PONG".into()) {
+                return child;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "redis-server on {port} not ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// In stable sync with the scripted mix running, the target redis-server is killed (SIGKILL)
+/// and a new one started on the same port and dir; with `aof` its data (markers included)
+/// survives and the engine resumes PARTIAL, without it the markers are gone and the engine must
+/// full-sync again. Either way `check --mode full` ends equal. Returns the replica's log.
+fn target_restarted_mid_stream(aof: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let tdir = dir.path().join("target");
+    std::fs::create_dir_all(&tdir).unwrap();
+    let port = crate::support::free_port(false);
+    let mut target = target_on(port, &tdir, aof);
+    let cfg = emulator_config(dir.path(), &emu_addr, &format!("127.0.0.1:{port}"));
+    let log = dir.path().join("replica.log");
+    let r = spawn_replica(&cfg, &log);
+    std::thread::sleep(Duration::from_secs(3));
+    let work = spawn_work(&emu_addr, "2000", "12000");
+    std::thread::sleep(Duration::from_secs(2));
+    target.0.kill().unwrap();
+    target.0.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    target = target_on(port, &tdir, aof);
+    assert!(work.join().unwrap(), "dfly-emulator work");
+    let res = wait_check_equal(&cfg, dir.path(), 25);
+    drop(r);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if let Err(last) = res {
+        panic!("never equal:\n{last}\nreplica log:\n{text}");
+    }
+    drop(target);
+    text
+}
+
+/// Target restarted with AOF (`appendfsync always`): every acknowledged batch and its marker
+/// survived, so the engine resumes PARTIAL (no second full sync) and converges.
+#[test]
+fn target_restarted_with_aof_resumes_partial_and_converges() {
+    let log = target_restarted_mid_stream(true);
+    assert_eq!(count(&log, "full sync started"), 1, "{log}");
+    assert!(
+        count(&log, "partial sync: stable sync resumed") >= 1,
+        "{log}"
+    );
+}
+
+/// Target restarted without persistence: the markers are gone with the data, so the engine
+/// must full-sync again (a second "full sync started") and converges.
+#[test]
+fn target_restarted_empty_full_syncs_again_and_converges() {
+    let log = target_restarted_mid_stream(false);
+    assert!(count(&log, "full sync started") >= 2, "{log}");
+    assert!(count(&log, "the target lost its data") >= 1, "{log}");
+}
