@@ -1795,3 +1795,96 @@ fn target_restarted_empty_full_syncs_again_and_converges() {
     assert!(count(&log, "full sync started") >= 2, "{log}");
     assert!(count(&log, "the target lost its data") >= 1, "{log}");
 }
+
+/// `EMULATOR FAULT CLOSE-FLOW 0 BYTES <n>` in stable sync, with `n` a little past what flow 0
+/// has already been sent: the emulator drops flow 0 (and with it the session) in the middle of
+/// the journal; the engine reconnects and resumes PARTIAL inside the backlog — exactly one full
+/// sync in its log, a "stable sync resumed" after the drop — and converges (`check --mode
+/// full`). The fault is cleared once the resume happened, so the new session is not cut too.
+#[test]
+fn flow_dropped_by_the_emulator_resumes_partial_and_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let server = RedisServer::start();
+    let cfg = emulator_config(dir.path(), &emu_addr, &server.addr());
+    let log = dir.path().join("replica.log");
+    let r = spawn_replica(&cfg, &log);
+    let emu_port: u16 = port_of(&emu_addr).parse().unwrap();
+    let mut admin = redis::Conn::connect(emu_port).unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Stable sync: the first session resumed nothing and its flows are online.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while !admin
+        .cmd(&[b"INFO", b"replication"])
+        .text()
+        .contains("state=online")
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "never online:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let work = spawn_work(&emu_addr, "2000", "12000");
+    std::thread::sleep(Duration::from_secs(1));
+    let info = admin.cmd(&[b"INFO", b"replication"]).text();
+    let sent: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("slave0_bytes_sent:"))
+        .and_then(|v| v.trim().split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no slave0_bytes_sent in {info}"));
+    let limit = (sent + 3000).to_string();
+    let reply = admin.cmd(&[
+        b"EMULATOR",
+        b"FAULT",
+        b"CLOSE-FLOW",
+        b"0",
+        b"BYTES",
+        limit.as_bytes(),
+    ]);
+    assert_eq!(reply, redis::Reply::Status("OK".into()));
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while count(&read_log(), "partial sync: stable sync resumed") == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "never resumed:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        admin.cmd(&[b"EMULATOR", b"FAULT", b"CLEAR"]),
+        redis::Reply::Status("OK".into())
+    );
+    assert!(work.join().unwrap(), "dfly-emulator work");
+    let res = wait_check_equal(&cfg, dir.path(), 25);
+    drop(r);
+    let text = read_log();
+    let emu_log = std::fs::read_to_string(dir.path().join("emulator.log")).unwrap_or_default();
+    if let Err(last) = res {
+        panic!("never equal:\n{last}\nreplica log:\n{text}");
+    }
+    // The master ended the session (the engine notices whichever flow it reads first: flow 0
+    // cut at the limit, or another one closed by the teardown); when it was flow 0, exactly
+    // where the emulator cut it.
+    assert_eq!(
+        count(&text, "the master closed the connection after"),
+        1,
+        "{text}\nemulator log:\n{emu_log}"
+    );
+    assert!(
+        !text.contains("flow 0: the master closed the connection")
+            || text.contains(&format!(
+                "flow 0: the master closed the connection after {limit} bytes"
+            )),
+        "{text}"
+    );
+    assert_eq!(count(&text, "full sync started"), 1, "{text}");
+    assert!(
+        count(&text, "partial sync: stable sync resumed") >= 1,
+        "{text}"
+    );
+    assert_eq!(count(&text, "answered FULL"), 0, "{text}");
+}
