@@ -1311,7 +1311,7 @@ fn emulator_scenario(
     assert!(work.join().unwrap().success());
     // Let the replica catch up, then compare with the check subcommand (exit 0 = equal).
     let mut last = String::new();
-    for _ in 0..15 {
+    for _ in 0..30 {
         std::thread::sleep(Duration::from_secs(1));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
             .args([
