@@ -146,22 +146,36 @@ fn unimplemented_subcommands_say_so_and_exit_2() {
         dir.path(),
         "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:2\n",
     );
-    // `check` is implemented; its exit codes are tested in tests/check.rs.
-    for cmd in ["status", "replicate"] {
-        let r = run(&[cmd, &path]);
-        assert_eq!(r.code, 2, "{cmd}: {}", r.stderr);
-        assert!(
-            r.stderr
-                .contains(&format!("`{cmd}` is not implemented yet; nothing was done")),
-            "{cmd}: {}",
-            r.stderr
-        );
-        assert!(
-            r.stdout.is_empty(),
-            "{cmd} must not print fake output: {}",
-            r.stdout
-        );
-    }
+    // `check` is implemented; its exit codes are tested in tests/check.rs. `replicate` too
+    // (tests/replicate.rs, and `replicate_unreachable_master_exits_1` below).
+    let cmd = "status";
+    let r = run(&[cmd, &path]);
+    assert_eq!(r.code, 2, "{cmd}: {}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("`{cmd}` is not implemented yet; nothing was done")),
+        "{cmd}: {}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.is_empty(),
+        "{cmd} must not print fake output: {}",
+        r.stdout
+    );
+}
+
+/// `replicate` against an unreachable master fails at once with exit 1 (no retry loop before
+/// a first session was established).
+#[test]
+fn replicate_unreachable_master_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:2\n",
+    );
+    let r = run(&["replicate", &path]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("127.0.0.1:1"), "{}", r.stderr);
 }
 
 #[test]

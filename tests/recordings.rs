@@ -4,7 +4,7 @@
 //! manifest, with the types plain Redis cannot hold counted as skipped.
 
 pub mod capture;
-mod keyspace;
+pub mod keyspace;
 pub mod redis;
 
 use capture::{all_recordings, Recording};

@@ -11,5 +11,6 @@ mod journal;
 mod net;
 mod rdb;
 mod recordings;
+mod replicate;
 mod resp;
 mod rewrite;

@@ -130,10 +130,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 dry_run::run(&cfg, &mut |line| println_out(line))
                     .map_err(|m| Failure::runtime(Message(m)))
             } else {
-                Err(not_implemented(
-                    "replicate",
-                    "`replicate --dry-run` validates the config and tests connectivity.",
-                ))
+                replicate(&cfg)
             }
         }
         Command::Check { config, opts } => {
@@ -145,6 +142,44 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             "status",
             "It will report the replication state from the checkpoint.",
         )),
+    }
+}
+
+/// `replicate`: runs the engine until SIGINT/SIGTERM (drain, final checkpoint, exit 0) or a
+/// failure retrying cannot fix (exit 1). A second signal exits 130 at once.
+fn replicate(cfg: &Config) -> Result<(), Failure> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Order matters: the conditional exit sees the flag set by the first signal.
+        signal_hook::flag::register_conditional_shutdown(
+            sig,
+            Exit::Interrupted as i32,
+            stop.clone(),
+        )
+        .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+        .map_err(|e| Failure {
+            exit: Exit::Failure,
+            error: Box::new(Message(format!("installing the signal handlers: {e}"))),
+        })?;
+    }
+    let r = crate::pipeline::run(cfg, &crate::pipeline::Options::default(), &stop);
+    match r {
+        Ok(()) => {
+            log::info!("stopped: writers drained, checkpoint saved");
+            Ok(())
+        }
+        Err(e) => {
+            let exit = match e {
+                crate::pipeline::Error::Unsupported(_) => Exit::Usage,
+                crate::pipeline::Error::Fatal(_) => Exit::Failure,
+            };
+            Err(Failure {
+                exit,
+                error: Box::new(e),
+            })
+        }
     }
 }
 

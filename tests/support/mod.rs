@@ -24,6 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod replay;
+
 use df2redis_sync::net::{Endpoint, Secret, TlsOptions};
 
 /// `CARGO_MANIFEST_DIR/../shared` (the shared docs and recordings).

@@ -1,0 +1,683 @@
+//! One target node's writer: takes owned [`Batch`]es from a bounded channel and pipelines them
+//! as RESP over one non-blocking connection driven by mio, reading replies while it writes,
+//! with at most `window` batches sent but not fully answered.
+//!
+//! How a batch goes on the wire:
+//! * [`BatchKind::Plain`] (snapshot pieces, journal blobs of a full sync): the commands, with
+//!   a `SELECT` whenever the db changes. Nothing to acknowledge but the count.
+//! * [`BatchKind::Journal`] (live journal entries of one flow): `MULTI`, the commands (with
+//!   their `SELECT`s), `SELECT 0`, `SET <marker_prefix><flow> <replid>:<next>`, `EXEC`. The
+//!   target commits the flow's position atomically with its writes: the base of exactly-once
+//!   (docs/exactly-once.md). When `EXEC`'s reply arrives the flow's applied LSN becomes `next`.
+//! * [`BatchKind::Global`] (FLUSHALL/FLUSHDB behind the cross-flow barrier): like a journal
+//!   batch, but setting the marker of every flow.
+//!
+//! Error replies are sorted by [`NextAction`]: a refused command (`WRONGTYPE`, …) is counted and
+//! logged with its key escaped, and replication goes on (Dragonfly's replica does the same);
+//! anything that retrying or an operator must fix (`OOM`, `NOAUTH`, `LOADING`, a refused
+//! `MULTI` transaction, a lost connection) stops the writer with an error naming the node and
+//! the command, and the pipeline decides (resume from the markers, or exit).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use mio::{Events, Interest, Poll, Token};
+use rustls::{ClientConnection, StreamOwned};
+
+use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
+use crate::net::{Conn, Endpoint, Stream};
+use crate::resp::{self, NextAction, Value};
+
+/// What a batch is, for acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Snapshot pieces or journal blobs of a full sync: no LSN.
+    Plain,
+    /// Live journal entries of the batch's flow; after them the flow's next LSN is `next`.
+    Journal {
+        /// The flow's `next` once every command of the batch is applied.
+        next: Lsn,
+    },
+    /// One global command (FLUSHALL/FLUSHDB) applied once for every flow.
+    Global {
+        /// Each flow's `next` once the command is applied.
+        nexts: Vec<(FlowId, Lsn)>,
+    },
+}
+
+/// Owned commands of one flow, in source order, with the db each applies to (target db).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The flow they come from.
+    pub flow: FlowId,
+    /// The commands.
+    pub cmds: Vec<(DbIndex, Cmd)>,
+    /// How to acknowledge it.
+    pub kind: BatchKind,
+}
+
+impl Batch {
+    /// RESP bytes of the commands (without framing added by the writer).
+    pub fn resp_bytes(&self) -> usize {
+        self.cmds.iter().map(|(_, c)| c.resp_len()).sum()
+    }
+}
+
+/// Counters shared by every writer and read by the coordinator.
+#[derive(Debug)]
+pub struct Applied {
+    /// Per flow: the next LSN whose predecessors the target acknowledged (0 = none yet).
+    pub next: Vec<AtomicU64>,
+    /// Commands acknowledged by the target.
+    pub commands: AtomicU64,
+    /// Commands the target refused and that were skipped.
+    pub refused: AtomicU64,
+    /// Batches acknowledged.
+    pub batches: AtomicU64,
+}
+
+impl Applied {
+    /// Counters for `flows` flows, each starting at `start[i]`.
+    pub fn new(start: &[Lsn]) -> Applied {
+        Applied {
+            next: start.iter().map(|l| AtomicU64::new(l.0)).collect(),
+            commands: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+        }
+    }
+
+    /// The applied `next` of a flow.
+    pub fn get(&self, flow: FlowId) -> Lsn {
+        Lsn(self
+            .next
+            .get(flow.0 as usize)
+            .map_or(0, |a| a.load(Ordering::Acquire)))
+    }
+
+    fn advance(&self, flow: FlowId, next: Lsn) {
+        if let Some(a) = self.next.get(flow.0 as usize) {
+            a.fetch_max(next.0, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Marker key and value format (docs/exactly-once.md).
+#[derive(Debug, Clone)]
+pub struct Markers {
+    /// Key prefix (config `checkpoint.marker_prefix`).
+    pub prefix: String,
+    /// The master's replication id, stored in the value so a marker of another master is
+    /// never mistaken for a position.
+    pub replid: String,
+}
+
+impl Markers {
+    /// `<prefix><flow>`.
+    pub fn key(&self, flow: FlowId) -> Vec<u8> {
+        let mut k = self.prefix.as_bytes().to_vec();
+        k.extend_from_slice(itoa::Buffer::new().format(flow.0).as_bytes());
+        k
+    }
+
+    /// `SET <prefix><flow> <replid>:<next>`.
+    pub fn set_cmd(&self, flow: FlowId, next: Lsn) -> Cmd {
+        let mut v = self.replid.as_bytes().to_vec();
+        v.push(b':');
+        v.extend_from_slice(itoa::Buffer::new().format(next.0).as_bytes());
+        let mut c = Cmd::new("SET");
+        c.arg(&self.key(flow)).arg(&v);
+        c
+    }
+
+    /// Parses a marker value; `Some(next)` only when it belongs to `replid`.
+    pub fn parse(&self, value: &[u8]) -> Option<Lsn> {
+        let s = std::str::from_utf8(value).ok()?;
+        let (id, n) = s.rsplit_once(':')?;
+        (id == self.replid).then_some(())?;
+        n.parse().ok().map(Lsn)
+    }
+
+    /// Reads every flow's marker from the target (db 0): the exact applied position.
+    pub fn read(&self, conn: &mut Conn, flows: u32) -> Result<Vec<Option<Lsn>>, crate::net::Error> {
+        conn.request_ok(&Cmd::from_args(["SELECT", "0"]))?;
+        (0..flows)
+            .map(|i| {
+                let mut c = Cmd::new("GET");
+                c.arg(&self.key(FlowId(i)));
+                let v = conn.request_ok(&c)?;
+                Ok(v.as_bytes().and_then(|b| self.parse(b)))
+            })
+            .collect()
+    }
+}
+
+/// Why a writer stopped.
+#[derive(Debug)]
+pub struct WriterError {
+    /// The node.
+    pub addr: String,
+    /// What happened.
+    pub detail: String,
+    /// Retrying later (reconnect, resume from the markers) can help.
+    pub retryable: bool,
+}
+
+impl fmt::Display for WriterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "target {}: {}", self.addr, self.detail)
+    }
+}
+
+impl std::error::Error for WriterError {}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The node.
+    pub endpoint: Endpoint,
+    /// Batches sent but not fully answered, at most.
+    pub window: usize,
+    /// Marker format.
+    pub markers: Markers,
+    /// No reply for this long while replies are due = the node is gone.
+    pub reply_timeout: Duration,
+}
+
+/// What one reply answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// A `SELECT` the writer added.
+    Select,
+    /// Command `i` of the batch, executed directly.
+    Cmd(usize),
+    /// `MULTI`.
+    Multi,
+    /// A command queued inside `MULTI` (`+QUEUED`).
+    Queued,
+    /// `EXEC`: its array answers `queued` in order.
+    Exec,
+}
+
+/// What an element of the `EXEC` array answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    Select,
+    Cmd(usize),
+    Marker,
+}
+
+struct Inflight {
+    batch: Batch,
+    slots: VecDeque<Slot>,
+    queued: Vec<Queued>,
+}
+
+/// The transport under mio.
+enum MioStream {
+    Plain(mio::net::TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, mio::net::TcpStream>>),
+}
+
+impl MioStream {
+    fn from_stream(s: Stream) -> io::Result<MioStream> {
+        Ok(match s {
+            Stream::Plain(t) => {
+                t.set_nonblocking(true)?;
+                MioStream::Plain(mio::net::TcpStream::from_std(t))
+            }
+            Stream::Tls(b) => {
+                let StreamOwned { conn, sock } = *b;
+                sock.set_nonblocking(true)?;
+                MioStream::Tls(Box::new(StreamOwned::new(
+                    conn,
+                    mio::net::TcpStream::from_std(sock),
+                )))
+            }
+        })
+    }
+
+    fn source(&mut self) -> &mut mio::net::TcpStream {
+        match self {
+            MioStream::Plain(s) => s,
+            MioStream::Tls(s) => &mut s.sock,
+        }
+    }
+}
+
+impl Read for MioStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            MioStream::Plain(s) => s.read(buf),
+            MioStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for MioStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            MioStream::Plain(s) => s.write(buf),
+            MioStream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            MioStream::Plain(s) => s.flush(),
+            MioStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A connected writer.
+pub struct Writer {
+    cfg: WriterConfig,
+    stream: MioStream,
+    poll: Poll,
+    events: Events,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    rbuf: Vec<u8>,
+    inflight: VecDeque<Inflight>,
+    db: Option<DbIndex>,
+    applied: Arc<Applied>,
+    limits: resp::Limits,
+}
+
+const TOKEN: Token = Token(0);
+
+impl Writer {
+    /// Connects (blocking, with `AUTH`), then switches the socket to non-blocking under mio.
+    pub fn connect(cfg: WriterConfig, applied: Arc<Applied>) -> Result<Writer, WriterError> {
+        let addr = cfg.endpoint.addr.clone();
+        let conn = Conn::connect(&cfg.endpoint).map_err(|e| WriterError {
+            addr: addr.clone(),
+            detail: format!("connect: {e}"),
+            retryable: !e.is_auth(),
+        })?;
+        let io_err = |what: &str, e: io::Error| WriterError {
+            addr: addr.clone(),
+            detail: format!("{what}: {e}"),
+            retryable: true,
+        };
+        let (stream, rest) = conn.into_parts();
+        let mut stream = MioStream::from_stream(stream).map_err(|e| io_err("non-blocking", e))?;
+        let poll = Poll::new().map_err(|e| io_err("mio poll", e))?;
+        poll.registry()
+            .register(
+                stream.source(),
+                TOKEN,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| io_err("mio register", e))?;
+        Ok(Writer {
+            cfg,
+            stream,
+            poll,
+            events: Events::with_capacity(16),
+            wbuf: Vec::new(),
+            wpos: 0,
+            rbuf: rest,
+            inflight: VecDeque::new(),
+            db: None,
+            applied,
+            limits: resp::Limits::default(),
+        })
+    }
+
+    fn err(&self, detail: impl Into<String>, retryable: bool) -> WriterError {
+        WriterError {
+            addr: self.cfg.endpoint.addr.clone(),
+            detail: detail.into(),
+            retryable,
+        }
+    }
+
+    /// Runs until `rx` is disconnected and every batch is answered, or until `abort` is set
+    /// (the session failed elsewhere: batches not yet answered are dropped; nothing of them
+    /// counts as applied, so the positions stay exact).
+    pub fn run(mut self, rx: &Receiver<Batch>, abort: &AtomicBool) -> Result<(), WriterError> {
+        let mut open = true;
+        let mut last_progress = Instant::now();
+        loop {
+            if abort.load(Ordering::SeqCst) {
+                return Err(self.err(
+                    format!(
+                        "session aborted with {} batch(es) unanswered",
+                        self.inflight.len()
+                    ),
+                    true,
+                ));
+            }
+            // Take batches while the window allows.
+            while open && self.inflight.len() < self.cfg.window.max(1) {
+                let got = if self.inflight.is_empty() && self.wpos >= self.wbuf.len() {
+                    match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(b) => Some(b),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            open = false;
+                            None
+                        }
+                    }
+                } else {
+                    match rx.try_recv() {
+                        Ok(b) => Some(b),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => {
+                            open = false;
+                            None
+                        }
+                    }
+                };
+                match got {
+                    Some(b) => {
+                        if self.inflight.is_empty() {
+                            last_progress = Instant::now();
+                        }
+                        self.encode(b)
+                    }
+                    None => break,
+                }
+            }
+            if !open && self.inflight.is_empty() && self.wpos >= self.wbuf.len() {
+                return Ok(());
+            }
+            if self.inflight.is_empty() {
+                continue;
+            }
+            self.write_some()?;
+            if self.read_some()? {
+                last_progress = Instant::now();
+            }
+            if self.inflight.is_empty() {
+                continue;
+            }
+            if last_progress.elapsed() > self.cfg.reply_timeout {
+                return Err(self.err(
+                    format!(
+                        "no reply for {:?} with {} batch(es) waiting",
+                        self.cfg.reply_timeout,
+                        self.inflight.len()
+                    ),
+                    true,
+                ));
+            }
+            // Wait for the socket (replies, or room to write); short when more batches wait.
+            let t = if self.inflight.len() < self.cfg.window && !rx.is_empty() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(50)
+            };
+            match self.poll.poll(&mut self.events, Some(t)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.err(format!("mio poll: {e}"), true)),
+            }
+        }
+    }
+
+    fn select(
+        &mut self,
+        db: DbIndex,
+        slots: &mut VecDeque<Slot>,
+        queued: Option<&mut Vec<Queued>>,
+    ) {
+        if self.db == Some(db) {
+            return;
+        }
+        let mut c = Cmd::new("SELECT");
+        c.arg_int(db.0);
+        c.encode_resp(&mut self.wbuf);
+        match queued {
+            Some(q) => {
+                slots.push_back(Slot::Queued);
+                q.push(Queued::Select);
+            }
+            None => slots.push_back(Slot::Select),
+        }
+        self.db = Some(db);
+    }
+
+    fn encode(&mut self, batch: Batch) {
+        if self.wpos > 0 && self.wpos >= self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        }
+        let mut slots = VecDeque::new();
+        let mut queued = Vec::new();
+        match &batch.kind {
+            BatchKind::Plain => {
+                for (i, (db, cmd)) in batch.cmds.iter().enumerate() {
+                    self.select(*db, &mut slots, None);
+                    cmd.encode_resp(&mut self.wbuf);
+                    slots.push_back(Slot::Cmd(i));
+                }
+            }
+            BatchKind::Journal { .. } | BatchKind::Global { .. } => {
+                Cmd::new("MULTI").encode_resp(&mut self.wbuf);
+                slots.push_back(Slot::Multi);
+                for (i, (db, cmd)) in batch.cmds.iter().enumerate() {
+                    self.select(*db, &mut slots, Some(&mut queued));
+                    cmd.encode_resp(&mut self.wbuf);
+                    slots.push_back(Slot::Queued);
+                    queued.push(Queued::Cmd(i));
+                }
+                self.select(DbIndex(0), &mut slots, Some(&mut queued));
+                let marks: Vec<(FlowId, Lsn)> = match &batch.kind {
+                    BatchKind::Journal { next } => vec![(batch.flow, *next)],
+                    BatchKind::Global { nexts } => nexts.clone(),
+                    BatchKind::Plain => Vec::new(),
+                };
+                for (f, n) in marks {
+                    self.cfg.markers.set_cmd(f, n).encode_resp(&mut self.wbuf);
+                    slots.push_back(Slot::Queued);
+                    queued.push(Queued::Marker);
+                }
+                Cmd::new("EXEC").encode_resp(&mut self.wbuf);
+                slots.push_back(Slot::Exec);
+            }
+        }
+        self.inflight.push_back(Inflight {
+            batch,
+            slots,
+            queued,
+        });
+    }
+
+    fn write_some(&mut self) -> Result<(), WriterError> {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(self.err("connection closed while writing", true)),
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.err(format!("write: {e}"), true)),
+            }
+        }
+        match self.stream.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(self.err(format!("write: {e}"), true)),
+        }
+        if self.wpos >= self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads and handles replies; true if any arrived.
+    fn read_some(&mut self) -> Result<bool, WriterError> {
+        let mut chunk = [0u8; 64 << 10];
+        let mut any = false;
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(self.err("the server closed the connection", true)),
+                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.err(format!("read: {e}"), true)),
+            }
+        }
+        let mut pos = 0;
+        let result = loop {
+            match resp::decode(&self.rbuf[pos..], &self.limits) {
+                Ok(Some((v, n))) => {
+                    pos += n;
+                    any = true;
+                    if let Err(e) = self.on_reply(v) {
+                        break Err(e);
+                    }
+                }
+                Ok(None) => break Ok(any),
+                Err(e) => break Err(self.err(format!("bad reply: {e}"), true)),
+            }
+        };
+        self.rbuf.drain(..pos);
+        result
+    }
+
+    fn on_reply(&mut self, v: Value) -> Result<(), WriterError> {
+        let Some(front) = self.inflight.front_mut() else {
+            return Err(self.err(format!("unexpected reply {v:?}"), true));
+        };
+        let Some(slot) = front.slots.pop_front() else {
+            return Err(self.err("reply accounting lost", true));
+        };
+        match slot {
+            Slot::Select | Slot::Multi | Slot::Queued => {
+                if let Some(e) = v.server_error() {
+                    let what = match slot {
+                        Slot::Select => "SELECT",
+                        Slot::Multi => "MULTI",
+                        _ => "a command inside MULTI",
+                    };
+                    // Queue-time errors make EXEC fail; report them there with the command.
+                    if slot != Slot::Queued {
+                        return Err(self.fatal(what, &e));
+                    }
+                }
+            }
+            Slot::Cmd(i) => {
+                if let Some(e) = v.server_error() {
+                    self.refused(i, &e)?;
+                }
+            }
+            Slot::Exec => {
+                let Some(items) = v.as_array() else {
+                    let detail = match v.server_error() {
+                        Some(e) => e.message,
+                        None => format!("{v:?}"),
+                    };
+                    let front = self.inflight.front();
+                    let cmds: Vec<String> = front
+                        .map(|f| {
+                            f.batch
+                                .cmds
+                                .iter()
+                                .map(|(_, c)| format!("{c:?}"))
+                                .take(3)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Err(self.err(
+                        format!(
+                            "transaction refused ({detail}); first commands: {}",
+                            cmds.join(", ")
+                        ),
+                        false,
+                    ));
+                };
+                let queued = std::mem::take(&mut front.queued);
+                let items = items.to_vec();
+                for (q, item) in queued.iter().zip(items.iter()) {
+                    if let Some(e) = item.server_error() {
+                        match q {
+                            Queued::Cmd(i) => self.refused(*i, &e)?,
+                            Queued::Select => return Err(self.fatal("SELECT", &e)),
+                            Queued::Marker => return Err(self.fatal("marker SET", &e)),
+                        }
+                    }
+                }
+            }
+        }
+        let done = self.inflight.front().is_some_and(|f| f.slots.is_empty());
+        if done {
+            if let Some(f) = self.inflight.pop_front() {
+                self.applied
+                    .commands
+                    .fetch_add(f.batch.cmds.len() as u64, Ordering::Relaxed);
+                self.applied.batches.fetch_add(1, Ordering::Relaxed);
+                match &f.batch.kind {
+                    BatchKind::Plain => {}
+                    BatchKind::Journal { next } => self.applied.advance(f.batch.flow, *next),
+                    BatchKind::Global { nexts } => {
+                        for (fl, n) in nexts {
+                            self.applied.advance(*fl, *n);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fatal(&self, what: &str, e: &resp::ServerError) -> WriterError {
+        let retryable = matches!(e.next_action(), NextAction::RetryLater);
+        self.err(format!("{what} refused: {}", e.message), retryable)
+    }
+
+    /// A command the target refused: skipped and counted when retrying cannot help and
+    /// nothing else is wrong; otherwise the writer stops.
+    fn refused(&self, i: usize, e: &resp::ServerError) -> Result<(), WriterError> {
+        let front = self.inflight.front();
+        let cmd = front.and_then(|f| f.batch.cmds.get(i));
+        let (flow, name, key) = match (front, cmd) {
+            (Some(f), Some((_, c))) => (
+                f.batch.flow,
+                escape_bytes(c.name()),
+                c.get(1).map(escape_bytes).unwrap_or_default(),
+            ),
+            _ => (FlowId(0), String::new(), String::new()),
+        };
+        match e.next_action() {
+            NextAction::CommandFailed => {
+                self.applied.refused.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "target {}: {flow}: {name} {key} refused, skipped: {}",
+                    self.cfg.endpoint.addr,
+                    e.message
+                );
+                Ok(())
+            }
+            action => Err(self.err(
+                format!("{flow}: {name} {key} refused ({action:?}): {}", e.message),
+                matches!(action, NextAction::RetryLater),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_round_trip() {
+        let m = Markers {
+            prefix: "p:".into(),
+            replid: "abc".into(),
+        };
+        let c = m.set_cmd(FlowId(3), Lsn(42));
+        assert_eq!(c.get(1), Some(&b"p:3"[..]));
+        assert_eq!(m.parse(c.get(2).unwrap()), Some(Lsn(42)));
+        assert_eq!(m.parse(b"other:42"), None);
+        assert_eq!(m.parse(b"abc:x"), None);
+    }
+}
