@@ -1303,6 +1303,138 @@ fn read_recording(dir: &std::path::Path) -> Recorded {
     Recorded { capa, flows }
 }
 
+/// Port the replicate engine announces with `REPLCONF listening-port`: finds its session in
+/// the emulator's `INFO replication` (the scripted replica announces another one).
+const ENGINE_PORT: u16 = 7931;
+
+/// This crate's replicate engine (`pipeline::run`, what `df2redis-sync replicate` runs) on its
+/// own thread, replicating from the emulator into its own empty redis-server; stopped the way
+/// SIGTERM stops it (checkpoint saved).
+struct Replicator {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<JoinHandle<Result<(), df2redis_sync::pipeline::Error>>>,
+    emu_port: u16,
+    target: crate::support::RedisServer,
+    ckpt: tempfile::TempDir,
+}
+
+impl Replicator {
+    fn start(emu_port: u16) -> Replicator {
+        let target = crate::support::RedisServer::start();
+        let ckpt = tempfile::tempdir().unwrap();
+        let mut r = Replicator {
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            handle: None,
+            emu_port,
+            target,
+            ckpt,
+        };
+        r.launch();
+        r
+    }
+
+    /// Starts (or restarts, resuming from the saved checkpoint) the engine.
+    fn launch(&mut self) {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let yaml = format!(
+            "source:\n  addr: 127.0.0.1:{}\ntarget:\n  addr: 127.0.0.1:{}\n\
+             checkpoint:\n  dir: {}\n  interval: 200ms\nreplica:\n  listening_port: {ENGINE_PORT}\n",
+            self.emu_port,
+            self.target.port(),
+            self.ckpt.path().display()
+        );
+        let cfg = df2redis_sync::config::Config::from_yaml_str(&yaml, "test").unwrap();
+        let opts = df2redis_sync::pipeline::Options {
+            stall_limit: Duration::from_secs(10),
+            backoff: Duration::from_millis(100),
+            max_failures: 3,
+            ..Default::default()
+        };
+        self.stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = self.stop.clone();
+        self.handle = Some(std::thread::spawn(move || {
+            df2redis_sync::pipeline::run(&cfg, &opts, &stop)
+        }));
+    }
+
+    fn port(&self) -> String {
+        self.target.port().to_string()
+    }
+
+    /// The engine's session in the emulator's `INFO replication`: (state, acked LSNs, flow
+    /// kinds) and the master's next LSNs.
+    fn session(&mut self, e: &Emu, ctx: &str) -> Option<(String, String, String, String)> {
+        if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+            let r = self.handle.take().unwrap().join();
+            panic!("{ctx}: the replicate engine ended early: {r:?}");
+        }
+        let info = text(&e.conn().call(&["INFO", "replication"]));
+        let master = info_field(&info, "master_lsns")?;
+        let tag = format!(",port={ENGINE_PORT},");
+        let line = info.lines().find(|l| l.contains(&tag))?;
+        let (name, rest) = line.split_once(':')?;
+        let state = rest.split(',').find_map(|f| f.strip_prefix("state="))?;
+        let acked = info_field(&info, &format!("{name}_acked_lsns"))?;
+        let kinds = info_field(&info, &format!("{name}_flow_kinds"))?;
+        Some((state.to_string(), acked, kinds, master))
+    }
+
+    /// Waits (bounded) until the engine's session reaches stable sync; returns its flow kinds.
+    fn wait_online(&mut self, e: &Emu, ctx: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((state, _, kinds, _)) = self.session(e, ctx) {
+                if state == "online" {
+                    return kinds;
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "{ctx}: the engine never reached stable sync"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until the engine acknowledged every flow's LSN up to the master's next
+    /// LSN (`master_lsns`), twice in a row 300 ms apart (late expirations journal DELs).
+    fn wait_caught_up(&mut self, e: &Emu, ctx: &str) {
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut equal_once = false;
+        loop {
+            let s = self.session(e, ctx);
+            let equal = s.as_ref().is_some_and(|(_, acked, _, m)| acked == m);
+            if equal && equal_once {
+                return;
+            }
+            equal_once = equal;
+            assert!(
+                Instant::now() < end,
+                "{ctx}: the engine never caught up with the emulator: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Stops the engine like SIGTERM (it saves its checkpoint) and checks it ended cleanly.
+    fn stop(&mut self, ctx: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let r = h.join().unwrap();
+            assert!(r.is_ok(), "{ctx}: the engine stopped with {r:?}");
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 fn run_py(args: &[&str]) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1357,8 +1489,19 @@ fn conformance(folder: &str, seed: u64, extra: &[&str]) {
             b.windows(40).any(|w| w == f.token.as_bytes())
         });
     }
+    // This crate's replica, started before the workload so the workload reaches it through
+    // the journal; it must end at the manifest too.
+    let mut engine = Replicator::start(e.port);
+    engine.wait_online(&e, folder);
     run_py(&["work", &port, &seed_s, "1"]);
     std::thread::sleep(Duration::from_millis(500));
+    engine.wait_caught_up(&e, folder);
+    engine.stop(folder);
+    let target_diffs = compare_manifest(&dir.join("manifest.json"), &engine.port(), false);
+    assert!(
+        target_diffs.is_empty(),
+        "{folder}: the replica fed by the emulator differs from the manifest: {target_diffs:#?}"
+    );
     let mut rec_names = std::collections::BTreeSet::new();
     let mut emu_names = std::collections::BTreeSet::new();
     let mut rec_ops = std::collections::BTreeSet::new();
@@ -1469,7 +1612,7 @@ fn conformance(folder: &str, seed: u64, extra: &[&str]) {
         "{folder}: journal commands Dragonfly never wrote: {extra_names:?}"
     );
     // The emulator's keyspace after load + work equals the real master's manifest.
-    let manifest_diffs = compare_manifest(&dir.join("manifest.json"), &port);
+    let manifest_diffs = compare_manifest(&dir.join("manifest.json"), &port, false);
     assert!(
         manifest_diffs.is_empty(),
         "{folder}: keyspace differs from the manifest: {manifest_diffs:#?}"
@@ -1486,10 +1629,13 @@ const REFUSED_KEYS: [&str; 4] = [
     "\"set:memberttl\"",
 ];
 
-/// Dumps the emulator's keyspace with `df_dataset.py dump` and lists the differences from a
-/// recorded manifest. Expiries set relative to "now" (EX) may differ by the seconds between
-/// the two runs; stream groups' `lag` and `entries-read` are derived by each server.
-fn compare_manifest(manifest: &std::path::Path, port: &str) -> Vec<String> {
+/// Dumps a keyspace (the emulator's, or a replica's target) with `df_dataset.py dump` and lists
+/// the differences from a recorded manifest. Expiries set relative to "now" (EX) may differ by
+/// the seconds between the two runs; stream groups' `lag` and `entries-read` are derived by
+/// each server. s4's `resume:*` keys are compared only when `with_resume` (the test replayed
+/// the resume phase). The replicate engine's own position markers (`df2redis-sync:ckpt:*`,
+/// db 0) are not data.
+fn compare_manifest(manifest: &std::path::Path, port: &str, with_resume: bool) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("dump.json");
     run_py(&["dump", port, out.to_str().unwrap()]);
@@ -1509,7 +1655,7 @@ fn compare_manifest(manifest: &std::path::Path, port: &str) -> Vec<String> {
         let g = got.get(db).and_then(|v| v.as_object()).unwrap_or(&empty);
         for (k, wv) in w {
             // s4's manifest also holds the writes its resume phase made outside df_dataset.py.
-            if REFUSED_KEYS.contains(&k.as_str()) || k.starts_with("\"resume:") {
+            if REFUSED_KEYS.contains(&k.as_str()) || (!with_resume && k.starts_with("\"resume:")) {
                 continue;
             }
             let Some(gv) = g.get(k) else {
@@ -1549,7 +1695,8 @@ fn compare_manifest(manifest: &std::path::Path, port: &str) -> Vec<String> {
         }
         for (k, gv) in g {
             // A key that expired between SCAN and TYPE reads as "none": it is gone.
-            if !w.contains_key(k) && gv["type"] != "none" {
+            if !w.contains_key(k) && gv["type"] != "none" && !k.starts_with("\"df2redis-sync:ckpt:")
+            {
                 diffs.push(format!("db {db}: {k} only on the emulator"));
             }
         }

@@ -304,6 +304,16 @@ impl Master {
                 })
                 .collect();
             s.push_str(&format!("slave{i}_bytes_sent:{}\r\n", join(&sent)));
+            // How each flow was answered, so tests can tell a PARTIAL resume from a FULL one.
+            let kinds: Vec<&str> = flows
+                .iter()
+                .map(|f| match f {
+                    Some(f) if f.partial => "partial",
+                    Some(_) => "full",
+                    None => "none",
+                })
+                .collect();
+            s.push_str(&format!("slave{i}_flow_kinds:{}\r\n", kinds.join(",")));
         }
         s.push_str(&format!("master_replid:{}\r\n", self.replid.lock()));
         s.push_str(&format!(
