@@ -1897,6 +1897,60 @@ fn conformance_s5_v134_lz4_2shards() {
     );
 }
 
+/// s4's resume phase through the emulator: the replica (this crate's engine) catches up after
+/// `load` + `work`, is stopped (SIGTERM path, checkpoint saved), 50 writes happen while it is
+/// away (`resume:during:*`), it restarts and must be answered PARTIAL on every flow (its
+/// checkpointed LSNs are inside the emulator's backlog), then 100 more writes
+/// (`resume:after:*`) stream to it. The target must equal the whole manifest, resume keys
+/// included; only the keys the backing Redis refuses (see `REFUSED_KEYS`) and SPOP's random
+/// member are left out, as in every conformance run.
+#[test]
+fn conformance_s4_resume_is_partial_and_ends_at_the_manifest() {
+    let folder = "dragonfly-v1.40.1/s4-partial-resume";
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata")
+        .join(folder);
+    let e = Emu::start(&["--shards", "2"]);
+    let port = e.port.to_string();
+    run_py(&["load", &port, "4", "1"]);
+    let mut engine = Replicator::start(e.port);
+    let kinds = engine.wait_online(&e, folder);
+    assert_eq!(kinds, "full,full", "{folder}: first session");
+    run_py(&["work", &port, "4", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    engine.wait_caught_up(&e, folder);
+    engine.stop(folder);
+    // The recorded resume phase: writes while the replica is away, then after it is back.
+    let mut c = e.conn();
+    for i in 1..=50 {
+        let (k, v) = (format!("resume:during:{i}"), i.to_string());
+        assert_eq!(text(&c.call(&["SET", &k, &v])), "OK");
+    }
+    engine.launch();
+    let kinds = engine.wait_online(&e, folder);
+    assert_eq!(
+        kinds, "partial,partial",
+        "{folder}: the resume must be PARTIAL"
+    );
+    for i in 1..=50 {
+        c.call(&["INCR", "resume:after:counter"]);
+        c.call(&["RPUSH", "resume:after:list", &i.to_string()]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    engine.wait_caught_up(&e, folder);
+    engine.stop(folder);
+    let diffs = compare_manifest(&dir.join("manifest.json"), &engine.port(), true);
+    assert!(
+        diffs.is_empty(),
+        "{folder}: the resumed replica differs from the manifest: {diffs:#?}"
+    );
+    let diffs = compare_manifest(&dir.join("manifest.json"), &port, true);
+    assert!(
+        diffs.is_empty(),
+        "{folder}: the emulator differs: {diffs:#?}"
+    );
+}
+
 /// Reads one key of the backend as comparable text lines (the same shape is built from the
 /// decoded snapshot below).
 fn backend_view(b: &mut Client, db: u64, key: &[u8]) -> (Vec<Vec<u8>>, i64) {
