@@ -1951,6 +1951,180 @@ fn conformance_s4_resume_is_partial_and_ends_at_the_manifest() {
     );
 }
 
+/// Runs one phase of the recordings' `extra_work.py` against the emulator with what the backing
+/// Redis cannot do left out (see [`extra_phases`]): the
+/// commands in `REFUSED_EXTRA` are not sent and the memcache writes are skipped. A reply
+/// redis-py 5 cannot parse (`ZADD … INCR` answers a score where it expects an integer) is
+/// ignored: the command was executed, only the client's parsing of the reply failed.
+fn run_extra(args: &[&str]) {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/dragonfly-v1.40.1"
+    );
+    let code = format!(
+        "import sys, redis\n\
+         sys.path.insert(0, {dir:?})\n\
+         import extra_work as w\n\
+         REFUSED = {{{}}}\n\
+         class R(redis.Redis):\n    \
+             def execute_command(self, *a, **k):\n        \
+                 if str(a[0]).upper() in REFUSED:\n            \
+                     return None\n        \
+                 try:\n            \
+                     return super().execute_command(*a, **k)\n        \
+                 except ValueError:\n            \
+                     return None\n\
+         w.conn = lambda port, db=0: R(host='127.0.0.1', port=port, db=db, socket_timeout=30)\n\
+         w.mc_set = lambda *a, **k: None\n\
+         ph, port = sys.argv[1], int(sys.argv[2])\n\
+         if ph == 'load': w.load(port, 0)\n\
+         elif ph == 'during': w.during(port, float(sys.argv[3]))\n\
+         else: w.stable(port, 0)\n",
+        REFUSED_EXTRA
+            .iter()
+            .map(|c| format!("'{c}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&code)
+        .args(args)
+        .output()
+        .expect("python3 on PATH");
+    assert!(
+        out.status.success(),
+        "extra_work.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `extra_work.py` commands the emulator refuses because the backing Redis cannot store what
+/// they make (sticky keys, per-member/per-field TTL containers), left out of x1/x3's phases.
+/// Commands `extra_work.py stable` already tolerates failing (JSON.SET, JSON.NUMINCRBY,
+/// HEXPIRE, FIELDEXPIRE, WAIT, …) are sent and refused; the memcache-port writes (`mc:*`,
+/// `st:mc`, DF_MASK flags) are skipped: the emulator has no memcache port.
+const REFUSED_EXTRA: [&str; 3] = ["STICK", "SADDEX", "HSETEX"];
+
+/// Dumps two keyspaces with `df_dataset.py dump` and lists their differences: every key, type,
+/// absolute expiry and value must be equal (stream groups' derived `lag` / `entries-read`
+/// aside; the engine's position markers `df2redis-sync:ckpt:*` are not data).
+fn compare_keyspaces(master: &str, replica: &str) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dumps = Vec::new();
+    for (name, port) in [("master", master), ("replica", replica)] {
+        let out = tmp.path().join(format!("{name}.json"));
+        run_py(&["dump", port, out.to_str().unwrap()]);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        for db in v.as_object_mut().unwrap().values_mut() {
+            let keys = db.as_object_mut().unwrap();
+            keys.retain(|k, _| !k.starts_with("\"df2redis-sync:ckpt:"));
+            for entry in keys.values_mut() {
+                let groups = entry
+                    .get_mut("value")
+                    .and_then(|v| v.get_mut("groups"))
+                    .and_then(|g| g.as_array_mut());
+                for grp in groups.into_iter().flatten() {
+                    if let Some(o) = grp.as_object_mut() {
+                        o.remove("lag");
+                        o.remove("entries-read");
+                    }
+                }
+            }
+        }
+        v.as_object_mut()
+            .unwrap()
+            .retain(|_, db| !db.as_object().unwrap().is_empty());
+        dumps.push(v);
+    }
+    let (m, r) = (&dumps[0], &dumps[1]);
+    let empty = serde_json::Map::new();
+    let mut diffs = Vec::new();
+    let dbs: std::collections::BTreeSet<&String> = m
+        .as_object()
+        .unwrap()
+        .keys()
+        .chain(r.as_object().unwrap().keys())
+        .collect();
+    for db in dbs {
+        let mk = m.get(db).and_then(|v| v.as_object()).unwrap_or(&empty);
+        let rk = r.get(db).and_then(|v| v.as_object()).unwrap_or(&empty);
+        for (k, mv) in mk {
+            match rk.get(k) {
+                None => diffs.push(format!("db {db}: {k} missing on the replica")),
+                Some(rv) if rv != mv => {
+                    let (a, b) = (mv.to_string(), rv.to_string());
+                    let cut = |s: &str| s.chars().take(400).collect::<String>();
+                    diffs.push(format!(
+                        "db {db}: {k}: master {} replica {}",
+                        cut(&a),
+                        cut(&b)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for k in rk.keys().filter(|k| !mk.contains_key(*k)) {
+            diffs.push(format!("db {db}: {k} only on the replica"));
+        }
+    }
+    if m.as_object().unwrap().is_empty() {
+        diffs.push("the master's keyspace is empty".into());
+    }
+    diffs
+}
+
+/// x1 and x3 through the emulator with the recording's master flags (x1: defaults, 2 shards;
+/// x3: `--compression lzf`, 3 shards): `df_dataset.py load`, `extra_work.py load`, the
+/// replica (this crate's engine) started, `extra_work.py during` writing while its full sync
+/// runs, `extra_work.py stable` and `df_dataset.py work` in stable sync. The replica must end
+/// at the emulator's keyspace exactly.
+///
+/// Left out, and why: (1) `REFUSED_EXTRA` and the memcache writes (see there); (2) the
+/// comparison is with the emulator's own final keyspace, not the recorded manifest: the
+/// recordings' dataset seed is not recorded, `during` writes for a wall-clock time (its key
+/// set depends on speed) and x3's 30,000 `pop:*` keys came from an unrecorded step;
+/// (3) x3's `--list_compress_depth=1` LZF list nodes: the emulator has no such flag (Redis
+/// lists are sent as plain listpack nodes), so the 98 KB list arrives uncompressed; LZF
+/// strings and LZF journal blobs are exercised; (4) DF_MASK (sticky / memcache flags) and
+/// the `lua` AUX, which the backing Redis cannot express.
+fn extra_phases(folder: &str, flags: &[&str]) {
+    let e = Emu::start(flags);
+    let port = e.port.to_string();
+    run_py(&["load", &port, "1", "1"]);
+    run_extra(&["load", &port]);
+    let mut engine = Replicator::start(e.port);
+    run_extra(&["during", &port, "1.5"]);
+    engine.wait_online(&e, folder);
+    run_extra(&["stable", &port]);
+    run_py(&["work", &port, "1", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    engine.wait_caught_up(&e, folder);
+    engine.stop(folder);
+    let diffs = compare_keyspaces(&port, &engine.port());
+    assert!(
+        diffs.is_empty(),
+        "{folder}: the replica fed by the emulator differs from it: {diffs:#?}"
+    );
+}
+
+#[test]
+fn extra_phases_x1_replicate_to_the_emulators_keyspace() {
+    extra_phases(
+        "dragonfly-v1.40.1/x1-writes-around-sync-dfmask",
+        &["--shards", "2"],
+    );
+}
+
+#[test]
+fn extra_phases_x3_lzf_replicate_to_the_emulators_keyspace() {
+    extra_phases(
+        "dragonfly-v1.40.1/x3-lzf-3shards",
+        &["--shards", "3", "--compression", "lzf"],
+    );
+}
+
 /// Reads one key of the backend as comparable text lines (the same shape is built from the
 /// decoded snapshot below).
 fn backend_view(b: &mut Client, db: u64, key: &[u8]) -> (Vec<Vec<u8>>, i64) {
