@@ -145,9 +145,6 @@ impl Master {
         let mut cmds = HashMap::new();
         for c in table.as_array().unwrap_or(&[]) {
             let Some(a) = c.as_array() else { continue };
-            let Some(name) = a.first().and_then(Value::as_bytes) else {
-                continue;
-            };
             // Container commands (XGROUP, …) carry their flags and key positions on their
             // subcommands (element 10 of the entry, Redis 7): listed as `XGROUP|CREATE`.
             let subs = a.get(9).and_then(Value::as_array).unwrap_or(&[]);
