@@ -1457,7 +1457,9 @@ fn run_py(args: &[&str]) {
 const DRAGONFLY_ONLY: [u8; 5] = [30, 31, 32, 33, 34];
 
 /// Runs the recording's dataset and workload against the emulator started with the same
-/// master flags and compares handshake, opcodes, value types, encodings and chunking.
+/// master flags and compares handshake, opcodes, value types, encodings and chunking; this
+/// crate's replicate engine, started between `load` and `work`, must end at the manifest too
+/// (same exclusions as the emulator's own keyspace, see `compare_manifest`).
 fn conformance(folder: &str, seed: u64, extra: &[&str]) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/testdata")

@@ -3,7 +3,9 @@
 //! PXAT`), per-shard `MSET`/`DEL`, `SPOP` → `SREM`, `SMOVE` → `SREM` + `SADD`, `LMOVE` → pop +
 //! push, `*STORE` → `DEL` + `SADD`/`ZADD`, cross-shard `RENAME`/`COPY` → `DEL` + `RESTORE …
 //! ABSTTL` with a Dragonfly DUMP blob, `XADD`/`XTRIM` with exact ids, blocking pops as plain
-//! pops, one `FLUSHALL`/`FLUSHDB` per shard. Everything else is journaled as sent, upper-cased.
+//! pops, one `FLUSHALL`/`FLUSHDB` per shard, `XREADGROUP` by effect (`XGROUP CREATECONSUMER`,
+//! `XCLAIM … FORCE JUSTID LASTID`, `XGROUP SETID`), `INCRBYFLOAT`/`HINCRBYFLOAT` computed in
+//! double as Dragonfly does. Everything else is journaled as sent, upper-cased.
 //!
 //! Lua scripts are replicated by effect in Dragonfly; a proxy cannot see the effects, so the
 //! emulator journals the final state of the script's declared KEYS (`RESTORE … REPLACE ABSTTL`
