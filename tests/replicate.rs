@@ -1203,6 +1203,7 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
+            .stderr(std::process::Stdio::null())
             .status();
         let end = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < end {
@@ -1382,6 +1383,7 @@ fn emulator_position_outside_the_backlog_resyncs_fully() {
         1,
         "{log}"
     );
+    assert_eq!(count(&log, "flushing the target (FLUSHALL)"), 1, "{log}");
 }
 
 /// Against the emulator: the replica starts while the workload runs (writes during the full
@@ -1396,5 +1398,129 @@ fn emulator_writes_during_full_sync_and_kills_converge() {
         &[],
     );
     assert!(count(&log, "full sync started") >= 1, "{log}");
-    assert_eq!(count(&log, "partial sync: stable sync resumed"), 1, "{log}");
+}
+
+/// A target frozen for 5 s under a live workload, with the emulator's replication timeout at
+/// 6 s and the engine's stall limit at 2 s: the engine ends the session itself (the emulator
+/// logs "closed by the replica", never a timeout), reconnects once the target answers, resumes
+/// and converges.
+#[test]
+fn emulator_timeout_never_fires_under_a_frozen_target() {
+    let emu_port = crate::support::free_port(false);
+    let dir = tempfile::tempdir().unwrap();
+    let emu_log = dir.path().join("emulator.log");
+    let _emu = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args([
+                "--port",
+                &emu_port.to_string(),
+                "--shards",
+                "3",
+                "--repl-timeout",
+                "6",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&emu_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let emu_addr = format!("127.0.0.1:{emu_port}");
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&emu_addr).is_err() {
+        assert!(std::time::Instant::now() < end, "emulator did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let emu = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(args)
+            .args(["--target", &emu_addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert!(emu(&["load", "--scale", "1"]).success());
+    let server = RedisServer::start();
+    let yaml = format!(
+        "source:\n  addr: {emu_addr}\ntarget:\n  addr: {}\n  io_timeout: 60s\n\
+         checkpoint:\n  dir: {}\n  interval: 500ms\n\
+         pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n",
+        server.addr(),
+        dir.path().join("ckpt").display()
+    );
+    let cfg_path = dir.path().join("replicate.yaml");
+    std::fs::write(&cfg_path, &yaml).unwrap();
+    let opts = Options {
+        stall_limit: Duration::from_secs(2),
+        max_failures: 5,
+        ..test_options()
+    };
+    let engine = Engine::start(Config::from_yaml_str(&yaml, "test").unwrap(), opts);
+    std::thread::sleep(Duration::from_secs(2));
+    let addr = emu_addr.clone();
+    let work = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args([
+                "work", "--target", &addr, "--rate", "3000", "--ops", "30000",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut probe = redis::Conn::connect(server.port()).unwrap();
+    let info = probe.cmd(&[b"INFO", b"server"]).text();
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let frozen = Stopped(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    drop(frozen);
+    assert!(work.join().unwrap().success());
+    let mut equal = false;
+    let mut last = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_secs(1));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+            .args([
+                "-q",
+                "check",
+                cfg_path.to_str().unwrap(),
+                "--mode",
+                "full",
+                "--rounds",
+                "1",
+            ])
+            .arg("--result-dir")
+            .arg(dir.path().join("check"))
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.code() == Some(0) {
+            equal = true;
+            break;
+        }
+    }
+    engine.stop().unwrap();
+    let log = std::fs::read_to_string(&emu_log).unwrap_or_default();
+    assert!(equal, "never equal:\n{last}\nemulator log:\n{log}");
+    let cancels: Vec<&str> = log.lines().filter(|l| l.contains("cancelled")).collect();
+    assert!(
+        !cancels.is_empty(),
+        "the engine never stopped a session: {log}"
+    );
+    assert!(
+        cancels.iter().all(|l| l.contains("closed by the replica")),
+        "a session ended by the master's timeout: {cancels:#?}"
+    );
 }

@@ -1,5 +1,6 @@
-//! Comparing a batch of keys, pipelined: existence, type and expiry of every key in one round
-//! trip per side, then lengths, then (in `full`/`smart`) the values of small keys fetched whole
+//! Comparing a batch of keys, pipelined: existence and type (plus expiry outside `outline`) of
+//! every key in one round trip per side, then lengths (both on the allocation-free hot path of
+//! [`super::fast`]), then (in `full`/`smart`) the values of small keys fetched whole
 //! and compared through a digest of a canonical encoding. Big keys, streams and every digest
 //! mismatch go to [`super::deep`], which walks them in chunks and names the first difference.
 //!
@@ -8,6 +9,7 @@
 //! redirect (`MOVED`/`ASK`) means the cluster is being resharded and stops the check.
 
 use super::deep;
+use super::fast::{FastPool, Reply};
 use super::keys::KeyMap;
 use super::report::{Diff, DiffKind};
 use super::side::{Expiry, Pool, Req, Side};
@@ -16,14 +18,8 @@ use super::{Error, Mode};
 use crate::config::CheckConfig;
 use crate::model::{escape_bytes, Cmd, DbIndex};
 use crate::resp::{NextAction, Value};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// `NAME key`, allocated once at its exact size (this runs for every key).
-pub fn key_cmd(name: &[u8], key: &[u8]) -> Cmd {
-    let mut c = Cmd::with_capacity(2, name.len() + key.len());
-    c.arg(name).arg(key);
-    c
-}
 
 /// Target size of one pipeline of whole small values.
 const SMALL_BATCH_BYTES: u64 = 8 << 20;
@@ -66,9 +62,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn parse(v: &Value) -> Option<Kind> {
-        let s = v.as_bytes()?;
-        Some(match s {
+    /// The kind a `TYPE` reply names (no allocation for the built-in types).
+    pub fn from_name(s: &[u8]) -> Kind {
+        match s {
             b"string" => Kind::String,
             b"list" => Kind::List,
             b"set" => Kind::Set,
@@ -77,7 +73,16 @@ impl Kind {
             b"stream" => Kind::Stream,
             b"none" => Kind::None,
             other => Kind::Other(String::from_utf8_lossy(other).into_owned()),
-        })
+        }
+    }
+
+    /// The kind of a `TYPE` reply that arrived as a full value (a status or bulk string).
+    fn of_reply(r: &Reply) -> Option<Kind> {
+        match r {
+            Reply::Type(k) => Some(k.clone()),
+            Reply::Int(_) => None,
+            Reply::Other(v) => v.as_bytes().map(Kind::from_name),
+        }
     }
 
     /// The type name.
@@ -136,6 +141,13 @@ pub struct Worker<'a> {
     pub src: Pool<'a>,
     /// Target connections.
     pub tgt: Pool<'a>,
+    /// Source connections of the per-key hot path.
+    fsrc: FastPool<'a>,
+    /// Target connections of the per-key hot path.
+    ftgt: FastPool<'a>,
+    /// Reply buffers of the hot path, kept between batches.
+    sv: Vec<Reply>,
+    tv: Vec<Reply>,
 }
 
 /// Classifies an error reply on a key command: a redirect stops the check, anything else
@@ -170,7 +182,8 @@ struct Pending<'k> {
     db: DbIndex,
     key: &'k [u8],
     tdb: DbIndex,
-    tkey: Vec<u8>,
+    /// Borrowed from `key` unless a key prefix renames it on the target.
+    tkey: Cow<'k, [u8]>,
     sn: usize,
     tn: usize,
     kind: Kind,
@@ -184,6 +197,10 @@ impl<'a> Worker<'a> {
             sh,
             src: Pool::new(sh.src),
             tgt: Pool::new(sh.tgt),
+            fsrc: FastPool::new(sh.src),
+            ftgt: FastPool::new(sh.tgt),
+            sv: Vec::new(),
+            tv: Vec::new(),
         }
     }
 
@@ -197,7 +214,9 @@ impl<'a> Worker<'a> {
         Ok((sv, tv))
     }
 
-    /// Compares source keys of `db` with their images on the target.
+    /// Compares source keys of `db` with their images on the target: `TYPE` (and in the
+    /// value modes the expiry) of every key on both sides in one pipelined round trip per
+    /// side, on the hot-path connections ([`FastPool`]).
     pub fn forward(
         &mut self,
         db: DbIndex,
@@ -205,36 +224,22 @@ impl<'a> Worker<'a> {
         out: &mut Vec<Diff>,
     ) -> Result<(), Error> {
         let sh = self.sh;
-        let ttl = sh.opts.ttl;
+        // Outline is existence and type (issue 7); expiries are compared by the modes that
+        // compare values, so outline costs one command per key per side.
+        let ttl = sh.opts.ttl && sh.opts.mode != Mode::Outline;
         let per = if ttl { 2 } else { 1 };
         let mut items: Vec<Pending> = Vec::with_capacity(keys.len());
-        let mut sreq = Vec::with_capacity(keys.len() * per);
-        let mut treq = Vec::with_capacity(keys.len() * per);
         for k in keys {
-            let (tdb, tkey) = sh.map.to_target(db, k);
+            let (tdb, tkey) = sh.map.target_key(db, k);
             let sn = sh.src.node_of(k)?;
             let tn = sh.tgt.node_of(&tkey)?;
-            sreq.push(Req {
-                node: sn,
-                db,
-                cmd: key_cmd(b"TYPE", k),
-            });
-            treq.push(Req {
-                node: tn,
-                db: tdb,
-                cmd: key_cmd(b"TYPE", &tkey),
-            });
+            self.fsrc.push(sn, db, [&b"TYPE"[..], k].into_iter())?;
+            self.ftgt.push(tn, tdb, [&b"TYPE"[..], &tkey].into_iter())?;
             if ttl {
-                sreq.push(Req {
-                    node: sn,
-                    db,
-                    cmd: sh.src.expiry_cmd(k),
-                });
-                treq.push(Req {
-                    node: tn,
-                    db: tdb,
-                    cmd: sh.tgt.expiry_cmd(&tkey),
-                });
+                self.fsrc
+                    .push(sn, db, [sh.src.expiry_name(), &k[..]].into_iter())?;
+                self.ftgt
+                    .push(tn, tdb, [sh.tgt.expiry_name(), &tkey[..]].into_iter())?;
             }
             items.push(Pending {
                 db,
@@ -247,13 +252,41 @@ impl<'a> Worker<'a> {
                 len: 0,
             });
         }
-        let (sv, tv) = self.both(&sreq, &treq)?;
-        let mut next: Vec<Pending> = Vec::with_capacity(items.len());
-        for (i, mut it) in items.into_iter().enumerate() {
-            let (s_ty, t_ty) = (&sv[i * per], &tv[i * per]);
-            if key_error(sh.src, &sh.src.addr, s_ty)?.is_some()
-                || key_error(sh.tgt, &sh.tgt.addr, t_ty)?.is_some()
-            {
+        // Both sides work in parallel: send to both before reading either.
+        self.fsrc.send()?;
+        self.ftgt.send()?;
+        let mut sv = std::mem::take(&mut self.sv);
+        let mut tv = std::mem::take(&mut self.tv);
+        let r = self
+            .fsrc
+            .recv(&mut sv)
+            .and_then(|()| self.ftgt.recv(&mut tv))
+            .and_then(|()| self.judge_types(items, &mut sv, &mut tv, per, out));
+        self.sv = sv;
+        self.tv = tv;
+        r
+    }
+
+    /// The verdicts of [`Worker::forward`]'s replies; keys equal so far go on to lengths.
+    fn judge_types<'k>(
+        &mut self,
+        items: Vec<Pending<'k>>,
+        sv: &mut [Reply],
+        tv: &mut [Reply],
+        per: usize,
+        out: &mut Vec<Diff>,
+    ) -> Result<(), Error> {
+        let sh = self.sh;
+        let mut next: Vec<Pending> = Vec::new();
+        for ((mut it, s), t) in items
+            .into_iter()
+            .zip(sv.chunks_mut(per))
+            .zip(tv.chunks_mut(per))
+        {
+            let (Some(s_ty), Some(t_ty)) = (s.first(), t.first()) else {
+                return Err(Error::Thread("a pipeline returned too few replies".into()));
+            };
+            if reply_error(sh.src, s_ty)?.is_some() || reply_error(sh.tgt, t_ty)?.is_some() {
                 out.push(diff(
                     &it,
                     DiffKind::Value,
@@ -261,8 +294,15 @@ impl<'a> Worker<'a> {
                 ));
                 continue;
             }
-            let (Some(sk), Some(tk)) = (Kind::parse(s_ty), Kind::parse(t_ty)) else {
-                return Err(sh.src.bad_reply(&sh.src.addr, "TYPE", s_ty));
+            let Some(sk) = Kind::of_reply(s_ty) else {
+                return Err(sh
+                    .src
+                    .bad_reply(self.fsrc.addr(it.sn), "TYPE", &s_ty.to_value()));
+            };
+            let Some(tk) = Kind::of_reply(t_ty) else {
+                return Err(sh
+                    .tgt
+                    .bad_reply(self.ftgt.addr(it.tn), "TYPE", &t_ty.to_value()));
             };
             match (&sk, &tk) {
                 (Kind::None, Kind::None) => continue,
@@ -295,9 +335,9 @@ impl<'a> Worker<'a> {
                 }
                 _ => {}
             }
-            if ttl {
-                let se = sh.src.expiry(&sv[i * per + 1]);
-                let te = sh.tgt.expiry(&tv[i * per + 1]);
+            if let (Some(se), Some(te)) = (s.get(1), t.get(1)) {
+                let se = sh.src.expiry(&int_value(se));
+                let te = sh.tgt.expiry(&int_value(te));
                 if let Some(d) = ttl_diff(se, te, sh.opts.ttl_tolerance.as_millis() as i64) {
                     out.push(diff(&it, DiffKind::Ttl, d));
                 }
@@ -319,27 +359,21 @@ impl<'a> Worker<'a> {
 
     fn lengths(&mut self, items: Vec<Pending>, out: &mut Vec<Diff>) -> Result<(), Error> {
         let sh = self.sh;
-        let mut sreq = Vec::with_capacity(items.len());
-        let mut treq = Vec::with_capacity(items.len());
         for it in &items {
-            let name = it.kind.len_cmd().unwrap_or("EXISTS");
-            sreq.push(Req {
-                node: it.sn,
-                db: it.db,
-                cmd: key_cmd(name.as_bytes(), it.key),
-            });
-            treq.push(Req {
-                node: it.tn,
-                db: it.tdb,
-                cmd: key_cmd(name.as_bytes(), &it.tkey),
-            });
+            let name = it.kind.len_cmd().unwrap_or("EXISTS").as_bytes();
+            self.fsrc.push(it.sn, it.db, [name, it.key].into_iter())?;
+            self.ftgt
+                .push(it.tn, it.tdb, [name, &it.tkey[..]].into_iter())?;
         }
-        let (sv, tv) = self.both(&sreq, &treq)?;
+        self.fsrc.send()?;
+        self.ftgt.send()?;
+        let (mut sv, mut tv) = (Vec::new(), Vec::new());
+        self.fsrc.recv(&mut sv)?;
+        self.ftgt.recv(&mut tv)?;
         let mut small = Vec::new();
         let mut big = Vec::new();
         for ((mut it, s), t) in items.into_iter().zip(sv).zip(tv) {
-            let changed =
-                key_error(sh.src, &sh.src.addr, &s)?.or(key_error(sh.tgt, &sh.tgt.addr, &t)?);
+            let changed = reply_error(sh.src, &s)?.or(reply_error(sh.tgt, &t)?);
             if let Some(e) = changed {
                 out.push(diff(
                     &it,
@@ -348,8 +382,15 @@ impl<'a> Worker<'a> {
                 ));
                 continue;
             }
-            let (Some(sl), Some(tl)) = (s.as_int(), t.as_int()) else {
-                return Err(sh.src.bad_reply(&sh.src.addr, "length", &s));
+            let Some(sl) = s.as_int() else {
+                return Err(sh
+                    .src
+                    .bad_reply(self.fsrc.addr(it.sn), "length", &s.to_value()));
+            };
+            let Some(tl) = t.as_int() else {
+                return Err(sh
+                    .tgt
+                    .bad_reply(self.ftgt.addr(it.tn), "length", &t.to_value()));
             };
             if sl != tl {
                 let u = it.kind.unit();
@@ -480,6 +521,9 @@ impl<'a> Worker<'a> {
         out: &mut Vec<Diff>,
     ) -> Result<(), Error> {
         let sh = self.sh;
+        if self.all_exist_same_name(tdb, tkeys)? {
+            return Ok(());
+        }
         let mut reqs = Vec::new();
         // (target key, candidate (db, key) list, index of its first request)
         let mut cands: Vec<(&[u8], Candidates, usize)> = Vec::with_capacity(tkeys.len());
@@ -537,6 +581,42 @@ impl<'a> Worker<'a> {
 }
 
 impl Worker<'_> {
+    /// The commonest case, with no per-key work at all: a one-server source where every
+    /// target key of `tdb` has the same name in one source db (no key prefix). One
+    /// `EXISTS k1 k2 ...` counting every key (a duplicate counts twice) proves that none is
+    /// extra. `false` = look closer.
+    fn all_exist_same_name(&mut self, tdb: DbIndex, tkeys: &[Vec<u8>]) -> Result<bool, Error> {
+        let sh = self.sh;
+        if tkeys.is_empty() {
+            return Ok(true);
+        }
+        let Some(db) = sh.map.same_name_source(tdb) else {
+            return Ok(false);
+        };
+        if sh.src.topo.cluster {
+            return Ok(false);
+        }
+        let mut args: Vec<&[u8]> = Vec::with_capacity(tkeys.len() + 1);
+        args.push(b"EXISTS");
+        let mut n = 0i64;
+        for k in tkeys {
+            if !sh.map.is_marker(k) {
+                args.push(k);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+        self.fsrc.push(0, db, args.into_iter())?;
+        self.fsrc.send()?;
+        let mut v = std::mem::take(&mut self.sv);
+        let r = self.fsrc.recv(&mut v);
+        let all = matches!(v.first(), Some(Reply::Int(c)) if *c == n);
+        self.sv = v;
+        r.map(|()| all)
+    }
+
     /// The common case of the reverse pass in one command: when the source is one server and
     /// every target key has one candidate in one db, `EXISTS k1 k2 ...` counting every key
     /// (a duplicate counts twice) proves that none is extra. `false` = look key by key.
@@ -558,6 +638,19 @@ impl Worker<'_> {
     }
 }
 
+/// [`key_error`] for a hot-path reply (only a fully decoded reply can be an error).
+fn reply_error(side: &Side, r: &Reply) -> Result<Option<String>, Error> {
+    match r {
+        Reply::Other(v) => key_error(side, &side.addr, v),
+        Reply::Type(_) | Reply::Int(_) => Ok(None),
+    }
+}
+
+/// An expiry reply as the value [`Side::expiry`] reads (anything but an integer is unknown).
+fn int_value(r: &Reply) -> Value {
+    r.as_int().map_or(Value::Nil, Value::Int)
+}
+
 /// Source keys a target key may have come from.
 type Candidates = Vec<(DbIndex, Vec<u8>)>;
 
@@ -566,7 +659,7 @@ fn diff(it: &Pending, kind: DiffKind, detail: String) -> Diff {
         db: Some(it.db),
         key: it.key.to_vec(),
         target_db: it.tdb,
-        target_key: it.tkey.clone(),
+        target_key: it.tkey.to_vec(),
         kind,
         detail,
     }

@@ -4,6 +4,7 @@
 
 use crate::config::DbMapping;
 use crate::model::DbIndex;
+use std::borrow::Cow;
 
 /// The mapping plus the source databases that exist, so a target key can be traced back.
 #[derive(Debug, Clone)]
@@ -33,17 +34,18 @@ impl KeyMap {
         }
     }
 
-    /// The target db and key of a source key.
-    pub fn to_target(&self, db: DbIndex, key: &[u8]) -> (DbIndex, Vec<u8>) {
+    /// Where a source key lives on the target: the mapped db, and the key with the db's key
+    /// prefix (borrowed, no copy, when there is no prefix).
+    pub fn target_key<'k>(&self, db: DbIndex, key: &'k [u8]) -> (DbIndex, Cow<'k, [u8]>) {
         let tdb = self.mapping.target_db(db);
         match self.mapping.key_prefix(db) {
             Some(p) => {
                 let mut k = Vec::with_capacity(p.len() + key.len());
                 k.extend_from_slice(p);
                 k.extend_from_slice(key);
-                (tdb, k)
+                (tdb, Cow::Owned(k))
             }
-            None => (tdb, key.to_vec()),
+            None => (tdb, Cow::Borrowed(key)),
         }
     }
 
@@ -75,7 +77,7 @@ impl KeyMap {
     /// marker, or a key of a source db excluded by `--db`); `Some(vec![])` = no source db can
     /// have produced it (an extra key outright); otherwise the candidate source keys.
     pub fn to_source(&self, tdb: DbIndex, tkey: &[u8]) -> Option<Vec<(DbIndex, Vec<u8>)>> {
-        if !self.marker_prefix.is_empty() && tkey.starts_with(&self.marker_prefix) {
+        if self.is_marker(tkey) {
             return None;
         }
         let mut dbs: Vec<DbIndex> = self
@@ -117,6 +119,39 @@ impl KeyMap {
         Some(out)
     }
 
+    /// True for the replicator's own marker keys on the target (never extra).
+    pub fn is_marker(&self, tkey: &[u8]) -> bool {
+        !self.marker_prefix.is_empty() && tkey.starts_with(&self.marker_prefix)
+    }
+
+    /// The source db whose keys have the same names in target db `tdb`, when that is the
+    /// only reading of every (non-marker) key there: [`KeyMap::to_source`] would answer
+    /// `[(db, key)]` for each. `None` when prefixes or several dbs are involved.
+    pub fn same_name_source(&self, tdb: DbIndex) -> Option<DbIndex> {
+        let mut dbs: Vec<DbIndex> = self
+            .source_dbs
+            .iter()
+            .copied()
+            .filter(|&s| self.mapping.target_db(s) == tdb)
+            .collect();
+        if self.mapping.target_db(tdb) == tdb && !dbs.contains(&tdb) {
+            dbs.push(tdb);
+        }
+        if let Some(o) = self.only {
+            if self.mapping.target_db(o) == tdb && !dbs.contains(&o) {
+                dbs.push(o);
+            }
+        }
+        match dbs.as_slice() {
+            [db] if self.mapping.key_prefix(*db).is_none()
+                && self.only.map_or(true, |o| o == *db) =>
+            {
+                Some(*db)
+            }
+            _ => None,
+        }
+    }
+
     /// The prefix of a source db's keys on the target, if any.
     pub fn prefix(&self, db: DbIndex) -> Option<&[u8]> {
         self.mapping.key_prefix(db)
@@ -146,7 +181,10 @@ mod tests {
             None,
             "ck:",
         );
-        assert_eq!(m.to_target(DbIndex(2), b"k"), (DbIndex(2), b"k".to_vec()));
+        assert_eq!(
+            m.target_key(DbIndex(2), b"k"),
+            (DbIndex(2), Cow::Borrowed(&b"k"[..]))
+        );
         assert_eq!(
             m.to_source(DbIndex(2), b"k"),
             Some(vec![(DbIndex(2), b"k".to_vec())])
@@ -164,8 +202,8 @@ mod tests {
         let m = mapping("databases: {key_prefix: {1: 'one:', 2: 'two:'}}", true);
         let km = KeyMap::new(m, vec![DbIndex(0), DbIndex(1), DbIndex(2)], None, "");
         assert_eq!(
-            km.to_target(DbIndex(1), b"k"),
-            (DbIndex(0), b"one:k".to_vec())
+            km.target_key(DbIndex(1), b"k"),
+            (DbIndex(0), Cow::Owned(b"one:k".to_vec()))
         );
         let c = km.to_source(DbIndex(0), b"two:k").unwrap();
         assert!(c.contains(&(DbIndex(2), b"k".to_vec())));

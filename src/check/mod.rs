@@ -1,9 +1,9 @@
 //! Read-only consistency checker: proves the target equals the source, or lists what differs.
 //!
 //! `df2redis-sync check` runs in rounds. Round 1 SCANs every master of the source (each
-//! checked db) and compares each key with its image on the target ([`compare`]: existence,
-//! type, absolute expiry; then length; then values), and SCANs every master of the target to
-//! find keys the source does not have. Later rounds, after an interval, re-check only the keys
+//! checked db) and compares each key with its image on the target ([`compare`]: existence and
+//! type; then absolute expiry and length; then values), and SCANs every master of the target
+//! to find keys the source does not have. Later rounds, after an interval, re-check only the keys
 //! that differed, so keys still in flight under live replication drop out; what differs after
 //! the last round is reported ([`report`]).
 //!
@@ -19,6 +19,7 @@
 
 mod compare;
 mod deep;
+mod fast;
 mod keys;
 mod report;
 mod side;
@@ -41,9 +42,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// What is compared per key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Existence and type (and expiry).
+    /// Existence and type (one `TYPE` per key and side; expiries are not read).
     Outline,
-    /// Outline plus length (bytes, elements, fields, members, entries).
+    /// Outline plus expiry and length (bytes, elements, fields, members, entries).
     Length,
     /// Length plus every value (big keys in chunks).
     Full,

@@ -98,7 +98,7 @@ pub struct Summary {
     /// Fraction of scanned keys that were compared (1.0 without sampling).
     pub coverage: f64,
     /// Keys whose type has no value comparison here (modules, unknown types): compared by
-    /// existence, type and TTL only.
+    /// existence, type and TTL (TTL not in outline) only.
     pub unsupported_type_keys: u64,
     /// Differences after the last round (recorded ones plus `not_recorded`); one key can have
     /// two (e.g. `ttl` and `value`).

@@ -168,17 +168,16 @@ impl Side {
         }
     }
 
-    /// The command that reads a key's expiry on this side.
-    pub fn expiry_cmd(&self, key: &[u8]) -> Cmd {
-        let name: &[u8] = if self.expiretime {
+    /// The name of the command that reads a key's expiry on this side.
+    pub fn expiry_name(&self) -> &'static [u8] {
+        if self.expiretime {
             b"PEXPIRETIME"
         } else {
             b"PTTL"
-        };
-        super::compare::key_cmd(name, key)
+        }
     }
 
-    /// Turns the reply of [`Side::expiry_cmd`] into an absolute expiry.
+    /// Turns the reply of the [`Side::expiry_name`] command into an absolute expiry.
     pub fn expiry(&self, v: &Value) -> Expiry {
         match v.as_int() {
             Some(-2) => Expiry::NoKey,

@@ -68,8 +68,8 @@ fails the dry run (exit 1): replication could not start against it.")]
     },
     /// Compare source and target: both directions, TTL-aware, big keys in chunks.
     #[command(after_help = "\
-Modes: outline (existence, type, expiry), length (+ lengths), full (+ every value; big keys in
-chunks), smart (full below the big-key threshold, length above). Differences are re-checked
+Modes: outline (existence, type), length (+ expiry, lengths), full (+ every value; big keys
+in chunks), smart (full below the big-key threshold, length above). Differences are re-checked
 --rounds times, --interval apart; what still differs is listed in
 <result-dir>/check_<timestamp>.json. Flags override the config's `check` section.
 

@@ -367,6 +367,18 @@ fn run_session(
         log::warn!("the master answered FULL to the partial-sync request: resyncing fully");
     }
     let old_procedure = partial && hello.release.is_some_and(|r| r.partial_needs_sync());
+    if !partial && resume.is_some() {
+        // The target holds this master's data (every flow's marker was there) but the master
+        // no longer has our position: keys deleted on the master meanwhile are in no snapshot,
+        // and delete-then-write would leave them behind (and merge later writes into them).
+        // Start from an empty target, as Dragonfly's own replica does (`Replica::
+        // InitiateDflySync`). A first full sync (no markers) never flushes: the target may hold
+        // other data.
+        log::warn!("flushing the target (FLUSHALL) before the full resync of this master's data");
+        if let Err(e) = probe.request_ok(&Cmd::new("FLUSHALL")) {
+            return Err(fail(SessionError::retry(format!("target: FLUSHALL: {e}"))));
+        }
+    }
     if !partial {
         // A full sync invalidates every position committed by an earlier session: without
         // this, a crash during this full sync would resume from stale markers.
