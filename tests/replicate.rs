@@ -1524,3 +1524,274 @@ fn emulator_timeout_never_fires_under_a_frozen_target() {
         "a session ended by the master's timeout: {cancels:#?}"
     );
 }
+
+/// An emulator (`--shards 3` plus `args`) with its log in `dir/emulator.log`, its dataset
+/// loaded at `scale`. Returns the process and its address.
+fn start_emulator(dir: &std::path::Path, args: &[&str], scale: &str) -> (Child, String) {
+    let emu_port = crate::support::free_port(false);
+    let emu = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(["--port", &emu_port.to_string(), "--shards", "3"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("emulator.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let emu_addr = format!("127.0.0.1:{emu_port}");
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&emu_addr).is_err() {
+        assert!(std::time::Instant::now() < end, "emulator did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+        .args(["load", "--scale", scale, "--target", &emu_addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "dfly-emulator load");
+    (emu, emu_addr)
+}
+
+/// Writes `dir/replicate.yaml` for the emulator at `emu_addr` and the target at `target`.
+fn emulator_config(dir: &std::path::Path, emu_addr: &str, target: &str) -> PathBuf {
+    let cfg = dir.join("replicate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  addr: {emu_addr}\ntarget:\n  addr: {target}\ncheckpoint:\n  dir: {}\n  interval: 1s\n",
+            dir.join("ckpt").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The real binary replicating with `cfg`, logging to `log`.
+fn spawn_replica(cfg: &std::path::Path, log: &std::path::Path) -> Child {
+    Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+            .args(["replicate", cfg.to_str().unwrap(), "--log-file"])
+            .arg(log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The emulator's `work` mix (every specially journaled write) in the background.
+fn spawn_work(addr: &str, rate: &str, ops: &str) -> std::thread::JoinHandle<bool> {
+    let (addr, rate, ops) = (addr.to_string(), rate.to_string(), ops.to_string());
+    std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(["work", "--target", &addr, "--rate", &rate, "--ops", &ops])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    })
+}
+
+/// Runs `check --mode full` once a second for up to `secs` seconds until it says equal (exit 0);
+/// `Err(last report)` otherwise.
+fn wait_check_equal(cfg: &std::path::Path, dir: &std::path::Path, secs: u32) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..secs {
+        std::thread::sleep(Duration::from_secs(1));
+        let out = crate::support::run_bounded(
+            std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+                .args(["-q", "check", cfg.to_str().unwrap(), "--mode", "full"])
+                .args(["--rounds", "1", "--result-dir"])
+                .arg(dir.join("check")),
+            Duration::from_secs(30),
+        );
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.code() == Some(0) {
+            assert!(last.contains("result: equal"), "{last}");
+            return Ok(());
+        }
+    }
+    Err(last)
+}
+
+/// `redis-cli -p port <args>` output (RESP2 text, raw).
+fn cli_at(port: &str, args: &[&str]) -> String {
+    let out = crate::support::run_bounded(
+        std::process::Command::new(crate::support::program("redis-cli"))
+            .args(["-h", "127.0.0.1", "-p", port, "--raw"])
+            .args(args),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "redis-cli {args:?} on {port}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap_or(addr)
+}
+
+/// redis-benchmark (set, incr, lpush, rpush, sadd, hset, spop, lpop, rpop, mset over 1,000
+/// random keys) together with the emulator's scripted mix, both through the emulator while the
+/// replica runs: `check --mode full` finds source and target equal, and the counters (INCR's
+/// `counter:*`, the mix's `w:cnt:*` and `w:app:*`, LPUSH/RPUSH's lists) read on both sides
+/// hold exactly the same values — nothing lost, nothing applied twice.
+#[test]
+fn emulator_redis_benchmark_and_scripted_mix_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let server = RedisServer::start();
+    let cfg = emulator_config(dir.path(), &emu_addr, &server.addr());
+    let log = dir.path().join("replica.log");
+    let r = spawn_replica(&cfg, &log);
+    std::thread::sleep(Duration::from_secs(2));
+    let work = spawn_work(&emu_addr, "2000", "8000");
+    let bench = crate::support::run_bounded(
+        std::process::Command::new(crate::support::program("redis-benchmark"))
+            .args(["-h", "127.0.0.1", "-p", port_of(&emu_addr)])
+            .args(["-n", "3000", "-r", "1000", "-c", "4", "-q", "-t"])
+            .arg("set,incr,lpush,rpush,sadd,hset,spop,lpop,rpop,mset"),
+        Duration::from_secs(40),
+    );
+    assert!(
+        bench.status.success(),
+        "redis-benchmark: {}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    assert!(work.join().unwrap(), "dfly-emulator work");
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 20) {
+        panic!(
+            "never equal:\n{last}\nreplica log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let src_port: u16 = port_of(&emu_addr).parse().unwrap();
+    let mut src = redis::Conn::connect(src_port).unwrap();
+    let mut dst = redis::Conn::connect(server.port()).unwrap();
+    let mut compared = 0;
+    for pattern in ["counter:*", "w:cnt:*", "w:app:*", "mylist*", "w:list:*"] {
+        let keys = cli_at(&src_port.to_string(), &["--scan", "--pattern", pattern]);
+        let reads: Vec<Cmd> = keys
+            .lines()
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                let list = pattern.contains("list");
+                let args: Vec<&[u8]> = if list {
+                    vec![b"LRANGE", k.as_bytes(), b"0", b"-1"]
+                } else {
+                    vec![b"GET", k.as_bytes()]
+                };
+                Cmd::from_args(args)
+            })
+            .collect();
+        let (a, b) = (src.pipeline(&reads), dst.pipeline(&reads));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                !matches!(x, redis::Reply::Error(_)),
+                "{pattern} #{i}: {x:?}"
+            );
+            assert_eq!(x, y, "{pattern} #{i}");
+        }
+        compared += reads.len();
+    }
+    assert!(compared > 100, "only {compared} counters compared");
+    drop(r);
+}
+
+/// A redis-server on `port` with its files in `dir` (AOF with fsync on every write when
+/// `aof`, else no persistence at all), started and answering PING.
+fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Child {
+    let persist: &[&str] = if aof {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
+    let child = Child(
+        std::process::Command::new(crate::support::program("redis-server"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .args(persist)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(mut c) = redis::Conn::connect(port) {
+            if c.cmd(&[b"PING"]) == redis::Reply::Status("PONG".into()) {
+                return child;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "redis-server on {port} not ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// In stable sync with the scripted mix running, the target redis-server is killed (SIGKILL)
+/// and a new one started on the same port and dir; with `aof` its data (markers included)
+/// survives and the engine resumes PARTIAL, without it the markers are gone and the engine must
+/// full-sync again. Either way `check --mode full` ends equal. Returns the replica's log.
+fn target_restarted_mid_stream(aof: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let tdir = dir.path().join("target");
+    std::fs::create_dir_all(&tdir).unwrap();
+    let port = crate::support::free_port(false);
+    let mut target = target_on(port, &tdir, aof);
+    let cfg = emulator_config(dir.path(), &emu_addr, &format!("127.0.0.1:{port}"));
+    let log = dir.path().join("replica.log");
+    let r = spawn_replica(&cfg, &log);
+    std::thread::sleep(Duration::from_secs(3));
+    let work = spawn_work(&emu_addr, "2000", "12000");
+    std::thread::sleep(Duration::from_secs(2));
+    target.0.kill().unwrap();
+    target.0.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    target = target_on(port, &tdir, aof);
+    assert!(work.join().unwrap(), "dfly-emulator work");
+    let res = wait_check_equal(&cfg, dir.path(), 25);
+    drop(r);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if let Err(last) = res {
+        panic!("never equal:\n{last}\nreplica log:\n{text}");
+    }
+    drop(target);
+    text
+}
+
+/// Target restarted with AOF (`appendfsync always`): every acknowledged batch and its marker
+/// survived, so the engine resumes PARTIAL (no second full sync) and converges.
+#[test]
+fn target_restarted_with_aof_resumes_partial_and_converges() {
+    let log = target_restarted_mid_stream(true);
+    assert_eq!(count(&log, "full sync started"), 1, "{log}");
+    assert!(
+        count(&log, "partial sync: stable sync resumed") >= 1,
+        "{log}"
+    );
+}
+
+/// Target restarted without persistence: the markers are gone with the data, so the engine
+/// must full-sync again (a second "full sync started") and converges.
+#[test]
+fn target_restarted_empty_full_syncs_again_and_converges() {
+    let log = target_restarted_mid_stream(false);
+    assert!(count(&log, "full sync started") >= 2, "{log}");
+    assert!(count(&log, "the target lost its data") >= 1, "{log}");
+}
