@@ -145,22 +145,28 @@ impl Master {
         let mut cmds = HashMap::new();
         for c in table.as_array().unwrap_or(&[]) {
             let Some(a) = c.as_array() else { continue };
-            let Some(name) = a.first().and_then(Value::as_bytes) else {
-                continue;
-            };
-            let flags = a.get(2).and_then(Value::as_array).unwrap_or(&[]);
-            let write = flags.iter().any(|f| f.as_bytes() == Some(b"write"));
-            let num = |i: usize| a.get(i).and_then(Value::as_int).unwrap_or(0);
-            cmds.insert(
-                name.to_ascii_uppercase(),
-                CmdSpec {
-                    arity: num(1),
-                    write,
-                    first: num(3),
-                    last: num(4),
-                    step: num(5),
-                },
-            );
+            // Container commands (XGROUP, …) carry their flags and key positions on their
+            // subcommands (element 10 of the entry, Redis 7): listed as `XGROUP|CREATE`.
+            let subs = a.get(9).and_then(Value::as_array).unwrap_or(&[]);
+            let entries = std::iter::once(a).chain(subs.iter().filter_map(Value::as_array));
+            for e in entries {
+                let Some(name) = e.first().and_then(Value::as_bytes) else {
+                    continue;
+                };
+                let flags = e.get(2).and_then(Value::as_array).unwrap_or(&[]);
+                let write = flags.iter().any(|f| f.as_bytes() == Some(b"write"));
+                let num = |i: usize| e.get(i).and_then(Value::as_int).unwrap_or(0);
+                cmds.insert(
+                    name.to_ascii_uppercase(),
+                    CmdSpec {
+                        arity: num(1),
+                        write,
+                        first: num(3),
+                        last: num(4),
+                        step: num(5),
+                    },
+                );
+            }
         }
         let replid = cfg.master_id.clone().unwrap_or_else(repl::random_hex40);
         let journal = Journal::new(cfg.shards, cfg.backlog_entries);
@@ -304,6 +310,16 @@ impl Master {
                 })
                 .collect();
             s.push_str(&format!("slave{i}_bytes_sent:{}\r\n", join(&sent)));
+            // How each flow was answered, so tests can tell a PARTIAL resume from a FULL one.
+            let kinds: Vec<&str> = flows
+                .iter()
+                .map(|f| match f {
+                    Some(f) if f.partial => "partial",
+                    Some(_) => "full",
+                    None => "none",
+                })
+                .collect();
+            s.push_str(&format!("slave{i}_flow_kinds:{}\r\n", kinds.join(",")));
         }
         s.push_str(&format!("master_replid:{}\r\n", self.replid.lock()));
         s.push_str(&format!(
@@ -634,12 +650,22 @@ fn proxy(m: &Master, c: &mut Conn, args: &[Vec<u8>]) -> Value {
 /// Runs one client command: a write under the write lock (journaled), or a read.
 fn run_one(m: &Master, c: &mut Conn, args: &[Vec<u8>], txid: Option<u64>) -> Value {
     let name = upper(&args[0]);
-    let Some(spec) = m.cmds.get(&name).cloned() else {
+    let Some(mut spec) = m.cmds.get(&name).cloned() else {
         return Value::err(&format!(
             "unknown command '{}'",
             String::from_utf8_lossy(&args[0])
         ));
     };
+    // A write subcommand with a key (`XGROUP CREATE key …`) is journaled like any write
+    // command: Dragonfly journals `XGROUP CREATE|SETID|CREATECONSUMER|…` as sent.
+    if let Some(sub) = args.get(1) {
+        let mut full = name.clone();
+        full.push(b'|');
+        full.extend_from_slice(&upper(sub));
+        if let Some(s) = m.cmds.get(&full).filter(|s| s.write && s.first > 0) {
+            spec = s.clone();
+        }
+    }
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         return Value::err(&format!(

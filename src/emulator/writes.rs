@@ -3,7 +3,9 @@
 //! PXAT`), per-shard `MSET`/`DEL`, `SPOP` → `SREM`, `SMOVE` → `SREM` + `SADD`, `LMOVE` → pop +
 //! push, `*STORE` → `DEL` + `SADD`/`ZADD`, cross-shard `RENAME`/`COPY` → `DEL` + `RESTORE …
 //! ABSTTL` with a Dragonfly DUMP blob, `XADD`/`XTRIM` with exact ids, blocking pops as plain
-//! pops, one `FLUSHALL`/`FLUSHDB` per shard. Everything else is journaled as sent, upper-cased.
+//! pops, one `FLUSHALL`/`FLUSHDB` per shard, `XREADGROUP` by effect (`XGROUP CREATECONSUMER`,
+//! `XCLAIM … FORCE JUSTID LASTID`, `XGROUP SETID`), `INCRBYFLOAT`/`HINCRBYFLOAT` computed in
+//! double as Dragonfly does. Everything else is journaled as sent, upper-cased.
 //!
 //! Lua scripts are replicated by effect in Dragonfly; a proxy cannot see the effects, so the
 //! emulator journals the final state of the script's declared KEYS (`RESTORE … REPLACE ABSTTL`
@@ -137,6 +139,32 @@ pub fn is_blocking(name: &[u8]) -> bool {
             | b"BZPOPMAX"
             | b"BZMPOP"
     )
+}
+
+/// A float argument or stored value as Dragonfly reads it (`inf`/`nan` rejected later by the
+/// finiteness check of the result).
+fn parse_f64(b: &[u8]) -> Option<f64> {
+    std::str::from_utf8(b).ok()?.trim().parse().ok()
+}
+
+/// A double in Dragonfly's reply/storage form (`src/facade/reply_builder.cc`, FormatDouble via
+/// double-conversion's shortest mode): the fewest digits that read back as the same value, in
+/// plain decimal when the decimal exponent is within -6..=20, else `1e-7` / `1.5e+21`.
+pub fn format_double(x: f64) -> String {
+    let sci = format!("{x:e}");
+    let exp: i32 = sci
+        .rsplit_once('e')
+        .and_then(|(_, e)| e.parse().ok())
+        .unwrap_or(0);
+    if x == 0.0 {
+        "0".to_string()
+    } else if (-6..=20).contains(&exp) {
+        format!("{x}")
+    } else if exp > 0 {
+        sci.replacen('e', "e+", 1)
+    } else {
+        sci
+    }
 }
 
 /// Commands without the `write` flag that still change data (scripts, SCRIPT LOAD).
@@ -460,6 +488,120 @@ pub fn execute(
                     }
                     it.push(k, &j, false);
                 }
+            }
+            Ok((r, it.v))
+        }
+        b"INCRBYFLOAT" | b"HINCRBYFLOAT"
+            if args.len() == if name == b"HINCRBYFLOAT" { 4 } else { 3 } =>
+        {
+            // Dragonfly adds in double and stores the shortest text that reads back as the
+            // same double (0.1 + 0.2 = 0.30000000000000004); Redis adds in long double and
+            // would store 0.3. Computed here (the write lock makes GET + SET atomic for every
+            // emulator client) so the backing keyspace holds what Dragonfly holds.
+            let hash = name == b"HINCRBYFLOAT";
+            let k = a(1);
+            let incr = a(args.len() - 1);
+            let cur = if hash {
+                cx.aux().call(&[b"HGET".as_slice(), k, a(2)])?
+            } else {
+                cx.aux().call(&[b"GET".as_slice(), k])?
+            };
+            let base = match &cur {
+                Value::Error(_) => return Ok((cur, Vec::new())),
+                Value::Bulk(Some(b)) => match parse_f64(b) {
+                    Some(x) => x,
+                    None => return Ok((Value::err("value is not a valid float"), Vec::new())),
+                },
+                _ => 0.0,
+            };
+            let Some(inc) = parse_f64(incr) else {
+                return Ok((Value::err("value is not a valid float"), Vec::new()));
+            };
+            let sum = base + inc;
+            if !sum.is_finite() {
+                let e = "increment would produce NaN or Infinity";
+                return Ok((Value::err(e), Vec::new()));
+            }
+            let text = format_double(sum).into_bytes();
+            let r = if hash {
+                cx.primary().call(&[b"HSET".as_slice(), k, a(2), &text])?
+            } else {
+                cx.primary()
+                    .call(&[b"SET".as_slice(), k, &text, b"KEEPTTL"])?
+            };
+            if r.is_error() {
+                return Ok((r, Vec::new()));
+            }
+            let mut j: Vec<Vec<u8>> = args.to_vec();
+            j[0] = name.to_vec();
+            it.push(k, &j, false);
+            Ok((Value::bulk(text), it.v))
+        }
+        b"XREADGROUP" if args.len() >= 7 => {
+            // Dragonfly journals a group read by its effect (recorded in x1): `XGROUP
+            // CREATECONSUMER`, one `XCLAIM key group consumer 0 id TIME ms RETRYCOUNT 1 FORCE
+            // JUSTID LASTID id` per delivered entry (none with NOACK), then `XGROUP SETID key
+            // group last-id` (the recording adds ENTRIESREAD, which is derived and left out).
+            let r = cx.primary().call(args)?;
+            let (group, consumer) = (a(2), a(3));
+            let noack = args.iter().any(|x| up(x) == b"NOACK");
+            let mut pairs: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+            let mut add = |k: &Value, entries: &Value| {
+                let (Some(k), Some(es)) = (k.as_bytes(), entries.as_array()) else {
+                    return;
+                };
+                let ids = es
+                    .iter()
+                    .filter_map(|e| e.as_array()?.first()?.as_bytes().map(<[u8]>::to_vec))
+                    .collect();
+                pairs.push((k.to_vec(), ids));
+            };
+            match &r {
+                Value::Map(m) => m.iter().for_each(|(k, v)| add(k, v)),
+                v => {
+                    for s in v.as_array().unwrap_or(&[]) {
+                        if let Some([k, e]) = s.as_array() {
+                            add(k, e);
+                        }
+                    }
+                }
+            }
+            let now = now_ms().to_string().into_bytes();
+            for (k, ids) in pairs {
+                let Some(last) = ids.last().cloned() else {
+                    continue;
+                };
+                it.push(
+                    &k,
+                    &[b"XGROUP".as_slice(), b"CREATECONSUMER", &k, group, consumer],
+                    false,
+                );
+                if !noack {
+                    for id in &ids {
+                        let claim: [&[u8]; 14] = [
+                            b"XCLAIM",
+                            &k,
+                            group,
+                            consumer,
+                            b"0",
+                            id,
+                            b"TIME",
+                            &now,
+                            b"RETRYCOUNT",
+                            b"1",
+                            b"FORCE",
+                            b"JUSTID",
+                            b"LASTID",
+                            id,
+                        ];
+                        it.push(&k, &claim, false);
+                    }
+                }
+                it.push(
+                    &k,
+                    &[b"XGROUP".as_slice(), b"SETID", &k, group, &last],
+                    false,
+                );
             }
             Ok((r, it.v))
         }
@@ -813,6 +955,20 @@ fn trim_args(be: &mut Backend, k: &[u8]) -> io::Result<Vec<Vec<u8>>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn doubles_are_formatted_like_dragonfly() {
+        use super::format_double;
+        // Values from the x1 recording's manifest and Dragonfly's FormatDouble rules.
+        assert_eq!(format_double(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(format_double(1e20), "100000000000000000000");
+        assert_eq!(format_double(1e21), "1e+21");
+        assert_eq!(format_double(1e-7), "1e-7");
+        assert_eq!(format_double(1.5e-6), "0.0000015");
+        assert_eq!(format_double(-2.5), "-2.5");
+        assert_eq!(format_double(0.0), "0");
+        assert_eq!(format_double(3.0), "3");
+    }
+
     use super::*;
 
     #[test]
