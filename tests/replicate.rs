@@ -1378,12 +1378,16 @@ fn emulator_position_outside_the_backlog_resyncs_fully() {
         &[Duration::from_secs(2)],
         &["--backlog-entries", "200"],
     );
+    // At 3,000 writes/s a 200-entry backlog holds well under a second, so every resume after
+    // the kill is answered FULL: at least once, more often when a loaded machine makes the
+    // engine reconnect again. Each such answer must flush the target once before the resync.
+    let fulls = count(&log, "answered FULL to the partial-sync request");
+    assert!(fulls >= 1, "{log}");
     assert_eq!(
-        count(&log, "answered FULL to the partial-sync request"),
-        1,
+        count(&log, "flushing the target (FLUSHALL)"),
+        fulls,
         "{log}"
     );
-    assert_eq!(count(&log, "flushing the target (FLUSHALL)"), 1, "{log}");
 }
 
 /// Against the emulator: the replica starts while the workload runs (writes during the full
