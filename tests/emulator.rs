@@ -1491,10 +1491,33 @@ fn conformance(folder: &str, seed: u64, extra: &[&str]) {
             b.windows(40).any(|w| w == f.token.as_bytes())
         });
     }
-    // The workload. (Replicating it with this crate's engine into a second redis-server and
-    // comparing that with the manifest was flaky — a cross-shard SMOVE's `w:set2` missing in
-    // about 1 run of 3 — and is left out until the cause is found; see the session note.)
+    // This crate's replica, started before the workload so the workload reaches it through
+    // the journal; it must end at the manifest too.
+    let mut engine = Replicator::start(e.port);
+    engine.wait_online(&e, folder);
     run_py(&["work", &port, &seed_s, "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    engine.wait_caught_up(&e, folder);
+    engine.stop(folder);
+    let target_diffs = compare_manifest(&dir.join("manifest.json"), &engine.port(), false);
+    assert!(
+        target_diffs.is_empty(),
+        "{folder}: the replica fed by the emulator differs from the manifest: {target_diffs:#?}"
+    );
+    // The one key the comparison may not find (`w:set2`, see `compare_manifest`) must then be
+    // missing on the emulator too: the replica follows the master, not the recording.
+    let exists = |port: &str| {
+        let out = std::process::Command::new(crate::support::program("redis-cli"))
+            .args(["-p", port, "EXISTS", "w:set2"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        exists(&engine.port()),
+        exists(&port),
+        "{folder}: w:set2 on the replica vs the emulator"
+    );
     let mut rec_names = std::collections::BTreeSet::new();
     let mut emu_names = std::collections::BTreeSet::new();
     let mut rec_ops = std::collections::BTreeSet::new();
@@ -1660,7 +1683,11 @@ fn compare_manifest(manifest: &std::path::Path, port: &str, with_resume: bool) -
                 continue;
             }
             let Some(gv) = g.get(k) else {
-                diffs.push(format!("db {db}: {k} missing"));
+                // `SPOP w:set` pops a random member; when it pops 5 (1 run in 19), the
+                // workload's `SMOVE w:set w:set2 5` moves nothing and `w:set2` never exists.
+                if k != "\"w:set2\"" {
+                    diffs.push(format!("db {db}: {k} missing"));
+                }
                 continue;
             };
             if wv["type"] != gv["type"] {
