@@ -1310,31 +1310,11 @@ fn emulator_scenario(
     }
     assert!(work.join().unwrap().success());
     // Let the replica catch up, then compare with the check subcommand (exit 0 = equal).
-    let mut last = String::new();
-    for _ in 0..30 {
-        std::thread::sleep(Duration::from_secs(1));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-            .args([
-                "-q",
-                "check",
-                cfg.to_str().unwrap(),
-                "--mode",
-                "full",
-                "--rounds",
-                "1",
-            ])
-            .arg("--result-dir")
-            .arg(dir.path().join("check"))
-            .output()
-            .unwrap();
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.code() == Some(0) {
-            assert!(last.contains("result: equal"), "{last}");
-            drop(r);
-            return std::fs::read_to_string(&log).unwrap_or_default();
-        }
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
+        panic!("source and target never compared equal:\n{last}");
     }
-    panic!("source and target never compared equal:\n{last}");
+    drop(r);
+    std::fs::read_to_string(&log).unwrap_or_default()
 }
 
 fn count(log: &str, needle: &str) -> usize {
@@ -1469,33 +1449,12 @@ fn emulator_timeout_never_fires_under_a_frozen_target() {
     std::thread::sleep(Duration::from_secs(5));
     drop(frozen);
     assert!(work.join().unwrap().success());
-    let mut equal = false;
-    let mut last = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_secs(1));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-            .args([
-                "-q",
-                "check",
-                cfg_path.to_str().unwrap(),
-                "--mode",
-                "full",
-                "--rounds",
-                "1",
-            ])
-            .arg("--result-dir")
-            .arg(dir.path().join("check"))
-            .output()
-            .unwrap();
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.code() == Some(0) {
-            equal = true;
-            break;
-        }
-    }
+    let res = wait_check_equal(&cfg_path, dir.path(), 20);
     engine.stop().unwrap();
     let log = std::fs::read_to_string(&emu_log).unwrap_or_default();
-    assert!(equal, "never equal:\n{last}\nemulator log:\n{log}");
+    if let Err(last) = res {
+        panic!("never equal:\n{last}\nemulator log:\n{log}");
+    }
     let cancels: Vec<&str> = log.lines().filter(|l| l.contains("cancelled")).collect();
     assert!(
         !cancels.is_empty(),
