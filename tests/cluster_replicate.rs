@@ -304,5 +304,77 @@ fn cluster_target_every_type_and_live_workload_converge() {
     }
     let text = log_text(&log);
     assert!(text.contains("target cluster: 3 masters"), "{text}");
+    assert!(!text.contains("replication session ended"), "{text}");
     assert!(cluster_keys(&cluster) >= keys, "{}", cluster_keys(&cluster));
+}
+
+/// A replica promoted with `CLUSTER FAILOVER` while the workload runs in stable sync: the
+/// writers follow the `MOVED`s, the slot map is refreshed and the new master gets a writer,
+/// all without a restart of the tool or of the replication session; source and target end
+/// equal.
+#[test]
+fn cluster_failover_during_stable_sync_converges_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::builder().masters(3).replicas(1).start();
+    let (_emu, emu) = start_emulator(dir.path());
+    load_every_type(&emu, 1);
+    let cfg = cluster_config(dir.path(), &emu, &cluster.nodes()[0].addr(), "");
+    let log = dir.path().join("replica.log");
+    let _r = spawn_replica(&cfg, &log);
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
+        panic!("full sync never equal:\n{last}\n{}", log_text(&log));
+    }
+    let work = spawn_work(&emu, "3000", "15000");
+    std::thread::sleep(Duration::from_millis(1500));
+    let rep = cluster.replica_of(0).expect("node 0 has a replica");
+    cluster.failover(rep);
+    assert!(work.join().unwrap());
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
+        panic!(
+            "never equal after the failover:\n{last}\n{}",
+            log_text(&log)
+        );
+    }
+    let text = log_text(&log);
+    assert!(text.contains("target topology changed"), "{text}");
+    assert!(
+        text.contains(&format!("new master {}", cluster.nodes()[rep].addr())),
+        "{text}"
+    );
+    assert!(!text.contains("replication session ended"), "{text}");
+}
+
+/// `kill -9` of the tool twice in stable sync under the workload, each time restarted: the
+/// restart resumes PARTIAL from the low-water positions and skips what the slot markers show
+/// applied, so the INCR/APPEND/LPUSH results are exact (`check --mode full` compares every
+/// value).
+#[test]
+fn cluster_kill_9_mid_stream_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let (_emu, emu) = start_emulator(dir.path());
+    load_every_type(&emu, 1);
+    let cfg = cluster_config(dir.path(), &emu, &cluster.nodes()[1].addr(), "");
+    let log = dir.path().join("replica.log");
+    let mut r = spawn_replica(&cfg, &log);
+    std::thread::sleep(Duration::from_secs(2));
+    let work = spawn_work(&emu, "3000", "24000");
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(2));
+        r.kill9();
+        std::thread::sleep(Duration::from_secs(1));
+        r = spawn_replica(&cfg, &log);
+    }
+    assert!(work.join().unwrap());
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
+        panic!("never equal after kill -9:\n{last}\n{}", log_text(&log));
+    }
+    let text = log_text(&log);
+    assert_eq!(
+        text.matches("partial sync: stable sync resumed").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("skipped as already applied"), "{text}");
+    drop(r);
 }
