@@ -1829,3 +1829,119 @@ fn flow_dropped_by_the_emulator_resumes_partial_and_converges() {
     );
     assert_eq!(count(&text, "answered FULL"), 0, "{text}");
 }
+
+/// `target.flush_before_full_sync`: the first sync into a target holding keys df2redis-sync
+/// never wrote leaves them alone by default (`auto`) and removes them with `always`; either
+/// way the recording's keys end exactly at its manifest.
+#[test]
+fn first_full_sync_keeps_foreign_keys_unless_policy_is_always() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s1-lz4-2shards");
+    for (policy, survives) in [("auto", true), ("always", false)] {
+        let server = RedisServer::start();
+        let mut conn = redis::Conn::connect(server.port()).unwrap();
+        conn.cmd(&[b"SELECT", b"9"]);
+        conn.cmd(&[b"SET", b"foreign:key", b"not ours"]);
+        let dir = tempfile::tempdir().unwrap();
+        let m = ReplayMaster::start(&rec_dir.join("capture"));
+        let yaml = format!(
+            "source:\n  addr: {}\ntarget:\n  addr: 127.0.0.1:{}\n  flush_before_full_sync: {policy}\n\
+             checkpoint:\n  dir: {}\n  interval: 200ms\n",
+            m.addr(),
+            server.port(),
+            dir.path().display()
+        );
+        let mut engine = Engine::start(
+            Config::from_yaml_str(&yaml, "test").unwrap(),
+            test_options(),
+        );
+        wait_caught_up(&m, &mut engine, policy);
+        engine.stop().unwrap();
+        conn.cmd(&[b"SELECT", b"9"]);
+        let exists = conn.cmd(&[b"EXISTS", b"foreign:key"]).int().unwrap();
+        assert_eq!(exists == 1, survives, "policy {policy}");
+        conn.cmd(&[b"DEL", b"foreign:key"]);
+        // The owner marker says the target now holds data of this tool.
+        conn.cmd(&[b"SELECT", b"0"]);
+        assert_eq!(
+            conn.cmd(&[b"EXISTS", b"df2redis-sync:ckpt:owner"]).int(),
+            Some(1)
+        );
+        assert_manifest(&rec_dir, &server);
+    }
+}
+
+/// The tool is stopped, the master restarts with a new id, keys are deleted meanwhile: the new
+/// id forces a full sync, and since the target holds data of the earlier run it is flushed
+/// first (`flush_before_full_sync: auto`) — without that the deleted keys would stay in the
+/// target, and writes to those names later would merge into them.
+#[test]
+fn full_sync_after_master_restart_flushes_what_the_master_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let emu_port = port_of(&emu_addr).to_string();
+    for i in 0..20 {
+        let k = format!("stale:set:{i}");
+        cli_at(&emu_port, &["SADD", &k, "a", "b", "c"]);
+    }
+    let server = RedisServer::start();
+    let cfg = emulator_config(dir.path(), &emu_addr, &server.addr());
+    let log = dir.path().join("replica.log");
+    let r = spawn_replica(&cfg, &log);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
+        panic!("first run never equal:\n{last}\n{}", read_log());
+    }
+    drop(r); // kill -9
+    assert_eq!(
+        cli_at(&emu_port, &["EMULATOR", "FAULT", "RESTART"]).trim(),
+        "OK"
+    );
+    for i in 0..20 {
+        cli_at(&emu_port, &["DEL", &format!("stale:set:{i}")]);
+    }
+    let work = spawn_work(&emu_addr, "2000", "4000");
+    let r = spawn_replica(&cfg, &log);
+    // Re-create some of the deleted names while the new full sync runs: they must hold only
+    // the new members, never the stale a/b/c.
+    for i in 0..10 {
+        cli_at(&emu_port, &["SADD", &format!("stale:set:{i}"), "new"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(work.join().unwrap(), "dfly-emulator work");
+    let res = wait_check_equal(&cfg, dir.path(), 30);
+    drop(r);
+    let text = read_log();
+    if let Err(last) = res {
+        panic!("never equal after the restart:\n{last}\nreplica log:\n{text}");
+    }
+    assert_eq!(count(&text, "resuming from the per-flow LSNs"), 0, "{text}");
+    assert_eq!(count(&text, "flushing the target (FLUSHALL)"), 1, "{text}");
+    let mut t = redis::Conn::connect(server.port()).unwrap();
+    for i in 0..20 {
+        let k = format!("stale:set:{i}");
+        let n = t.cmd(&[b"SCARD", k.as_bytes()]).int().unwrap();
+        assert_eq!(n, i64::from(i < 10), "{k}");
+    }
+}
+
+/// A backlog of only 200 entries per shard: the replica killed for longer than the backlog
+/// covers gets FULL on its PARTIAL request, resyncs fully, and still converges.
+#[test]
+fn emulator_position_outside_the_backlog_resyncs_fully() {
+    let log = emulator_scenario(
+        "1",
+        true,
+        &[Duration::from_secs(2)],
+        &["--backlog-entries", "200"],
+    );
+    // At 3,000 writes/s a 200-entry backlog holds well under a second, so every resume after
+    // the kill is answered FULL: at least once, more often when a loaded machine makes the
+    // engine reconnect again. Each full sync into a target holding our data flushes it first
+    // (a full sync interrupted by the small backlog flushes on the next one too).
+    let fulls = count(&log, "answered FULL to the partial-sync request");
+    assert!(fulls >= 1, "{log}");
+    assert!(
+        count(&log, "flushing the target (FLUSHALL)") >= fulls,
+        "{log}"
+    );
+}

@@ -143,6 +143,32 @@ impl Markers {
         n.parse().ok().map(Lsn)
     }
 
+    /// `<prefix>owner`: set at every full sync, never removed by the tool; says the target
+    /// holds data df2redis-sync wrote.
+    pub fn owner_key(&self) -> Vec<u8> {
+        let mut k = self.prefix.as_bytes().to_vec();
+        k.extend_from_slice(b"owner");
+        k
+    }
+
+    /// `SET <prefix>owner <replid>`.
+    pub fn owner_cmd(&self) -> Cmd {
+        let mut c = Cmd::new("SET");
+        c.arg(&self.owner_key()).arg(self.replid.as_bytes());
+        c
+    }
+
+    /// True when the target (db 0) holds our owner marker or any flow marker (of any master).
+    pub fn ours(&self, conn: &mut Conn, flows: u32) -> Result<bool, crate::net::Error> {
+        conn.request_ok(&Cmd::from_args(["SELECT", "0"]))?;
+        let mut c = Cmd::new("EXISTS");
+        c.arg(&self.owner_key());
+        for i in 0..flows {
+            c.arg(&self.key(FlowId(i)));
+        }
+        Ok(conn.request_ok(&c)?.as_int().is_some_and(|n| n > 0))
+    }
+
     /// Reads every flow's marker from the target (db 0): the exact applied position.
     pub fn read(&self, conn: &mut Conn, flows: u32) -> Result<Vec<Option<Lsn>>, crate::net::Error> {
         conn.request_ok(&Cmd::from_args(["SELECT", "0"]))?;
