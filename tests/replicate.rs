@@ -1227,76 +1227,22 @@ fn emulator_scenario(
     kills: &[Duration],
     emu_args: &[&str],
 ) -> String {
-    let emu_port = crate::support::free_port(false);
-    let _emu = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["--port", &emu_port.to_string(), "--shards", "3"])
-            .args(emu_args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let emu_addr = format!("127.0.0.1:{emu_port}");
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&emu_addr).is_err() {
-        assert!(std::time::Instant::now() < end, "emulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-        .args(["load", "--scale", scale, "--target", &emu_addr])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "dfly-emulator load");
-    let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("replicate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source:\n  addr: {emu_addr}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n  interval: 1s\n",
-            server.addr(),
-            dir.path().join("ckpt").display()
-        ),
-    )
-    .unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), emu_args, scale);
+    let server = RedisServer::start();
+    let cfg = emulator_config(dir.path(), &emu_addr, &server.addr());
     let log = dir.path().join("replica.log");
-    let replica = || {
-        Child(
-            std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-                .args(["replicate", cfg.to_str().unwrap(), "--log-file"])
-                .arg(&log)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
     let mut r = if replica_first {
-        let r = replica();
+        let r = spawn_replica(&cfg, &log);
         std::thread::sleep(Duration::from_secs(2));
         Some(r)
     } else {
         None
     };
-    let work = {
-        let addr = emu_addr.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-                .args([
-                    "work", "--target", &addr, "--rate", "3000", "--ops", "30000",
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap()
-        })
-    };
+    let work = spawn_work(&emu_addr, "3000", "30000");
     if r.is_none() {
         std::thread::sleep(Duration::from_millis(500));
-        r = Some(replica());
+        r = Some(spawn_replica(&cfg, &log));
     }
     for d in kills {
         std::thread::sleep(*d);
@@ -1306,9 +1252,9 @@ fn emulator_scenario(
         }
         // Down for a second while the workload goes on.
         std::thread::sleep(Duration::from_secs(1));
-        r = Some(replica());
+        r = Some(spawn_replica(&cfg, &log));
     }
-    assert!(work.join().unwrap().success());
+    assert!(work.join().unwrap(), "dfly-emulator work");
     // Let the replica catch up, then compare with the check subcommand (exit 0 = equal).
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
         panic!("source and target never compared equal:\n{last}");
@@ -1891,7 +1837,7 @@ fn full_sync_after_master_restart_flushes_what_the_master_deleted() {
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
         panic!("first run never equal:\n{last}\n{}", read_log());
     }
-    drop(r); // kill -9
+    drop(r); // SIGTERM: stopped with a final checkpoint
     assert_eq!(
         cli_at(&emu_port, &["EMULATOR", "FAULT", "RESTART"]).trim(),
         "OK"
