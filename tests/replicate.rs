@@ -1891,3 +1891,45 @@ fn emulator_position_outside_the_backlog_resyncs_fully() {
         "{log}"
     );
 }
+
+/// A writer connection left open by an earlier session (named like ours) is closed before the
+/// markers are read, so nothing it still has queued can run after that read; other clients
+/// of the target are left alone.
+#[test]
+fn leftover_writer_connections_are_closed_before_reading_markers() {
+    use std::io::Write;
+    let rec_dir = testdata("dragonfly-v1.40.1/s1-lz4-2shards");
+    let server = RedisServer::start();
+    let name = |n: &str| {
+        format!(
+            "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n${}\r\n{n}\r\n",
+            n.len()
+        )
+    };
+    let mut ours = std::net::TcpStream::connect(server.addr()).unwrap();
+    ours.write_all(name("df2redis-sync-writer:df2redis-sync:ckpt:").as_bytes())
+        .unwrap();
+    let mut other = std::net::TcpStream::connect(server.addr()).unwrap();
+    other.write_all(name("someone-else").as_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    for s in [&mut ours, &mut other] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"+OK\r\n");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::start(&rec_dir.join("capture"));
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    wait_caught_up(&m, &mut engine, "leftover");
+    engine.stop().unwrap();
+    // Ours was killed: EOF. The other one still answers.
+    assert_eq!(
+        ours.read(&mut buf).unwrap_or(0),
+        0,
+        "our leftover connection is closed"
+    );
+    other.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let n = other.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+PONG\r\n");
+    assert_manifest(&rec_dir, &server);
+}

@@ -386,6 +386,19 @@ fn run_session(
         })
     })?;
 
+    // Writer connections of an earlier session (or of a killed process) that Redis has not
+    // finished reading go first, so the markers read below are final.
+    match markers.retire_writers(&mut probe) {
+        Ok(0) => {}
+        Ok(k) => log::info!("closed {k} writer connection(s) left by an earlier session"),
+        Err(e) => {
+            log::warn!(
+                "target: CLIENT LIST/KILL refused ({e}); waiting 1 s for connections of an \
+                 earlier session to drain instead"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     // Resume positions (§6.2): same master id, same flow count, a release that has partial
     // sync. The markers in the target are the authority (they are committed with the writes);
     // a resumable file checkpoint without markers means the target lost its data (restarted
