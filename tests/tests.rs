@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod cluster_split;
 mod config;
+mod dbmap;
 mod emulator;
 mod journal;
 mod net;

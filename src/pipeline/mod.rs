@@ -148,9 +148,6 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
                 .into(),
         ));
     }
-    if !cfg.databases.prefixes().is_empty() {
-        return Err(Error::Unsupported("databases key prefixes".into()));
-    }
     let mut force_full = false;
     let mut failures = 0u32;
     // Until one session got through the handshake, a failure is reported at once (exit 1:
@@ -197,6 +194,24 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
             }
         }
     }
+}
+
+/// Refuses to start when the source has keys in a db the mapping does not replicate (a
+/// Redis Cluster target has only db 0, `docs/cluster-commands.md`), or in two dbs that would
+/// collide in one target db. Reads the master's `INFO keyspace` on a normal connection.
+fn check_source_dbs(cfg: &Config, src: &crate::net::Endpoint) -> Result<(), SessionError> {
+    let mut c = Conn::connect(src).map_err(|e| SessionError::early(format!("source: {e}")))?;
+    let info = c
+        .request(&Cmd::from_args(["INFO", "keyspace"]))
+        .map_err(|e| SessionError::early(format!("source: INFO keyspace: {e}")))?;
+    let Some(text) = info.as_bytes() else {
+        return Err(SessionError::early(format!(
+            "source: INFO keyspace answered {info:?}"
+        )));
+    };
+    cfg.databases
+        .check_keyspace(text)
+        .map_err(|e| SessionError::fatal(e.to_string()))
 }
 
 /// Per-flow counters read by the coordinator for progress lines.
@@ -275,6 +290,7 @@ fn run_session(
         None => None,
     };
     let src = cfg.source.endpoint();
+    check_source_dbs(cfg, &src).map_err(fail)?;
     let master = Master::handshake(&src, &cfg.replica)
         .map_err(|e| fail(SessionError::early(e.to_string())))?;
     let hello = master.hello().clone();
@@ -809,8 +825,11 @@ impl FlowCtx {
                 log::warn!("{}: skipped {key} ({}): {}", self.id, rw.db, s.reason);
             }
         }
-        let db = self.databases.target_db(rw.db);
-        for c in rw.cmds {
+        let (db, cmds) = self
+            .databases
+            .apply(rw.db, rw.cmds)
+            .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
+        for c in cmds {
             self.pending_bytes += c.resp_len();
             self.pending.push((db, c));
         }
@@ -888,9 +907,11 @@ impl FlowCtx {
             })?;
         }
         self.last_sent_next = self.counter.next();
-        let db = self.databases.target_db(rw.db);
-        let cmd = rw
-            .cmds
+        let (db, cmds) = self
+            .databases
+            .apply(rw.db, rw.cmds)
+            .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
+        let cmd = cmds
             .into_iter()
             .next()
             .unwrap_or_else(|| Cmd::new("FLUSHALL"));

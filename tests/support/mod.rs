@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod emu;
 pub mod replay;
 
 use df2redis_sync::net::{Endpoint, Secret, TlsOptions};
