@@ -5,6 +5,7 @@
 //! (`EXISTS`, `TOUCH`) add up to the same counts.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use df2redis_sync::model::Cmd;
 use df2redis_sync::net::Conn;
@@ -268,5 +269,58 @@ fn split_commands_on_a_cluster_equal_a_standalone_server() {
     ] {
         assert_ne!(Slot::of_key(b"set:a"), Slot::of_key(b"set:b"));
         assert_eq!(cl.apply(&c), Err(rule), "{c:?}");
+    }
+}
+
+/// The harness's cluster changes: slots migrate with their keys between masters (slot owner
+/// and keys follow), and a new master joins and takes slots; every key stays readable at its
+/// new owner and none is lost.
+#[test]
+fn harness_migrates_slots_and_adds_a_master() {
+    use crate::support::cluster_ops::MigrateOpts;
+    let mut cluster = RedisCluster::start();
+    let mut cl = SlotClient::new(&cluster);
+    let keys: Vec<String> = (0..3000).map(|i| format!("key:{i}")).collect();
+    for chunk in keys.chunks(500) {
+        let mut m = Cmd::new("MSET");
+        for k in chunk {
+            m.arg(k.as_bytes()).arg(k.as_bytes());
+        }
+        cl.apply(&m).unwrap();
+    }
+    let from = cluster.owner_of(0).unwrap();
+    let to = (from + 1) % 3;
+    let in_range = keys
+        .iter()
+        .filter(|k| Slot::of_key(k.as_bytes()).get() < 300)
+        .count();
+    let moved = cluster.migrate_slots(0..=299, from, to, MigrateOpts::default());
+    assert_eq!(moved, in_range);
+    assert_eq!(cluster.owner_of(0), Some(to));
+    assert_eq!(cluster.owner_of(299), Some(to));
+    cluster.wait_ok(Duration::from_secs(30));
+    let new = cluster.add_master();
+    assert_eq!(new, 3);
+    assert!(cluster.master_slots(new).is_empty());
+    let moved = cluster.migrate_slots(
+        0..=99,
+        to,
+        new,
+        MigrateOpts {
+            keys_per_batch: 7,
+            pause: Duration::from_millis(1),
+        },
+    );
+    assert!(moved > 0);
+    assert_eq!(cluster.master_slots(new), vec![0..=99]);
+    cluster.wait_ok(Duration::from_secs(30));
+    // A fresh client sees 4 masters and every key with its value.
+    let mut cl = SlotClient::new(&cluster);
+    assert_eq!(cl.topo.masters.len(), 4);
+    for k in &keys {
+        let r = cl
+            .exec(Slot::of_key(k.as_bytes()), &[Cmd::from_args(["GET", k])])
+            .unwrap();
+        assert_eq!(r[0].as_bytes(), Some(k.as_bytes()), "{k}");
     }
 }
