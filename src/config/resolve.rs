@@ -781,6 +781,12 @@ impl Resolver<'_> {
                 }
             }
         }
+        if ok {
+            if let Err(e) = m.validate() {
+                ctx.problem(&path, None, e);
+                ok = false;
+            }
+        }
         ok.then_some(m)
     }
 
