@@ -37,7 +37,7 @@ use crate::config::{Config, FlushPolicy, TargetKind};
 use crate::journal::{EntryKind, JournalItem, LsnCounter};
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Stream};
-use crate::rdb::{FlowEvent, Limits, SnapshotItem};
+use crate::rdb::{EventRef, FlowEvent, Limits, SnapshotItem};
 use crate::rewrite::{self, Rewriter, Rewritten};
 use crate::source::{self, FlowReader, Master};
 use crate::target::writer::{
@@ -740,6 +740,13 @@ fn run_session(
 }
 
 /// Asks the target what the rewrite may use: the JSON module, hash field TTLs (7.4+).
+/// What the flow thread's read step produced: a whole string key already rewritten (from
+/// the borrowed fast path of the decoder), or an owned event.
+enum Next {
+    String(Rewritten),
+    Event(FlowEvent),
+}
+
 fn probe_target(conn: &mut Conn) -> rewrite::Options {
     let mut o = rewrite::Options {
         now_ms: checkpoint::now_ms() as i64,
@@ -856,19 +863,42 @@ impl FlowCtx {
                 self.flush()?;
             }
             self.maybe_ack()?;
-            let ev = self.reader.next_event().map_err(|e| {
-                let full = matches!(e, source::Error::Decode { .. });
-                FlowFailure {
-                    msg: e.to_string(),
-                    force_full: full,
-                }
-            })?;
+            // Whole string keys of the snapshot are rewritten straight from the read buffer
+            // (no copy of key and value); every other event is handled owned.
+            let (rewriter, id, phase) = (&mut self.rewriter, self.id, self.phase);
+            let ev = self
+                .reader
+                .next_with(|ev| match ev {
+                    EventRef::String(s) => {
+                        log::trace!("{id} ({phase:?}): {s:?}");
+                        rewriter.set_now_ms(checkpoint::now_ms() as i64);
+                        Next::String(rewriter.string_ref(&s))
+                    }
+                    EventRef::Event(e) => Next::Event(e),
+                })
+                .map_err(|e| {
+                    let full = matches!(e, source::Error::Decode { .. });
+                    FlowFailure {
+                        msg: e.to_string(),
+                        force_full: full,
+                    }
+                })?;
             self.shared.stats[self.id.0 as usize]
                 .bytes
                 .store(self.reader.received(), Ordering::Relaxed);
-            if let Some(ev) = ev {
-                self.rewriter.set_now_ms(checkpoint::now_ms() as i64);
-                self.on_event(ev)?;
+            match ev {
+                Some(Next::String(rw)) => {
+                    // What `on_snapshot` does for a first piece.
+                    self.shared.stats[self.id.0 as usize]
+                        .keys
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.take(rw, None)?;
+                }
+                Some(Next::Event(ev)) => {
+                    self.rewriter.set_now_ms(checkpoint::now_ms() as i64);
+                    self.on_event(ev)?;
+                }
+                None => {}
             }
         }
     }
