@@ -5,6 +5,8 @@ mod support;
 mod check;
 mod cli;
 mod cluster;
+mod cluster_replicate;
+mod cluster_scenarios;
 mod cluster_split;
 mod config;
 mod dbmap;

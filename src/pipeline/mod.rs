@@ -44,6 +44,8 @@ use crate::target::writer::{
     Applied, Batch, BatchKind, Markers, Writer, WriterConfig, WriterError,
 };
 
+mod cluster;
+
 /// Engine settings that are not in the config file (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -141,13 +143,6 @@ impl SessionError {
 /// Replicates until `stop` is set (then drains, checkpoints and returns `Ok`) or a failure
 /// that retrying cannot fix.
 pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), Error> {
-    if cfg.target.kind == TargetKind::Cluster {
-        return Err(Error::Unsupported(
-            "a Redis Cluster target (the writer layer is per node; routing comes with the \
-             cluster issue)"
-                .into(),
-        ));
-    }
     let mut force_full = false;
     let mut failures = 0u32;
     // Until one session got through the handshake, a failure is reported at once (exit 1:
@@ -212,6 +207,18 @@ fn check_source_dbs(cfg: &Config, src: &crate::net::Endpoint) -> Result<(), Sess
     cfg.databases
         .check_keyspace(text)
         .map_err(|e| SessionError::fatal(e.to_string()))
+}
+
+/// True for a `RENAME`/`RENAMENX`/`COPY` whose keys are in two slots (run as a transfer).
+fn is_transfer(c: &Cmd) -> bool {
+    let n = c.name();
+    (n.eq_ignore_ascii_case(b"RENAME")
+        || n.eq_ignore_ascii_case(b"RENAMENX")
+        || n.eq_ignore_ascii_case(b"COPY"))
+        && matches!(
+            crate::route::split::split(c),
+            crate::route::split::Routed::Transfer(_)
+        )
 }
 
 /// Per-flow counters read by the coordinator for progress lines.
@@ -305,14 +312,23 @@ fn run_session(
         .into_iter()
         .next()
         .ok_or_else(|| fail(SessionError::fatal("no target address")))?;
-    let mut probe = Conn::connect(&target_ep).map_err(|e| {
-        let retry = !e.is_auth();
-        fail(SessionError {
-            retryable: retry,
-            established: false,
-            ..SessionError::retry(format!("target: {e}"))
-        })
-    })?;
+    // Cluster targets: discovery, markers per slot, writers per master (pipeline/cluster.rs).
+    let clus = if cfg.target.kind == TargetKind::Cluster {
+        Some(cluster::Setup::discover(cfg, &hello.replid).map_err(fail)?)
+    } else {
+        None
+    };
+    let mut probe = match &clus {
+        Some(c) => cluster::probe(c).map_err(fail)?,
+        None => Conn::connect(&target_ep).map_err(|e| {
+            let retry = !e.is_auth();
+            fail(SessionError {
+                retryable: retry,
+                established: false,
+                ..SessionError::retry(format!("target: {e}"))
+            })
+        })?,
+    };
 
     // Resume positions (§6.2): same master id, same flow count, a release that has partial
     // sync. The markers in the target are the authority (they are committed with the writes);
@@ -321,9 +337,11 @@ fn run_session(
     let mut resume: Option<Vec<Lsn>> = None;
     let release_ok = hello.release.map_or(true, |r| r.supports_partial());
     if !force_full && release_ok {
-        let from_markers = markers
-            .read(&mut probe, n)
-            .map_err(|e| fail(SessionError::retry(format!("target: reading markers: {e}"))))?;
+        let from_markers = match &clus {
+            Some(c) => c.read_lowwater(n),
+            None => markers.read(&mut probe, n).map_err(|e| e.to_string()),
+        }
+        .map_err(|e| fail(SessionError::retry(format!("target: reading markers: {e}"))))?;
         let file_ok = saved
             .as_ref()
             .filter(|c| c.master_replid == hello.replid && c.flow_count == n && c.is_resumable());
@@ -391,7 +409,14 @@ fn run_session(
         // InitiateDflySync`). A first full sync (no markers) never flushes: the target may hold
         // other data.
         log::warn!("flushing the target (FLUSHALL) before the full resync of this master's data");
-        if let Err(e) = probe.request_ok(&Cmd::new("FLUSHALL")) {
+        let r = match &clus {
+            Some(c) => c.flush_all(),
+            None => probe
+                .request_ok(&Cmd::new("FLUSHALL"))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = r {
             return Err(fail(SessionError::retry(format!("target: FLUSHALL: {e}"))));
         }
     }
@@ -402,9 +427,14 @@ fn run_session(
         for i in 0..n {
             del.arg(&markers.key(FlowId(i)));
         }
-        let r = probe
-            .request_ok(&Cmd::from_args(["SELECT", "0"]))
-            .and_then(|_| probe.request_ok(&del));
+        let r = match &clus {
+            Some(c) => c.clear_markers().map(|_| ()),
+            None => probe
+                .request_ok(&Cmd::from_args(["SELECT", "0"]))
+                .and_then(|_| probe.request_ok(&del))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
         if let Err(e) = r {
             return Err(fail(SessionError::retry(format!(
                 "target: clearing the markers: {e}"
@@ -426,17 +456,79 @@ fn run_session(
     });
     let (ev_tx, ev_rx) = bounded::<Event>(n as usize * 4 + 16);
 
-    // Writers: one thread per target connection (standalone: one node).
+    // Writers: one thread per target connection (standalone: one node; cluster: per master).
     let conns = cfg.pipeline.connections_per_node.max(1);
     let mut writer_txs = Vec::new();
     let mut writer_handles = Vec::new();
+    let mut writers_total = conns;
+    let mut coord_cluster = None;
+    let mut cluster_ctx = None;
+    let mut skips = Vec::new();
+    if let Some(setup) = clus {
+        if partial {
+            skips = setup.read_skip(n).map_err(|e| {
+                fail(SessionError::retry(format!(
+                    "target: reading the slot markers: {e}"
+                )))
+            })?;
+            log::info!(
+                "resume: slot markers of {} (flow, slot) pairs read from the target",
+                skips.iter().map(|m| m.len()).sum::<usize>()
+            );
+        }
+        let hint = Arc::new(crate::target::cluster::TopologyHint::default());
+        let mut spawner = cluster::Spawner {
+            cfg: cfg.clone(),
+            applied: shared.applied.clone(),
+            abort: shared.abort.clone(),
+            ev: ev_tx.clone(),
+            hint: hint.clone(),
+            markers: markers.clone(),
+            spawned: 0,
+        };
+        let (routes, handles, count) = spawner.all(&setup).map_err(fail)?;
+        writer_handles.extend(handles);
+        writers_total = count;
+        if let Some(t) = routes.txs.iter().find(|t| !t.is_empty()) {
+            writer_txs = t.clone();
+        }
+        let ctx = Arc::new(cluster::ClusterCtx {
+            setup,
+            tracker: Arc::new(crate::target::cluster::Tracker::new(
+                shared.applied.clone(),
+                n as usize + 1,
+            )),
+            hint,
+            routes: parking_lot::RwLock::new(routes),
+            version: AtomicU64::new(0),
+            flows: n,
+        });
+        coord_cluster = Some(cluster::CoordCluster {
+            ctx: ctx.clone(),
+            spawner,
+            late: Vec::new(),
+            last_refresh: Instant::now(),
+            last_lowwater: Instant::now(),
+            written: Vec::new(),
+        });
+        cluster_ctx = Some(ctx);
+    }
+    if writer_txs.is_empty() && cluster_ctx.is_some() {
+        return Err(fail(SessionError::retry(
+            "target: the cluster has no master",
+        )));
+    }
     for w in 0..conns {
+        if cluster_ctx.is_some() {
+            break;
+        }
         let (tx, rx) = bounded::<Batch>(cfg.pipeline.channel_capacity.max(1));
         let wcfg = WriterConfig {
             endpoint: target_ep.clone(),
             window: cfg.pipeline.inflight_batches.max(1),
             markers: markers.clone(),
             reply_timeout: cfg.target.io_timeout,
+            hint: None,
         };
         let writer = Writer::connect(wcfg, shared.applied.clone()).map_err(|e| {
             fail(SessionError {
@@ -495,6 +587,13 @@ fn run_session(
             pending_bytes: 0,
             last_sent_next: start[id.0 as usize],
             last_ack: None,
+            cluster: cluster_ctx.as_ref().map(|c| {
+                cluster::FlowRouting::new(
+                    c.clone(),
+                    skips.get(id.0 as usize).cloned().unwrap_or_default(),
+                )
+            }),
+            transfer_logged: false,
         };
         let core = pick_core(&cfg.cpu.flow_threads, id.0 as usize);
         let name = format!("flow-{}", id.0);
@@ -508,9 +607,11 @@ fn run_session(
         flow_handles.push(h);
     }
     drop(ev_tx);
-    // Global batches go to writer 0 (after the barrier made every writer idle).
-    let global_tx = writer_txs[0].clone();
+    // Global batches go to writer 0 (after the barrier made every writer idle); on a cluster
+    // to every master (CoordCluster::send_global).
+    let global_tx = (cluster_ctx.is_none()).then(|| writer_txs[0].clone());
     drop(writer_txs);
+    drop(cluster_ctx);
 
     let coord = Coordinator {
         cfg: cfg.clone(),
@@ -529,8 +630,10 @@ fn run_session(
         },
         fullsync_end: 0,
         release_txs,
-        global_tx: Some(global_tx),
+        global_tx,
         started: Instant::now(),
+        writers: writers_total,
+        cluster: coord_cluster,
     };
     let coord_handle = std::thread::Builder::new()
         .name("coordinator".into())
@@ -646,6 +749,10 @@ struct FlowCtx {
     last_sent_next: Lsn,
     /// When and what the last ACK was.
     last_ack: Option<(Instant, Lsn)>,
+    /// Cluster targets: the slot map, the resume skip table (`pipeline/cluster.rs`).
+    cluster: Option<cluster::FlowRouting>,
+    /// A cross-slot transfer was logged (once per flow).
+    transfer_logged: bool,
 }
 
 impl FlowCtx {
@@ -829,15 +936,132 @@ impl FlowCtx {
             .databases
             .apply(rw.db, rw.cmds)
             .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
-        for c in cmds {
-            self.pending_bytes += c.resp_len();
-            self.pending.push((db, c));
+        if self.cluster.is_some() {
+            // Single-slot commands; on a resume, minus what the slot markers show applied.
+            let end = if self.phase == Phase::Snapshot {
+                None
+            } else {
+                next
+            };
+            // Cross-slot RENAME/RENAMENX/COPY run synchronously between the commands around
+            // them (route::split::Transfer).
+            let mut cmds = cmds;
+            while let Some(p) = cmds.iter().position(is_transfer) {
+                let tail = cmds.split_off(p + 1);
+                let t = cmds.pop();
+                self.route_cluster(db, cmds, end, rw.atomic);
+                if let Some(t) = t.as_ref().and_then(crate::route::split::Transfer::from_cmd) {
+                    self.run_transfer(&t, end)?;
+                }
+                cmds = tail;
+            }
+            self.route_cluster(db, cmds, end, rw.atomic);
+        } else {
+            for c in cmds {
+                self.pending_bytes += c.resp_len();
+                self.pending.push((db, c));
+            }
         }
         // An entry with nothing to write (PING, skipped) still moves the position: the next
         // flush sends at least the marker.
         let _ = next;
         if self.pending.len() >= self.batch_commands || self.pending_bytes >= self.batch_bytes {
             self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Cluster: routes commands to their slots (refused ones counted and logged) and adds them
+    /// to the pending batch.
+    fn route_cluster(&mut self, db: DbIndex, cmds: Vec<Cmd>, end: Option<Lsn>, atomic: bool) {
+        if cmds.is_empty() {
+            return;
+        }
+        if let Some(cl) = self.cluster.as_mut() {
+            let (cmds, refused) = cl.route(self.id, cmds, end, atomic);
+            for (c, why) in refused {
+                self.shared.stats[self.id.0 as usize]
+                    .skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "{}: {} {} not applied: {why}",
+                    self.id,
+                    escape_bytes(c.name()),
+                    c.get(1).map(escape_bytes).unwrap_or_default()
+                );
+            }
+            for c in cmds {
+                self.pending_bytes += c.resp_len();
+                self.pending.push((db, c));
+            }
+        }
+    }
+
+    /// Cluster: a cross-slot RENAME/RENAMENX/COPY (`end` = its entry's end position, journal
+    /// only). Ships what is pending with the position *before* the entry, waits until every
+    /// node acknowledged it (so the transfer reads the keys as the flow left them), then runs
+    /// the transfer over direct connections; the entry's own position moves with the next batch.
+    fn run_transfer(
+        &mut self,
+        t: &crate::route::split::Transfer,
+        end: Option<Lsn>,
+    ) -> Result<(), FlowFailure> {
+        let before = end.map(|e| Lsn(e.0.saturating_sub(1)));
+        let cmds = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let kind = match before {
+            Some(b) if b > self.last_sent_next || !cmds.is_empty() => {
+                self.last_sent_next = self.last_sent_next.max(b);
+                Some(BatchKind::Journal { next: b })
+            }
+            Some(_) => None,
+            None => (!cmds.is_empty()).then_some(BatchKind::Plain),
+        };
+        if let Some(kind) = kind {
+            self.send(Batch {
+                flow: self.id,
+                cmds,
+                kind,
+            })?;
+        }
+        let started = Instant::now();
+        while self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.in_flight(self.id) > 0)
+        {
+            self.maybe_ack()?;
+            if self.shared.abort.load(Ordering::SeqCst) {
+                return Err(self.fail(format!("{}: session aborted", self.id)));
+            }
+            if started.elapsed() > self.stall_limit {
+                return Err(self.fail(format!(
+                    "{}: batches before a cross-slot rename not acknowledged within {:?}",
+                    self.id, self.stall_limit
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let Some(cl) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        let r = cl.transfer(t, end).map_err(|e| {
+            self.fail(format!(
+                "{}: cross-slot transfer {} -> {}: {e}",
+                self.id,
+                escape_bytes(&t.src),
+                escape_bytes(&t.dst)
+            ))
+        })?;
+        if !self.transfer_logged {
+            self.transfer_logged = true;
+            log::info!(
+                "{}: a cross-slot {} -> {} ran as single-slot DUMP/RESTORE/DEL (every cross-slot \
+                 RENAME/RENAMENX/COPY does; logged once per flow): {r:?}",
+                self.id,
+                escape_bytes(&t.src),
+                escape_bytes(&t.dst)
+            );
         }
         Ok(())
     }
@@ -867,10 +1091,74 @@ impl FlowCtx {
     /// Sends a batch; while the writer's channel is full, keeps ACKing and gives up cleanly
     /// after the stall limit (the master must never wait on us for long, §5.2).
     fn send(&mut self, batch: Batch) -> Result<(), FlowFailure> {
+        if self.cluster.is_some() {
+            return self.send_cluster(batch);
+        }
+        let tx = self.tx.clone();
+        self.send_on(&tx, batch)
+    }
+
+    /// Cluster: splits the batch into node parts grouped per slot (journal groups commit their
+    /// slot marker), tracked so the flow's position moves once every node acknowledged. When
+    /// the slot map changed, first waits until everything sent is acknowledged (the fence:
+    /// nothing sent by the new map can overtake what an old owner still holds).
+    fn send_cluster(&mut self, batch: Batch) -> Result<(), FlowFailure> {
+        let next = match batch.kind {
+            BatchKind::Journal { next } => Some(next),
+            _ => None,
+        };
+        if self.cluster.as_ref().is_some_and(|c| c.outdated()) {
+            let started = Instant::now();
+            while self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.in_flight(self.id) > 0)
+            {
+                self.maybe_ack()?;
+                if self.shared.abort.load(Ordering::SeqCst) {
+                    return Err(self.fail(format!("{}: session aborted", self.id)));
+                }
+                if started.elapsed() > self.stall_limit {
+                    return Err(self.fail(format!(
+                        "{}: batches sent before a topology change not acknowledged within {:?}",
+                        self.id, self.stall_limit
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if let Some(c) = self.cluster.as_mut() {
+                c.reload();
+            }
+            log::debug!("{}: routing by the new slot map", self.id);
+        }
+        let Some(cl) = self.cluster.as_ref() else {
+            return Ok(());
+        };
+        let parts = cl.split(self.id, batch.cmds, next);
+        let ticket = cl.ticket(self.id, parts.len(), next);
+        for (tx, cmds, groups) in parts {
+            self.send_on(
+                &tx,
+                Batch {
+                    flow: self.id,
+                    cmds,
+                    kind: BatchKind::Tracked {
+                        groups,
+                        ticket: ticket.clone(),
+                    },
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sends a batch on `tx`; while the writer's channel is full, keeps ACKing and gives up
+    /// cleanly after the stall limit.
+    fn send_on(&mut self, tx: &Sender<Batch>, batch: Batch) -> Result<(), FlowFailure> {
         let started = Instant::now();
         let mut b = batch;
         loop {
-            match self.tx.send_timeout(b, Duration::from_millis(100)) {
+            match tx.send_timeout(b, Duration::from_millis(100)) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Disconnected(_)) => {
                     return Err(self.fail(format!("{}: the target writer stopped", self.id)))
@@ -1013,11 +1301,21 @@ struct Coordinator {
     release_txs: Vec<Sender<()>>,
     global_tx: Option<Sender<Batch>>,
     started: Instant,
+    /// Writer threads started with the session.
+    writers: usize,
+    /// Cluster targets: topology refresh, low-water positions, global commands.
+    cluster: Option<cluster::CoordCluster>,
 }
 
 impl Coordinator {
     fn run(mut self, events: Receiver<Event>) -> (Result<(), SessionError>, Option<Master>) {
-        let r = self.main_loop(&events);
+        let mut r = self.main_loop(&events);
+        if let Some(c) = self.cluster.as_mut() {
+            c.close();
+            if !c.join_late() && r.is_ok() {
+                r = Err(SessionError::fatal("a writer thread panicked"));
+            }
+        }
         // Let everything end: abort flows, drop the global sender, drain events until every
         // thread reported.
         (r, self.master.take())
@@ -1067,13 +1365,16 @@ impl Coordinator {
         let mut last_bytes: Vec<u64> = vec![0; self.n as usize];
         let mut behind_since: Vec<Option<Instant>> = vec![None; self.n as usize];
         let mut flows_left = self.n;
-        let mut writers_left = self.cfg.pipeline.connections_per_node.max(1);
+        let mut writers_left = self.writers;
         let mut global: Option<PendingGlobal> = None;
         let mut stable_logged = false;
         loop {
             if flows_left == 0 {
                 // No flow sends any more: let the writers drain and end.
                 self.global_tx = None;
+                if let Some(c) = &self.cluster {
+                    c.close();
+                }
             }
             if flows_left == 0 && writers_left == 0 {
                 break;
@@ -1158,6 +1459,11 @@ impl Coordinator {
                     global = None;
                 }
             }
+            if flows_left > 0 && result.is_ok() {
+                if let Err(e) = self.cluster_tick(&mut writers_left, false) {
+                    abort(self, e, &mut result);
+                }
+            }
             if !stable_logged && self.stable_at.iter().all(Option::is_some) {
                 stable_logged = true;
                 log::info!("stable sync: following the journal on {} flow(s)", self.n);
@@ -1174,7 +1480,39 @@ impl Coordinator {
             }
         }
         self.save();
+        if result.is_ok() {
+            // The final low-water positions: a restart resumes from exactly here.
+            if let Err(e) = self.cluster_tick(&mut writers_left, true) {
+                log::warn!("{}", e.msg);
+            }
+        }
         result
+    }
+
+    /// Cluster: refreshes the topology when due (new masters get writers; `writers_left`
+    /// counts them) and writes the low-water positions once every flow is in stable sync.
+    fn cluster_tick(&mut self, writers_left: &mut usize, last: bool) -> Result<(), SessionError> {
+        let positions = self.stable_positions();
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        if !last {
+            *writers_left += c.maybe_refresh()?;
+        }
+        c.maybe_lowwater(positions, last)
+            .map_err(|e| SessionError::retry(format!("target: {e}")))
+    }
+
+    /// Every flow's applied position, once every flow's snapshot is acknowledged.
+    fn stable_positions(&self) -> Option<Vec<Lsn>> {
+        (0..self.n)
+            .map(|i| {
+                let applied = self.shared.applied.get(FlowId(i));
+                self.stable_at[i as usize]
+                    .filter(|s| applied >= *s && applied.0 > 0)
+                    .map(|_| applied)
+            })
+            .collect()
     }
 
     /// Runs the FLUSH barrier: once every flow arrived and everything before it is applied,
@@ -1185,6 +1523,9 @@ impl Coordinator {
             return Ok(());
         }
         let applied = &self.shared.applied;
+        if self.cluster.is_some() {
+            return self.advance_global_cluster(g);
+        }
         if !g.sent {
             let ready = g.arrived.iter().all(|(f, l)| applied.get(FlowId(*f)) >= *l);
             if !ready {
@@ -1223,6 +1564,52 @@ impl Coordinator {
             }
             g.arrived.clear();
         }
+        Ok(())
+    }
+
+    /// The FLUSH barrier on a cluster: once everything before it is applied, the command runs
+    /// on every master; once every master acknowledged it, the low-water positions move past it
+    /// (the flush wiped the slot markers: a resume must not start before it), then the flows
+    /// are released.
+    fn advance_global_cluster(&mut self, g: &mut PendingGlobal) -> Result<(), SessionError> {
+        let applied = self.shared.applied.clone();
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        if !g.sent {
+            let ready = g.arrived.iter().all(|(f, l)| applied.get(FlowId(*f)) >= *l);
+            if !ready {
+                return Ok(());
+            }
+            c.send_global(&g.cmd, self.opts.stall_limit)?;
+            log::info!(
+                "{} (txid {}) reached on every flow: applied once on every master",
+                escape_bytes(g.cmd.name()),
+                g.txid
+            );
+            g.sent = true;
+            return Ok(());
+        }
+        if !c.global_done() {
+            return Ok(());
+        }
+        let nexts: Vec<Lsn> = (0..self.n)
+            .map(|i| {
+                let after = g.arrived.get(&i).map_or(Lsn(0), |l| Lsn(l.0 + 1));
+                after.max(applied.get(FlowId(i)))
+            })
+            .collect();
+        c.maybe_lowwater(Some(nexts.clone()), true)
+            .map_err(|e| SessionError::retry(format!("target: {e}")))?;
+        for (i, l) in nexts.iter().enumerate() {
+            applied.advance(FlowId(i as u32), *l);
+        }
+        for f in g.arrived.keys() {
+            if let Some(tx) = self.release_txs.get(*f as usize) {
+                let _ = tx.try_send(());
+            }
+        }
+        g.arrived.clear();
         Ok(())
     }
 
