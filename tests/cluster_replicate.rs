@@ -268,8 +268,15 @@ fn cluster_keys(c: &RedisCluster) -> usize {
         .sum()
 }
 
+/// The replica's log file.
 fn log_text(p: &Path) -> String {
-    let mut s = std::fs::read_to_string(p).unwrap_or_default();
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// The replica's log file and, after it, its stderr (panics, the final error line).
+fn all_output(p: &Path) -> String {
+    let mut s = log_text(p);
+    s.push_str("\n--- stderr ---\n");
     s.push_str(&std::fs::read_to_string(p.with_extension("stderr")).unwrap_or_default());
     s
 }
@@ -287,7 +294,7 @@ fn cluster_target_every_type_and_live_workload_converge() {
     let log = dir.path().join("replica.log");
     let _r = spawn_replica(&cfg, &log);
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
-        panic!("full sync never equal:\n{last}\n{}", log_text(&log));
+        panic!("full sync never equal:\n{last}\n{}", all_output(&log));
     }
     // Data on every master, not all on one.
     for n in cluster.nodes() {
@@ -299,7 +306,7 @@ fn cluster_target_every_type_and_live_workload_converge() {
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
         panic!(
             "never equal after the workload:\n{last}\n{}",
-            log_text(&log)
+            all_output(&log)
         );
     }
     let text = log_text(&log);
@@ -322,7 +329,7 @@ fn cluster_failover_during_stable_sync_converges_without_restart() {
     let log = dir.path().join("replica.log");
     let _r = spawn_replica(&cfg, &log);
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
-        panic!("full sync never equal:\n{last}\n{}", log_text(&log));
+        panic!("full sync never equal:\n{last}\n{}", all_output(&log));
     }
     let work = spawn_work(&emu, "3000", "15000");
     std::thread::sleep(Duration::from_millis(1500));
@@ -332,7 +339,7 @@ fn cluster_failover_during_stable_sync_converges_without_restart() {
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
         panic!(
             "never equal after the failover:\n{last}\n{}",
-            log_text(&log)
+            all_output(&log)
         );
     }
     let text = log_text(&log);
@@ -367,7 +374,7 @@ fn cluster_kill_9_mid_stream_resumes_exactly() {
     }
     assert!(work.join().unwrap());
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
-        panic!("never equal after kill -9:\n{last}\n{}", log_text(&log));
+        panic!("never equal after kill -9:\n{last}\n{}", all_output(&log));
     }
     let text = log_text(&log);
     assert_eq!(

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::RwLock;
 
-use crate::config::Config;
+use crate::config::{Config, FlushPolicy};
 use crate::model::{Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Endpoint};
 use crate::route::Slot;
@@ -140,6 +140,75 @@ impl Setup {
     pub fn flush_all(&self) -> Result<(), String> {
         tc::on_every_master(&self.seed, &self.owners, &Cmd::new("FLUSHALL"))
             .map_err(|e| e.to_string())
+    }
+
+    /// Closes writer connections of an earlier session or process on every master
+    /// ([`Markers::retire_writers`]: their unread input must not run after the markers are
+    /// read).
+    pub fn retire_writers(&self, markers: &Markers) -> Result<usize, String> {
+        let mut n = 0;
+        for i in self.owners.masters() {
+            let Some(addr) = self.owners.nodes.get(i) else {
+                continue;
+            };
+            let mut c = Conn::connect(&self.node(addr)).map_err(|e| e.to_string())?;
+            n += markers.retire_writers(&mut c).map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+
+    /// Readies the cluster for a full sync, as `prepare_full_sync` does for one server: flush
+    /// every master when the policy asks for it (`auto`: when our owner marker or low-water
+    /// hash is there), delete every marker, set the owner marker.
+    pub fn prepare_full_sync(&self, policy: FlushPolicy) -> Result<(), String> {
+        let owner = Markers {
+            prefix: self.markers.prefix.clone(),
+            replid: self.markers.replid.clone(),
+        };
+        let mut ours = false;
+        for key in [owner.owner_key(), self.markers.lowwater_key()] {
+            let mut c = Cmd::new("EXISTS");
+            c.arg(&key);
+            let v = tc::request_slot(&self.seed, &self.owners, Slot::of_key(&key).get(), &c)
+                .map_err(|e| format!("reading the markers: {e}"))?;
+            ours |= v.as_int().is_some_and(|n| n > 0);
+        }
+        let flush = match policy {
+            FlushPolicy::Always => true,
+            FlushPolicy::Never => false,
+            FlushPolicy::Auto => ours,
+        };
+        if flush {
+            log::warn!(
+                "flushing every master of the target (FLUSHALL) before the full sync: {}",
+                if ours {
+                    "it holds data of an earlier df2redis-sync run, and keys the master deleted \
+                     meanwhile are in no snapshot"
+                } else {
+                    "target.flush_before_full_sync is `always`"
+                }
+            );
+            self.flush_all().map_err(|e| format!("FLUSHALL: {e}"))?;
+        } else if ours {
+            log::warn!(
+                "target.flush_before_full_sync is `never`: keys that an earlier run wrote and the \
+                 master deleted since stay in the target (check will report them)"
+            );
+        }
+        self.clear_markers()
+            .map_err(|e| format!("clearing the markers: {e}"))?;
+        let key = owner.owner_key();
+        let v = tc::request_slot(
+            &self.seed,
+            &self.owners,
+            Slot::of_key(&key).get(),
+            &owner.owner_cmd(),
+        )
+        .map_err(|e| format!("setting the owner marker: {e}"))?;
+        match v.server_error() {
+            Some(e) => Err(format!("setting the owner marker: {e}")),
+            None => Ok(()),
+        }
     }
 
     /// Deletes every marker key on every master.
