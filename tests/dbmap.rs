@@ -10,10 +10,10 @@ use std::time::Duration;
 use df2redis_sync::resp::Value;
 
 use crate::support::emu::{
-    call, connect, spawn_replica, spawn_work, start_emulator, wait_check_equal, wait_log,
-    write_config,
+    call, connect, spawn_replica, spawn_work, start_empty_emulator, start_emulator,
+    wait_check_equal, wait_log, write_config,
 };
-use crate::support::RedisServer;
+use crate::support::{RedisCluster, RedisServer};
 
 /// Live writes in dbs 1, 3 and 7 of the emulator: plain writes, a multi-key MSET/DEL, a
 /// same-db RENAME, a MOVE from db 1 to db 3 (and one that fails: the key exists there), and
@@ -121,4 +121,84 @@ fn colliding_source_dbs_are_refused_at_start() {
         "{err}"
     );
     assert_eq!(server.cli(&["DBSIZE"]), "0");
+}
+
+fn cluster_target(c: &RedisCluster) -> String {
+    format!(
+        "  type: redis-cluster\n  seeds: [\"{}\"]\n",
+        c.nodes()[0].addr()
+    )
+}
+
+/// A cluster target and a source with keys in dbs 1, 3 and 7 but no key prefixes: replicate
+/// refuses at start (exit 1), names the dbs and the config to add; nothing is written.
+#[test]
+fn cluster_target_refuses_unmapped_source_dbs_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let cluster = RedisCluster::start();
+    let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), "");
+    let out = crate::support::run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
+            .args(["replicate", cfg.to_str().unwrap()]),
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the source has keys in db 1, 3, 7 but the target is a Redis Cluster")
+            && err.contains("databases.key_prefix"),
+        "{err}"
+    );
+    for n in cluster.nodes() {
+        assert_eq!(n.cli(&["DBSIZE"]), "0");
+    }
+}
+
+/// A db that gets keys only after the start (cluster target, no mapping for it): the flow
+/// stops at its first entry with the mapping error, nothing of it is written, and the restart
+/// is refused at start with the keyspace message: the tool exits 1.
+#[test]
+fn entry_of_an_unmapped_db_arriving_later_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_empty_emulator(dir.path(), &[]);
+    let mut c = connect(&emu_addr);
+    call(&mut c, &["SET", "in:db0", "1"]);
+    let cluster = RedisCluster::start();
+    let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), "");
+    let log = dir.path().join("replica.log");
+    let mut r = spawn_replica(&cfg, &log);
+    assert!(
+        wait_log(&log, "stable sync: following the journal", 60),
+        "no stable sync: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    call(&mut c, &["SELECT", "2"]);
+    call(&mut c, &["SET", "in:db2", "x"]);
+    let end = std::time::Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(st) = r.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "replicate did not stop: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("source db 2 is not replicated"), "{text}");
+    let keys: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .flat_map(|n| {
+            n.cli(&["KEYS", "in:*"])
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(keys, vec!["in:db0".to_string()]);
 }

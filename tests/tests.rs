@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod cluster;
 mod cluster_replicate;
+mod cluster_scenarios;
 mod cluster_split;
 mod config;
 mod dbmap;

@@ -269,16 +269,18 @@ impl DbMapping {
         }
         let mut out = Vec::with_capacity(cmds.len());
         for c in cmds {
-            let name = c.name().to_ascii_uppercase();
-            match name.as_slice() {
-                b"FLUSHDB" => out.push(self.flushdb(src, target, prefix)),
-                b"MOVE" => out.push(self.move_cmd(src, target, prefix, &c)?),
-                _ => match prefix {
-                    Some(p) => out.push(prefix_keys(&c, p).map_err(|e| {
-                        MapError(format!("{src} with key prefix {}: {e}", escape_bytes(p)))
-                    })?),
-                    None => out.push(c),
-                },
+            // No allocation per command: this runs for every command of a cluster target.
+            let name = c.name();
+            if name.eq_ignore_ascii_case(b"FLUSHDB") {
+                out.push(self.flushdb(src, target, prefix));
+            } else if name.eq_ignore_ascii_case(b"MOVE") {
+                out.push(self.move_cmd(src, target, prefix, &c)?);
+            } else if let Some(p) = prefix {
+                out.push(prefix_keys(&c, p).map_err(|e| {
+                    MapError(format!("{src} with key prefix {}: {e}", escape_bytes(p)))
+                })?);
+            } else {
+                out.push(c);
             }
         }
         Ok((target, out))

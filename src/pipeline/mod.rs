@@ -1177,8 +1177,8 @@ impl FlowCtx {
             cl.transfers += 1;
             if cl.transfers == 1 {
                 log::info!(
-                    "{}: {} across slots runs as a read-then-write transfer (DUMP, RESTORE, DEL; \
-                     logged once per flow): {outcome:?}",
+                    "{}: a cross-slot {} ran as single-slot DUMP/RESTORE/DEL (every cross-slot \
+                     RENAME/RENAMENX/COPY does; logged once per flow): {outcome:?}",
                     self.id,
                     escape_bytes(cmd.name())
                 );

@@ -128,7 +128,9 @@ fn spec(name: &[u8]) -> Option<(Keys, Cross)> {
     }
     Some(match name {
         // Keyless: scripts, functions, global flushes.
-        b"SCRIPT" | b"FUNCTION" | b"FLUSHALL" | b"FLUSHDB" => (None, Refuse(rule::UNKNOWN)),
+        b"SCRIPT" | b"FUNCTION" | b"FLUSHALL" | b"FLUSHDB" | b"PING" => {
+            (None, Refuse(rule::UNKNOWN))
+        }
         // Variadic keys, split exactly.
         b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => {
             (Every { first: 1, step: 1 }, Split { group: 1 })

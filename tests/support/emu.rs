@@ -35,6 +35,19 @@ impl Drop for Proc {
 /// An emulator with 3 shards (plus `args`), its log in `dir/emulator.log`, its dataset loaded
 /// at `scale` (dbs 0, 1, 3 and 7). Returns the process and its address.
 pub fn start_emulator(dir: &Path, args: &[&str], scale: &str) -> (Proc, String) {
+    let (emu, addr) = start_empty_emulator(dir, args);
+    let st = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+        .args(["load", "--scale", scale, "--target", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "dfly-emulator load");
+    (emu, addr)
+}
+
+/// An emulator with 3 shards (plus `args`) and no data, its log in `dir/emulator.log`.
+pub fn start_empty_emulator(dir: &Path, args: &[&str]) -> (Proc, String) {
     let port = super::free_port(false);
     let emu = Proc(
         Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
@@ -52,13 +65,6 @@ pub fn start_emulator(dir: &Path, args: &[&str], scale: &str) -> (Proc, String) 
         assert!(Instant::now() < end, "emulator did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let st = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-        .args(["load", "--scale", scale, "--target", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "dfly-emulator load");
     (emu, addr)
 }
 
