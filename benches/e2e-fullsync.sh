@@ -19,7 +19,7 @@
 # default 1000000), VALUE (bytes, default 64), MIXED_KEYS (default 200000), HUGE_MIB (total
 # of the four huge keys, default 400), BIG_MIB (bighash, default 1024), SHARDS_LIST (flows,
 # default 4), CEILING (1 = measure redis-cli --pipe, default 1), PIPELINE (extra YAML lines
-# under `pipeline:`, e.g. "batch_commands: 1024"), REPEAT (runs of ceiling + replica per
+# under `pipeline:`, several separated by "; ", e.g. "batch_commands: 1024; channel_capacity: 4"), REPEAT (runs of ceiling + replica per
 # dataset, alternating; the best of each is compared, default 1), BIN (default
 # target/release), KEEP=1 keeps the work dir, PERF=<path> records a perf profile of each
 # replica run to <path>.<dataset>.<flows> (its RSS and CPU figures are then perf's). Build first: cargo build --release --bins
@@ -107,7 +107,7 @@ checkpoint:
 replica:
   flow_timeout: 600s
 pipeline:
-  ${PIPELINE:-batch_commands: 512}
+  $(echo "${PIPELINE:-batch_commands: 512}" | sed "s/; */\n  /g")
 EOF
     local wrap=()
     [ -n "${PERF:-}" ] && wrap=(perf record -F 1999 -g -o "$PERF.$ds.$shards" --)

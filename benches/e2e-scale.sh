@@ -43,7 +43,7 @@ target:
 checkpoint:
   dir: $WORK/ckpt-$keys-$flows
 pipeline:
-  ${PIPELINE:-batch_commands: 512}
+  $(echo "${PIPELINE:-batch_commands: 512}" | sed "s/; */\n  /g")
 EOF
         c0=$(server_cpu "$tp")
         "$BIN/df2redis-sync" replicate "$WORK/r-$keys-$flows.yaml" \

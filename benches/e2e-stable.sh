@@ -79,7 +79,7 @@ target:
 checkpoint:
   dir: $WORK/ckpt-$rate
 pipeline:
-  ${PIPELINE:-batch_commands: 512}
+  $(echo "${PIPELINE:-batch_commands: 512}" | sed "s/; */\n  /g")
 EOF
     local c0
     c0=$(server_cpu "$tp")
