@@ -37,7 +37,7 @@ use crate::config::{Config, FlushPolicy, TargetKind};
 use crate::journal::{EntryKind, JournalItem, LsnCounter};
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Stream};
-use crate::rdb::{FlowEvent, Limits, SnapshotItem};
+use crate::rdb::{EventRef, FlowEvent, Limits, SnapshotItem};
 use crate::rewrite::{self, Rewriter, Rewritten};
 use crate::source::{self, FlowReader, Master};
 use crate::target::writer::{
@@ -191,36 +191,6 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
     }
 }
 
-/// Refuses to start when the source has keys in a db the mapping does not replicate (a
-/// Redis Cluster target has only db 0, `docs/cluster-commands.md`), or in two dbs that would
-/// collide in one target db. Reads the master's `INFO keyspace` on a normal connection.
-fn check_source_dbs(cfg: &Config, src: &crate::net::Endpoint) -> Result<(), SessionError> {
-    let mut c = Conn::connect(src).map_err(|e| SessionError::early(format!("source: {e}")))?;
-    let info = c
-        .request(&Cmd::from_args(["INFO", "keyspace"]))
-        .map_err(|e| SessionError::early(format!("source: INFO keyspace: {e}")))?;
-    let Some(text) = info.as_bytes() else {
-        return Err(SessionError::early(format!(
-            "source: INFO keyspace answered {info:?}"
-        )));
-    };
-    cfg.databases
-        .check_keyspace(text)
-        .map_err(|e| SessionError::fatal(e.to_string()))
-}
-
-/// True for a `RENAME`/`RENAMENX`/`COPY` whose keys are in two slots (run as a transfer).
-fn is_transfer(c: &Cmd) -> bool {
-    let n = c.name();
-    (n.eq_ignore_ascii_case(b"RENAME")
-        || n.eq_ignore_ascii_case(b"RENAMENX")
-        || n.eq_ignore_ascii_case(b"COPY"))
-        && matches!(
-            crate::route::split::split(c),
-            crate::route::split::Routed::Transfer(_)
-        )
-}
-
 /// Readies the target for a full sync: empties it when the policy asks for it, invalidates
 /// every position committed by an earlier session, and marks the target as ours.
 ///
@@ -307,6 +277,24 @@ fn target_key_count(probe: &mut Conn) -> u64 {
                 .ok()
         })
         .sum()
+}
+
+/// Refuses to start when the source has keys in a db the mapping does not replicate (a
+/// Redis Cluster target has only db 0, `docs/cluster-commands.md`), or in two dbs that would
+/// collide in one target db. Reads the master's `INFO keyspace` on a normal connection.
+fn check_source_dbs(cfg: &Config, src: &crate::net::Endpoint) -> Result<(), SessionError> {
+    let mut c = Conn::connect(src).map_err(|e| SessionError::early(format!("source: {e}")))?;
+    let info = c
+        .request(&Cmd::from_args(["INFO", "keyspace"]))
+        .map_err(|e| SessionError::early(format!("source: INFO keyspace: {e}")))?;
+    let Some(text) = info.as_bytes() else {
+        return Err(SessionError::early(format!(
+            "source: INFO keyspace answered {info:?}"
+        )));
+    };
+    cfg.databases
+        .check_keyspace(text)
+        .map_err(|e| SessionError::fatal(e.to_string()))
 }
 
 /// Per-flow counters read by the coordinator for progress lines.
@@ -668,7 +656,6 @@ fn run_session(
                     skips.get(id.0 as usize).cloned().unwrap_or_default(),
                 )
             }),
-            transfer_logged: false,
         };
         let core = pick_core(&cfg.cpu.flow_threads, id.0 as usize);
         let name = format!("flow-{}", id.0);
@@ -753,6 +740,13 @@ fn run_session(
 }
 
 /// Asks the target what the rewrite may use: the JSON module, hash field TTLs (7.4+).
+/// What the flow thread's read step produced: a whole string key already rewritten (from
+/// the borrowed fast path of the decoder), or an owned event.
+enum Next {
+    String(Rewritten),
+    Event(FlowEvent),
+}
+
 fn probe_target(conn: &mut Conn) -> rewrite::Options {
     let mut o = rewrite::Options {
         now_ms: checkpoint::now_ms() as i64,
@@ -826,8 +820,6 @@ struct FlowCtx {
     last_ack: Option<(Instant, Lsn)>,
     /// Cluster targets: the slot map, the resume skip table (`pipeline/cluster.rs`).
     cluster: Option<cluster::FlowRouting>,
-    /// A cross-slot transfer was logged (once per flow).
-    transfer_logged: bool,
 }
 
 impl FlowCtx {
@@ -871,19 +863,42 @@ impl FlowCtx {
                 self.flush()?;
             }
             self.maybe_ack()?;
-            let ev = self.reader.next_event().map_err(|e| {
-                let full = matches!(e, source::Error::Decode { .. });
-                FlowFailure {
-                    msg: e.to_string(),
-                    force_full: full,
-                }
-            })?;
+            // Whole string keys of the snapshot are rewritten straight from the read buffer
+            // (no copy of key and value); every other event is handled owned.
+            let (rewriter, id, phase) = (&mut self.rewriter, self.id, self.phase);
+            let ev = self
+                .reader
+                .next_with(|ev| match ev {
+                    EventRef::String(s) => {
+                        log::trace!("{id} ({phase:?}): {s:?}");
+                        rewriter.set_now_ms(checkpoint::now_ms() as i64);
+                        Next::String(rewriter.string_ref(&s))
+                    }
+                    EventRef::Event(e) => Next::Event(e),
+                })
+                .map_err(|e| {
+                    let full = matches!(e, source::Error::Decode { .. });
+                    FlowFailure {
+                        msg: e.to_string(),
+                        force_full: full,
+                    }
+                })?;
             self.shared.stats[self.id.0 as usize]
                 .bytes
                 .store(self.reader.received(), Ordering::Relaxed);
-            if let Some(ev) = ev {
-                self.rewriter.set_now_ms(checkpoint::now_ms() as i64);
-                self.on_event(ev)?;
+            match ev {
+                Some(Next::String(rw)) => {
+                    // What `on_snapshot` does for a first piece.
+                    self.shared.stats[self.id.0 as usize]
+                        .keys
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.take(rw, None)?;
+                }
+                Some(Next::Event(ev)) => {
+                    self.rewriter.set_now_ms(checkpoint::now_ms() as i64);
+                    self.on_event(ev)?;
+                }
+                None => {}
             }
         }
     }
@@ -1011,26 +1026,35 @@ impl FlowCtx {
             .databases
             .apply(rw.db, rw.cmds)
             .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
-        if self.cluster.is_some() {
+        if let Some(cl) = self.cluster.as_mut() {
             // Single-slot commands; on a resume, minus what the slot markers show applied.
             let end = if self.phase == Phase::Snapshot {
                 None
             } else {
                 next
             };
-            // Cross-slot RENAME/RENAMENX/COPY run synchronously between the commands around
-            // them (route::split::Transfer).
-            let mut cmds = cmds;
-            while let Some(p) = cmds.iter().position(is_transfer) {
-                let tail = cmds.split_off(p + 1);
-                let t = cmds.pop();
-                self.route_cluster(db, cmds, end, rw.atomic);
-                if let Some(t) = t.as_ref().and_then(crate::route::split::Transfer::from_cmd) {
-                    self.run_transfer(&t, end)?;
+            let steps = cl.route(self.id, cmds, end, rw.atomic);
+            for step in steps {
+                match step {
+                    cluster::Step::Cmd(c) => {
+                        self.pending_bytes += c.resp_len();
+                        self.pending.push((db, c));
+                    }
+                    cluster::Step::Refused(c, rule) => {
+                        self.shared.stats[self.id.0 as usize]
+                            .skipped
+                            .fetch_add(1, Ordering::Relaxed);
+                        log::warn!(
+                            "{}: {} {} not applied on the cluster (rule {rule}, \
+                             docs/cluster-commands.md)",
+                            self.id,
+                            escape_bytes(c.name()),
+                            c.get(1).map(escape_bytes).unwrap_or_default()
+                        );
+                    }
+                    cluster::Step::Transfer(t, c) => self.transfer(&t, &c)?,
                 }
-                cmds = tail;
             }
-            self.route_cluster(db, cmds, end, rw.atomic);
         } else {
             for c in cmds {
                 self.pending_bytes += c.resp_len();
@@ -1042,101 +1066,6 @@ impl FlowCtx {
         let _ = next;
         if self.pending.len() >= self.batch_commands || self.pending_bytes >= self.batch_bytes {
             self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Cluster: routes commands to their slots (refused ones counted and logged) and adds them
-    /// to the pending batch.
-    fn route_cluster(&mut self, db: DbIndex, cmds: Vec<Cmd>, end: Option<Lsn>, atomic: bool) {
-        if cmds.is_empty() {
-            return;
-        }
-        if let Some(cl) = self.cluster.as_mut() {
-            let (cmds, refused) = cl.route(self.id, cmds, end, atomic);
-            for (c, why) in refused {
-                self.shared.stats[self.id.0 as usize]
-                    .skipped
-                    .fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "{}: {} {} not applied: {why}",
-                    self.id,
-                    escape_bytes(c.name()),
-                    c.get(1).map(escape_bytes).unwrap_or_default()
-                );
-            }
-            for c in cmds {
-                self.pending_bytes += c.resp_len();
-                self.pending.push((db, c));
-            }
-        }
-    }
-
-    /// Cluster: a cross-slot RENAME/RENAMENX/COPY (`end` = its entry's end position, journal
-    /// only). Ships what is pending with the position *before* the entry, waits until every
-    /// node acknowledged it (so the transfer reads the keys as the flow left them), then runs
-    /// the transfer over direct connections; the entry's own position moves with the next batch.
-    fn run_transfer(
-        &mut self,
-        t: &crate::route::split::Transfer,
-        end: Option<Lsn>,
-    ) -> Result<(), FlowFailure> {
-        let before = end.map(|e| Lsn(e.0.saturating_sub(1)));
-        let cmds = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        let kind = match before {
-            Some(b) if b > self.last_sent_next || !cmds.is_empty() => {
-                self.last_sent_next = self.last_sent_next.max(b);
-                Some(BatchKind::Journal { next: b })
-            }
-            Some(_) => None,
-            None => (!cmds.is_empty()).then_some(BatchKind::Plain),
-        };
-        if let Some(kind) = kind {
-            self.send(Batch {
-                flow: self.id,
-                cmds,
-                kind,
-            })?;
-        }
-        let started = Instant::now();
-        while self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.in_flight(self.id) > 0)
-        {
-            self.maybe_ack()?;
-            if self.shared.abort.load(Ordering::SeqCst) {
-                return Err(self.fail(format!("{}: session aborted", self.id)));
-            }
-            if started.elapsed() > self.stall_limit {
-                return Err(self.fail(format!(
-                    "{}: batches before a cross-slot rename not acknowledged within {:?}",
-                    self.id, self.stall_limit
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let Some(cl) = self.cluster.as_mut() else {
-            return Ok(());
-        };
-        let r = cl.transfer(t, end).map_err(|e| {
-            self.fail(format!(
-                "{}: cross-slot transfer {} -> {}: {e}",
-                self.id,
-                escape_bytes(&t.src),
-                escape_bytes(&t.dst)
-            ))
-        })?;
-        if !self.transfer_logged {
-            self.transfer_logged = true;
-            log::info!(
-                "{}: a cross-slot {} -> {} ran as single-slot DUMP/RESTORE/DEL (every cross-slot \
-                 RENAME/RENAMENX/COPY does; logged once per flow): {r:?}",
-                self.id,
-                escape_bytes(&t.src),
-                escape_bytes(&t.dst)
-            );
         }
         Ok(())
     }
@@ -1183,24 +1112,7 @@ impl FlowCtx {
             _ => None,
         };
         if self.cluster.as_ref().is_some_and(|c| c.outdated()) {
-            let started = Instant::now();
-            while self
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.in_flight(self.id) > 0)
-            {
-                self.maybe_ack()?;
-                if self.shared.abort.load(Ordering::SeqCst) {
-                    return Err(self.fail(format!("{}: session aborted", self.id)));
-                }
-                if started.elapsed() > self.stall_limit {
-                    return Err(self.fail(format!(
-                        "{}: batches sent before a topology change not acknowledged within {:?}",
-                        self.id, self.stall_limit
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            self.drain_cluster("a topology change")?;
             if let Some(c) = self.cluster.as_mut() {
                 c.reload();
             }
@@ -1223,6 +1135,78 @@ impl FlowCtx {
                     },
                 },
             )?;
+        }
+        Ok(())
+    }
+
+    /// Cluster: a cross-slot `RENAME`/`RENAMENX`/`COPY` as a read-then-write transfer, after
+    /// everything the flow sent before it is applied (`route::split::Transfer::run`).
+    fn transfer(
+        &mut self,
+        t: &crate::route::split::Transfer,
+        cmd: &Cmd,
+    ) -> Result<(), FlowFailure> {
+        // The pending commands come before it. Their position is the transfer's own entry
+        // (`next - 1`): everything before that entry is in them or was sent already. (Commands
+        // of a pre-v1.21 atomic group that precede the transfer inside the same entry are
+        // marked with that position too, so a crash right here would apply them again.)
+        let cmds = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if !cmds.is_empty() {
+            let kind = if self.phase == Phase::Snapshot {
+                BatchKind::Plain
+            } else {
+                let at = Lsn(self.counter.next().0.saturating_sub(1)).max(self.last_sent_next);
+                self.last_sent_next = at;
+                BatchKind::Journal { next: at }
+            };
+            self.send(Batch {
+                flow: self.id,
+                cmds,
+                kind,
+            })?;
+        }
+        self.drain_cluster("a cross-slot transfer")?;
+        let Some(cl) = self.cluster.as_ref() else {
+            return Ok(());
+        };
+        let outcome = cl
+            .transfer(t)
+            .map_err(|e| self.fail(format!("{}: {cmd:?} across slots: {e}", self.id)))?;
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.transfers += 1;
+            if cl.transfers == 1 {
+                log::info!(
+                    "{}: {} across slots runs as a read-then-write transfer (DUMP, RESTORE, DEL; \
+                     logged once per flow): {outcome:?}",
+                    self.id,
+                    escape_bytes(cmd.name())
+                );
+            }
+        }
+        log::debug!("{}: {cmd:?} across slots: {outcome:?}", self.id);
+        Ok(())
+    }
+
+    /// Cluster: waits until every batch the flow sent is acknowledged by every node.
+    fn drain_cluster(&mut self, why: &str) -> Result<(), FlowFailure> {
+        let started = Instant::now();
+        while self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.in_flight(self.id) > 0)
+        {
+            self.maybe_ack()?;
+            if self.shared.abort.load(Ordering::SeqCst) {
+                return Err(self.fail(format!("{}: session aborted", self.id)));
+            }
+            if started.elapsed() > self.stall_limit {
+                return Err(self.fail(format!(
+                    "{}: batches sent before {why} not acknowledged within {:?}",
+                    self.id, self.stall_limit
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Redis Cluster specifics of the target: which slot a command goes to, the position markers
+//! Redis Cluster specifics of the target: which node a routed command goes to, the position markers
 //! that make a cluster replay exactly-once, the per-flow completion [`Tracker`], and the few
 //! blocking node operations the session start needs (read, clear markers; flush every master).
 //!
@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use crate::model::{Cmd, FlowId, Lsn};
 use crate::net::{self, Conn, Endpoint};
 use crate::resp::{ErrorKind, Value};
+use crate::route::split::{self, Routed};
 use crate::route::Slot;
 
 use super::topology::{Topology, SLOT_COUNT};
@@ -173,41 +174,16 @@ pub enum Dest {
     AllMasters,
 }
 
-/// A command routed for a cluster: single-slot commands, or why it cannot be.
-pub type Routed = Result<Vec<(Dest, Cmd)>, String>;
-
-/// Routes one command with the cross-slot rules of `route::split` (docs/cluster-commands.md):
-/// a command whose keys share a slot goes there; `MSET`, `DEL`, `UNLINK`, `EXISTS`, `TOUCH`,
-/// `JSON.MSET` across slots are split into one command per slot; keyless commands go to every
-/// master. `Err` (counted by the caller) for a command refused across slots, and for a
-/// cross-slot `RENAME`/`RENAMENX`/`COPY`, which the flow runs as a `Transfer` itself before
-/// routing the rest (`pipeline::FlowCtx::take`).
-pub fn route(cmd: &Cmd) -> Routed {
-    use crate::route::split::{split, Routed as R};
-    match split(cmd) {
-        R::Single(s) => Ok(vec![(Dest::Slot(s.get()), cmd.clone())]),
-        R::Keyless => Ok(vec![(Dest::AllMasters, cmd.clone())]),
-        R::Split(parts) => Ok(parts
-            .into_iter()
-            .map(|(s, c)| (Dest::Slot(s.get()), c))
-            .collect()),
-        R::Transfer(_) => Err(format!(
-            "{} across slots must run as a transfer",
-            String::from_utf8_lossy(cmd.name())
-        )),
-        R::Refused { rule } => Err(format!(
-            "{} cannot run exactly on a cluster: {rule} (docs/cluster-commands.md)",
-            String::from_utf8_lossy(cmd.name())
-        )),
-    }
-}
-
-/// Where a single-slot command (as [`route`] returns them) goes: its slot, or every master
-/// when it has no key.
+/// Where a single-slot command (as `route::split` leaves them) goes: its slot, or every
+/// master when it has no key (`SCRIPT LOAD`, `FUNCTION LOAD`). A command that is not
+/// single-slot (the caller split or refused it before) goes by its first argument's slot.
 pub fn dest(cmd: &Cmd) -> Dest {
-    match crate::route::split::single_slot(cmd) {
-        Some(s) => Dest::Slot(s.get()),
-        None => Dest::AllMasters,
+    match split::split(cmd) {
+        Routed::Single(s) => Dest::Slot(s.get()),
+        Routed::Keyless => Dest::AllMasters,
+        Routed::Split(parts) => Dest::Slot(parts.first().map_or(0, |(s, _)| s.get())),
+        Routed::Transfer(t) => Dest::Slot(Slot::of_key(&t.src).get()),
+        Routed::Refused { .. } => Dest::Slot(Slot::of_key(cmd.get(1).unwrap_or(&[])).get()),
     }
 }
 
@@ -615,38 +591,19 @@ mod tests {
     }
 
     #[test]
-    fn routing_splits_what_is_exact_and_refuses_the_rest() {
-        let r = route(&Cmd::from_args(["SET", "foo", "1"])).unwrap();
+    fn destinations() {
         assert_eq!(
-            r,
-            vec![(Dest::Slot(12182), Cmd::from_args(["SET", "foo", "1"]))]
+            dest(&Cmd::from_args(["SET", "foo", "1"])),
+            Dest::Slot(12182)
         );
-        let r = route(&Cmd::from_args([
-            "MSET", "foo", "1", "bar", "2", "{foo}x", "3",
-        ]))
-        .unwrap();
         assert_eq!(
-            r,
-            vec![
-                (
-                    Dest::Slot(12182),
-                    Cmd::from_args(["MSET", "foo", "1", "{foo}x", "3"])
-                ),
-                (Dest::Slot(5061), Cmd::from_args(["MSET", "bar", "2"])),
-            ]
+            dest(&Cmd::from_args(["EVAL", "return 1", "1", "foo", "x"])),
+            Dest::Slot(12182)
         );
-        let r = route(&Cmd::from_args(["DEL", "foo", "bar"])).unwrap();
-        assert_eq!(r.len(), 2);
-        assert!(route(&Cmd::from_args(["RENAME", "foo", "bar"])).is_err());
-        assert!(route(&Cmd::from_args(["RENAME", "{a}1", "{a}2"])).is_ok());
-        let r = route(&Cmd::from_args(["SCRIPT", "LOAD", "return 1"])).unwrap();
-        assert_eq!(r[0].0, Dest::AllMasters);
-        let r = route(&Cmd::from_args(["EVAL", "return 1", "1", "foo", "x"])).unwrap();
-        assert_eq!(r[0].0, Dest::Slot(12182));
-        let r = route(&Cmd::from_args(["XGROUP", "CREATE", "foo", "g", "$"])).unwrap();
-        assert_eq!(r[0].0, Dest::Slot(12182));
-        // A numkeys larger than the command is refused (missing key), not trusted.
-        assert!(route(&Cmd::from_args(["ZUNIONSTORE", "foo", "99", "{foo}a"])).is_err());
+        assert_eq!(
+            dest(&Cmd::from_args(["SCRIPT", "LOAD", "return 1"])),
+            Dest::AllMasters
+        );
     }
 
     #[test]
