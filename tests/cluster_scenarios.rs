@@ -83,8 +83,13 @@ fn slots_migrated_during_full_sync_and_stable_sync_converge() {
         "no stable sync: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    // Stable sync: workload while another range moves the other way round.
+    // Stable sync: workload and multi-key mix (cross-slot transfers meet ASK redirects) while
+    // another range moves the other way round.
     let work = spawn_work(&emu_addr, "2000", "8000");
+    let mix = {
+        let addr = emu_addr.clone();
+        std::thread::spawn(move || multi_key_mix(&addr, 30))
+    };
     let c = (b + 1) % 3;
     let first_of_c = *cluster.master_slots(c)[0].start();
     let moved = cluster.migrate_slots(
@@ -97,6 +102,7 @@ fn slots_migrated_during_full_sync_and_stable_sync_converge() {
         },
     );
     assert!(moved > 0);
+    mix.join().unwrap();
     assert!(work.join().unwrap());
     cluster.wait_ok(Duration::from_secs(30));
     assert_equal(&cfg, dir.path(), &log);
