@@ -333,7 +333,7 @@ fn cluster_target_every_type_and_live_workload_converge() {
     let text = log_text(&log);
     assert!(text.contains("target cluster: 3 masters"), "{text}");
     assert!(
-        text.contains("across slots runs as a read-then-write transfer"),
+        text.contains("ran as single-slot DUMP/RESTORE/DEL"),
         "{text}"
     );
     assert!(!text.contains("replication session ended"), "{text}");
