@@ -83,8 +83,13 @@ fn slots_migrated_during_full_sync_and_stable_sync_converge() {
         "no stable sync: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    // Stable sync: workload while another range moves the other way round.
+    // Stable sync: workload and multi-key mix (cross-slot transfers meet ASK redirects) while
+    // another range moves the other way round.
     let work = spawn_work(&emu_addr, "2000", "8000");
+    let mix = {
+        let addr = emu_addr.clone();
+        std::thread::spawn(move || multi_key_mix(&addr, 30))
+    };
     let c = (b + 1) % 3;
     let first_of_c = *cluster.master_slots(c)[0].start();
     let moved = cluster.migrate_slots(
@@ -97,6 +102,7 @@ fn slots_migrated_during_full_sync_and_stable_sync_converge() {
         },
     );
     assert!(moved > 0);
+    mix.join().unwrap();
     assert!(work.join().unwrap());
     cluster.wait_ok(Duration::from_secs(30));
     assert_equal(&cfg, dir.path(), &log);
@@ -218,7 +224,7 @@ fn multi_key_commands_and_cross_slot_transactions_converge() {
     assert_equal(&cfg, dir.path(), &log);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        text.contains("ran as single-slot DUMP/RESTORE/DEL"),
+        text.contains("across slots runs as a read-then-write transfer"),
         "no cross-slot rename ran as a transfer: {text}"
     );
     // Spot checks through the cluster: the prefixed MOVE and the FLUSHDB of db 7.
@@ -242,4 +248,62 @@ fn multi_key_commands_and_cross_slot_transactions_converge() {
         })
         .sum();
     assert_eq!(db7, 1, "FLUSHDB of db 7 left keys");
+}
+
+/// `kill -9` of the tool twice while the multi-key mix (cross-slot renames run as transfers,
+/// MULTI/EXEC with INCRBY, MSET/DEL over many slots) and the workload run: each restart resumes
+/// PARTIAL, and nothing is lost or applied twice (`check --mode full` compares every value).
+#[test]
+fn kill_9_during_transfers_and_multi_key_mix_converges_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
+    let log = dir.path().join("replica.log");
+    let mut r = spawn_replica(&cfg, &log);
+    assert!(
+        wait_log(&log, "stable sync: following the journal", 60),
+        "no stable sync: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let work = spawn_work(&emu_addr, "1000", "6000");
+    let mix = {
+        let addr = emu_addr.clone();
+        std::thread::spawn(move || multi_key_mix(&addr, 400))
+    };
+    for i in 0..2 {
+        // Kill once this run follows the journal again and has had time to apply a part of
+        // the mix, while the mix still runs.
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("stable sync: following the journal")
+            .count()
+            < i + 1
+        {
+            assert!(std::time::Instant::now() < end, "restart {i} never resumed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!mix.is_finished(), "the mix ended before kill {i}");
+        let _ = r.0.kill();
+        let _ = r.0.wait();
+        std::thread::sleep(Duration::from_millis(300));
+        r = spawn_replica(&cfg, &log);
+    }
+    mix.join().unwrap();
+    assert!(work.join().unwrap());
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
+        panic!(
+            "never equal after kill -9:\n{last}\nreplica log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        text.matches("partial sync: stable sync resumed").count(),
+        2,
+        "{text}"
+    );
+    assert!(!text.contains("not applied"), "{text}");
 }
