@@ -9,6 +9,7 @@ mod config;
 mod emulator;
 mod journal;
 mod net;
+mod ops;
 mod rdb;
 mod recordings;
 mod replicate;

@@ -1,0 +1,480 @@
+//! Operating a replication: the metrics and status endpoint scraped while the real binary
+//! replicates from the emulator into a real redis-server (full sync, stable sync, a paused
+//! target, a refused command, stop), `status --json` at each stage, progress bars in a
+//! pseudo-terminal and plain progress lines otherwise, and passwords absent from trace logs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use df2redis_sync::ops::status::{http_get, StatusReport};
+
+use crate::recordings::redis;
+use crate::support::RedisServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_df2redis-sync");
+
+/// A child process killed (TERM, then KILL) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An emulator with 3 shards (plus `args`), its dataset loaded at `scale`; its address.
+fn start_emulator(dir: &Path, args: &[&str], scale: Option<&str>) -> (Child, String) {
+    let port = crate::support::free_port(false);
+    let emu = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(["--port", &port.to_string(), "--shards", "3"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("emulator.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let end = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < end, "emulator did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(scale) = scale {
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(["load", "--scale", scale, "--target", &addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "dfly-emulator load");
+    }
+    (emu, addr)
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Sum of `keys=` over the `INFO KEYSPACE` lines of the server on `port`.
+fn keyspace_keys(port: u16) -> u64 {
+    let mut c = redis::Conn::connect(port).unwrap();
+    let info = c.cmd(&[b"INFO", b"KEYSPACE"]).text();
+    info.lines()
+        .filter_map(|l| l.split("keys=").nth(1))
+        .filter_map(|r| r.split(',').next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// `name{labels}` → value, from a Prometheus text exposition.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of every series of metric `name` (any labels).
+fn sum(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    parse_metrics(&http_get(addr, "/metrics", Duration::from_secs(5)).unwrap())
+}
+
+fn live(addr: &str) -> StatusReport {
+    serde_json::from_str(&http_get(addr, "/status", Duration::from_secs(5)).unwrap()).unwrap()
+}
+
+/// `df2redis-sync status --json <cfg>`, parsed.
+fn status_json(cfg: &Path) -> StatusReport {
+    let out = crate::support::run_bounded(
+        std::process::Command::new(BIN).args(["status", "--json", cfg.to_str().unwrap()]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "status --json: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Polls `f` every 20 ms for up to `secs`; panics with `what` when it never holds.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write_config(dir: &Path, src: &str, target: &str, extra: &str) -> PathBuf {
+    let cfg = dir.join("replicate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  addr: {src}\ntarget:\n  addr: {target}\ncheckpoint:\n  dir: {}\n  \
+             interval: 300ms\n{extra}",
+            dir.join("ckpt").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    wait_for(secs, "the replica to exit", || child.0.try_wait().unwrap())
+}
+
+/// The endpoint and `status --json` during full sync (keys and bytes moving, the ETA against
+/// the master's key count), stable sync (entries, applied LSNs and writer ops moving; a paused
+/// target shows lag in LSNs and in ms, then catches up), a refused command (error counters, the
+/// binary key escaped in the log), and after SIGTERM (checkpoint only, `stopped`). Plain
+/// `progress:` lines on a non-terminal stderr.
+#[test]
+fn metrics_and_status_follow_a_replication_from_full_sync_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], Some("4"));
+    let master_keys = keyspace_keys(port_of(&emu_addr));
+    let server = RedisServer::start();
+    let cfg = write_config(
+        dir.path(),
+        &emu_addr,
+        &server.addr(),
+        "logging:\n  progress_interval: 200ms\nmetrics:\n  listen: 127.0.0.1:0\n",
+    );
+    let stderr_path = dir.path().join("stderr.txt");
+    let mut child = Child(
+        std::process::Command::new(BIN)
+            .args(["replicate", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let addr_file = dir.path().join("ckpt").join("status.addr");
+    let addr = wait_for(30, "status.addr", || {
+        std::fs::read_to_string(&addr_file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    });
+
+    // Full sync: a live report in the middle of it, the metrics then, and `status --json`.
+    let mut during: Option<(StatusReport, BTreeMap<String, f64>)> = None;
+    let mut cli_during: Option<StatusReport> = None;
+    wait_for(120, "stable sync", || {
+        let r = live(&addr);
+        let loading = r.state == "full_sync"
+            && r.full_sync
+                .as_ref()
+                .is_some_and(|f| f.keys_done > 0 && !f.done);
+        if loading && during.is_none() {
+            during = Some((r.clone(), scrape(&addr)));
+        }
+        if loading && during.is_some() && cli_during.is_none() {
+            let c = status_json(&cfg);
+            if c.state == "full_sync" {
+                cli_during = Some(c);
+            }
+        }
+        (r.state == "stable").then_some(())
+    });
+    let (fs_report, m1) = during.expect("no status report caught during the full sync");
+    let fs = fs_report.full_sync.unwrap();
+    assert_eq!(fs_report.verdict, "syncing");
+    assert_eq!(fs.keys_total, Some(master_keys), "ETA base = INFO KEYSPACE");
+    assert!(fs.percent.is_some_and(|p| p > 0.0 && p < 100.0), "{fs:?}");
+    assert!(fs.eta_s.is_some(), "{fs:?}");
+    assert!(fs_report
+        .flows
+        .iter()
+        .all(|f| f.phase != "stable" || f.applied_lsn > 0));
+    let cli = cli_during.expect("`status --json` never ran during the full sync");
+    assert!(cli.live);
+    assert_eq!(cli.verdict, "syncing");
+    assert_eq!(cli.flows.len(), 3);
+    assert_eq!(m1.get("df2redis_state"), Some(&1.0));
+
+    let caught_up = wait_for(60, "caught up", || {
+        let r = live(&addr);
+        (r.verdict == "caught up").then_some(r)
+    });
+    let m2 = scrape(&addr);
+    assert!(
+        sum(&m2, "df2redis_full_sync_keys_done") > sum(&m1, "df2redis_full_sync_keys_done"),
+        "keys moved"
+    );
+    assert!(sum(&m2, "df2redis_flow_bytes_total") > sum(&m1, "df2redis_flow_bytes_total"));
+    assert!(sum(&m2, "df2redis_writer_ops_total") > sum(&m1, "df2redis_writer_ops_total"));
+    assert_eq!(m2.get("df2redis_full_sync_progress_ratio"), Some(&1.0));
+    assert_eq!(m2.get("df2redis_state"), Some(&2.0));
+    assert_eq!(sum(&m2, "df2redis_flow_phase"), 6.0, "3 flows stable");
+    assert!(m2
+        .get("df2redis_checkpoint_age_seconds")
+        .is_some_and(|a| *a < 5.0));
+    assert!(caught_up
+        .flows
+        .iter()
+        .all(|f| f.phase == "stable" && f.lag_lsn == 0));
+    let cli = status_json(&cfg);
+    assert_eq!(cli.state, "stable");
+    assert!(
+        cli.checkpoint.is_some(),
+        "the live report carries the checkpoint"
+    );
+
+    // Stable sync with writes; the target paused for 2 s in the middle: lag shows, then goes.
+    let work = {
+        let a = emu_addr.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+                .args(["work", "--target", &a, "--rate", "1500", "--ops", "4500"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        })
+    };
+    wait_for(30, "journal entries", || {
+        (sum(&scrape(&addr), "df2redis_flow_entries_total") > 0.0).then_some(())
+    });
+    let mut tgt = redis::Conn::connect(server.port()).unwrap();
+    assert_eq!(
+        tgt.cmd(&[b"CLIENT", b"PAUSE", b"2000", b"WRITE"]).text(),
+        "OK"
+    );
+    let paused_at = Instant::now();
+    let lagging = wait_for(10, "lag during the pause", || {
+        let r = live(&addr);
+        (r.totals.lag_lsn > 0 && r.totals.lag_ms >= 300).then_some(r)
+    });
+    assert!(
+        paused_at.elapsed() < Duration::from_millis(2000),
+        "lag seen only after the pause"
+    );
+    assert!(
+        lagging.verdict.starts_with("streaming, lag "),
+        "{}",
+        lagging.verdict
+    );
+    let cli = status_json(&cfg);
+    if paused_at.elapsed() < Duration::from_millis(1900) {
+        assert!(
+            cli.verdict.starts_with("streaming, lag "),
+            "{}",
+            cli.verdict
+        );
+    }
+    let ml = scrape(&addr);
+    assert!(sum(&ml, "df2redis_lag_lsn") > 0.0);
+    assert!(sum(&ml, "df2redis_flow_lag_seconds") > 0.0);
+    assert!(work.join().unwrap(), "dfly-emulator work");
+    let after = wait_for(60, "caught up after the writes", || {
+        let r = live(&addr);
+        (r.verdict == "caught up").then_some(r)
+    });
+    let m3 = scrape(&addr);
+    assert!(
+        sum(&m3, "df2redis_flow_entries_total") >= 4000.0,
+        "entries moved"
+    );
+    assert!(sum(&m3, "df2redis_flow_applied_lsn") > sum(&m2, "df2redis_flow_applied_lsn") + 4000.0);
+    assert!(sum(&m3, "df2redis_writer_ops_total") > sum(&m2, "df2redis_writer_ops_total"));
+    assert_eq!(sum(&m3, "df2redis_lag_lsn"), 0.0);
+    let before: u64 = caught_up.flows.iter().map(|f| f.applied_lsn).sum();
+    let now: u64 = after.flows.iter().map(|f| f.applied_lsn).sum();
+    assert!(now > before);
+
+    // A command the target refuses: counted, and its binary key escaped in the log.
+    let key: &[u8] = b"o1:k\n\x01";
+    assert_eq!(tgt.cmd(&[b"SET", key, b"str"]).text(), "OK");
+    let mut src = redis::Conn::connect(port_of(&emu_addr)).unwrap();
+    assert_eq!(src.cmd(&[b"LPUSH", key, b"a"]).int(), Some(1));
+    wait_for(30, "the refused LPUSH counted", || {
+        let m = scrape(&addr);
+        (sum(&m, "df2redis_refused_commands_total") >= 1.0
+            && sum(&m, "df2redis_writer_errors_total") >= 1.0)
+            .then_some(())
+    });
+
+    // Stop: the report comes from the checkpoint, at the applied positions.
+    let last = wait_for(30, "caught up after the refusal", || {
+        let r = live(&addr);
+        (r.verdict == "caught up").then_some(r)
+    });
+    let pid = child.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(wait_exit(&mut child, 20).code(), Some(0));
+    assert!(!addr_file.exists(), "status.addr removed at exit");
+    let stopped = status_json(&cfg);
+    assert!(!stopped.live);
+    assert_eq!(stopped.verdict, "stopped");
+    let saved: Vec<u64> = stopped.flows.iter().map(|f| f.applied_lsn).collect();
+    let applied: Vec<u64> = last.flows.iter().map(|f| f.applied_lsn).collect();
+    // The master's PINGs (journal entries too) may move a position after the last look.
+    assert!(
+        saved
+            .iter()
+            .zip(&applied)
+            .all(|(s, a)| s >= a && s - a <= 10),
+        "checkpoint {saved:?} vs last live {applied:?}"
+    );
+    let text = crate::support::run_bounded(
+        std::process::Command::new(BIN).args(["status", cfg.to_str().unwrap()]),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.starts_with("verdict: stopped\n"), "{text}");
+    assert!(text.contains("checkpoint: "), "{text}");
+
+    // The non-terminal form: plain progress lines, full sync with ETA, then per-flow LSNs.
+    let log = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("progress: full sync ")
+            && l.contains("keys (")
+            && l.contains("ETA")),
+        "{log}"
+    );
+    assert!(log.contains("progress: flow 0: lsn "), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "no terminal codes when stderr is a file"
+    );
+    assert!(log.contains(r#"LPUSH "o1:k\n\x01" refused"#), "{log}");
+}
+
+/// On a terminal (a pseudo-terminal from `script`), the full sync is drawn as bars (total and
+/// per flow, with rate and ETA) redrawn in place, instead of the plain lines; `--quiet` draws
+/// nothing.
+#[test]
+fn progress_bars_in_a_pseudo_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], Some("3"));
+    let server = RedisServer::start();
+    let cfg = write_config(
+        dir.path(),
+        &emu_addr,
+        &server.addr(),
+        "logging:\n  progress_interval: 200ms\n",
+    );
+    let run = |quiet: bool, secs: u32| -> String {
+        let cmd = format!(
+            "timeout -s TERM {secs} {BIN} {}replicate {}",
+            if quiet { "--quiet " } else { "" },
+            cfg.display()
+        );
+        let out = crate::support::run_bounded(
+            std::process::Command::new("script")
+                .args(["-qfec", &cmd, "/dev/null"])
+                .stdin(std::process::Stdio::null()),
+            Duration::from_secs(u64::from(secs) + 30),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run(false, 12);
+    assert!(out.contains("full sync ["), "{out}");
+    assert!(out.contains("keys/s"), "{out}");
+    assert!(out.contains("ETA "), "{out}");
+    assert!(out.contains("  flow 0 "), "{out}");
+    // Redrawn in place: cursor up + erase below.
+    assert!(out.contains("\x1b[J"), "{out}");
+    // The bars replace the periodic lines; log lines still show (above the bars).
+    assert!(!out.contains("progress: full sync"), "{out}");
+    assert!(out.contains("full sync started"), "{out}");
+    // Caught up by the end: the stable line.
+    assert!(out.contains("caught up: 3 flow(s)"), "{out}");
+    // Quiet: no bars, no info lines (the same data again: nothing to load, only to resume).
+    let quiet = run(true, 4);
+    assert!(!quiet.contains("full sync ["), "{quiet}");
+    assert!(!quiet.contains("\x1b[J"), "{quiet}");
+    assert!(!quiet.contains("INFO"), "{quiet}");
+}
+
+/// At trace level, with passwords on both sides, neither password appears in stderr or the
+/// log file.
+#[test]
+fn trace_logs_never_show_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let src_pw = "Src-Pw-7f3a9e";
+    let tgt_pw = "Tgt-Pw-42c1d8";
+    let (_emu, emu_addr) = start_emulator(dir.path(), &["--requirepass", src_pw], None);
+    let server = RedisServer::builder().password(tgt_pw).start();
+    let cfg = dir.path().join("replicate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  addr: {emu_addr}\n  password: {src_pw}\ntarget:\n  addr: {}\n  \
+             password: {tgt_pw}\ncheckpoint:\n  dir: {}\nmetrics:\n  listen: 127.0.0.1:0\n",
+            server.addr(),
+            dir.path().join("ckpt").display()
+        ),
+    )
+    .unwrap();
+    let log_file = dir.path().join("replica.log");
+    let stderr_path = dir.path().join("stderr.txt");
+    let mut child = Child(
+        std::process::Command::new(BIN)
+            .args(["-vv", "replicate", cfg.to_str().unwrap(), "--log-file"])
+            .arg(&log_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(60, "stable sync", || {
+        std::fs::read_to_string(&log_file)
+            .ok()
+            .filter(|l| l.contains("stable sync: following the journal"))
+    });
+    let status = status_json(&cfg);
+    assert_eq!(status.verdict, "caught up");
+    let pid = child.0.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert_eq!(wait_exit(&mut child, 20).code(), Some(0));
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let err = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        log.contains("authenticated to"),
+        "AUTH happened and was logged: {log}"
+    );
+    assert!(log.contains("TRACE"), "trace level was on");
+    for pw in [src_pw, tgt_pw] {
+        assert!(!log.contains(pw), "password in the log file");
+        assert!(!err.contains(pw), "password on stderr");
+        assert!(!serde_json::to_string(&status).unwrap().contains(pw));
+    }
+}
