@@ -478,3 +478,39 @@ fn trace_logs_never_show_passwords() {
         assert!(!serde_json::to_string(&status).unwrap().contains(pw));
     }
 }
+
+/// docs/metrics.md documents every exported metric, and the Grafana dashboard queries only
+/// metrics that exist.
+#[test]
+fn docs_and_dashboard_match_the_exported_metrics() {
+    use df2redis_sync::ops::metrics::{wire_name, METRICS};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/metrics.md")).unwrap();
+    for m in METRICS {
+        let name = wire_name(m);
+        assert!(doc.contains(&format!("`{name}`")), "docs/metrics.md lacks {name}");
+    }
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let known: Vec<String> = METRICS.iter().map(wire_name).collect();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let mut used = 0;
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("df2redis_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for n in names {
+                assert!(known.iter().any(|k| k == n), "dashboard uses unknown metric {n}");
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 20);
+}
