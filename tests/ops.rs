@@ -488,7 +488,10 @@ fn docs_and_dashboard_match_the_exported_metrics() {
     let doc = std::fs::read_to_string(root.join("docs/metrics.md")).unwrap();
     for m in METRICS {
         let name = wire_name(m);
-        assert!(doc.contains(&format!("`{name}`")), "docs/metrics.md lacks {name}");
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/metrics.md lacks {name}"
+        );
     }
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).unwrap(),
@@ -507,10 +510,64 @@ fn docs_and_dashboard_match_the_exported_metrics() {
                 .collect();
             assert!(!names.is_empty(), "{expr}");
             for n in names {
-                assert!(known.iter().any(|k| k == n), "dashboard uses unknown metric {n}");
+                assert!(
+                    known.iter().any(|k| k == n),
+                    "dashboard uses unknown metric {n}"
+                );
                 used += 1;
             }
         }
     }
     assert!(used >= 20);
+}
+
+/// Without an endpoint, `status` reads the checkpoint, and `replicate.pid` tells whether
+/// replicate runs: `streaming` while it does, `stopped` after SIGTERM (file removed) and with a
+/// stale pid file left by a kill -9 whose pid now belongs to another program.
+#[test]
+fn status_without_an_endpoint_uses_the_checkpoint_and_the_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], None);
+    let server = RedisServer::start();
+    let cfg = write_config(dir.path(), &emu_addr, &server.addr(), "");
+    let ckpt = dir.path().join("ckpt");
+    let mut child = Child(
+        std::process::Command::new(BIN)
+            .args(["-q", "replicate", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid_file = ckpt.join("replicate.pid");
+    wait_for(30, "the pid file", || pid_file.exists().then_some(()));
+    let r = wait_for(30, "a stable checkpoint", || {
+        // Exit 1 until the first checkpoint is written.
+        let out = crate::support::run_bounded(
+            std::process::Command::new(BIN).args(["status", "--json", cfg.to_str().unwrap()]),
+            Duration::from_secs(20),
+        );
+        let r: StatusReport = serde_json::from_slice(&out.stdout).ok()?;
+        (r.state == "stable").then_some(r)
+    });
+    assert!(!r.live);
+    assert_eq!(r.verdict, "streaming");
+    assert_eq!(r.flows.len(), 3);
+    let pid = child.0.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert_eq!(wait_exit(&mut child, 20).code(), Some(0));
+    assert!(!pid_file.exists(), "removed at exit");
+    assert_eq!(status_json(&cfg).verdict, "stopped");
+    // A stale pid file whose pid is now another program's.
+    let mut other = Child(
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(&pid_file, format!("{}\n", other.0.id())).unwrap();
+    assert_eq!(status_json(&cfg).verdict, "stopped");
+    let _ = other.0.kill();
 }

@@ -187,6 +187,17 @@ fn replicate(cfg: &Config, bars: bool) -> Result<(), Failure> {
         .checkpoint
         .enabled
         .then_some(cfg.checkpoint.dir.as_path());
+    // Tells `status` that replicate runs (removed at exit).
+    let _pid = ckpt_dir.and_then(|d| match crate::ops::status::PidFile::create(d) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::warn!(
+                "cannot write {}: {e}",
+                d.join(crate::ops::status::PID_FILE).display()
+            );
+            None
+        }
+    });
     let server = match &cfg.metrics.listen {
         Some(l) => Some(
             crate::ops::http::Server::start(l, stats.clone(), ckpt_dir)

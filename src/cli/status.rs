@@ -2,10 +2,10 @@
 //!
 //! It asks the running `replicate`'s status endpoint (address from `<checkpoint.dir>/status.addr`,
 //! else `metrics.listen`) for the live report; when nothing answers, it reports from the
-//! checkpoint file alone. Without a live endpoint (`metrics.listen` unset) a checkpoint written
-//! within the last three checkpoint intervals (at least 5 s) means `replicate` is most likely
-//! running: the verdict then says so (`syncing` / `streaming`) from the flows' saved states,
-//! without lag figures. With `metrics.listen` set, no answer means stopped. The first line is always
+//! checkpoint file alone. Without a live endpoint (`metrics.listen` unset), `replicate.pid` next
+//! to the checkpoint (written while `replicate` runs) tells whether it runs: the verdict then
+//! says so (`syncing` / `streaming`, no lag figure) from the flows' saved states. With
+//! `metrics.listen` set, no answer means stopped. The first line is always
 //! `verdict: <syncing | streaming, lag N | caught up | stopped>`.
 
 use std::time::Duration;
@@ -42,11 +42,11 @@ pub fn report(cfg: &Config) -> Result<(StatusReport, String), String> {
         })?;
     let mut r = StatusReport::from_checkpoint(&cp, &store.path());
     let age_ms = crate::checkpoint::now_ms().saturating_sub(cp.written_at_ms);
+    // Running without an endpoint? The pid file says; where it cannot tell (no /proc), a
+    // checkpoint saved within the last three intervals (at least 5 s) does.
     let fresh = (3 * cfg.checkpoint.interval).max(Duration::from_secs(5));
-    // With an endpoint configured, silence means not running; without one, only the
-    // checkpoint's age can tell.
-    if cfg.metrics.listen.is_none() && u128::from(age_ms) < fresh.as_millis() {
-        // Saved moments ago: replicate runs without a status endpoint.
+    let running = status::replicate_running(dir).unwrap_or(u128::from(age_ms) < fresh.as_millis());
+    if cfg.metrics.listen.is_none() && running {
         let stable = cp
             .flows
             .iter()
@@ -64,8 +64,8 @@ pub fn report(cfg: &Config) -> Result<(StatusReport, String), String> {
         return Ok((
             r,
             format!(
-                "from the checkpoint, written {:.1}s ago (no live endpoint: {live_err}; set \
-                 metrics.listen for lag and rates)",
+                "replicate runs without a status endpoint; from the checkpoint, written {:.1}s \
+                 ago; set metrics.listen for lag and rates",
                 age_ms as f64 / 1000.0
             ),
         ));

@@ -443,6 +443,46 @@ pub fn endpoint_candidates(checkpoint_dir: &Path, listen: Option<&str>) -> Vec<S
     out
 }
 
+/// Name of the file, next to the checkpoint, holding the pid of the running `replicate`
+/// (written at start, removed at exit): how `status` knows it runs when no endpoint is on.
+pub const PID_FILE: &str = "replicate.pid";
+
+/// Whether the `replicate` that wrote `<dir>/replicate.pid` is still running: `Some(true)` /
+/// `Some(false)`, `None` when it cannot be told (no pid file is `Some(false)`; a system without
+/// `/proc` is `None`).
+pub fn replicate_running(checkpoint_dir: &Path) -> Option<bool> {
+    let Ok(text) = std::fs::read_to_string(checkpoint_dir.join(PID_FILE)) else {
+        return Some(false);
+    };
+    let pid: u32 = text.trim().parse().ok()?;
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    // A pid reused by another program after a kill -9 would read as running: the command
+    // line tells them apart.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok();
+    Some(cmdline.is_some_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"replicate")))
+}
+
+/// Writes `<dir>/replicate.pid` and removes it when dropped.
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    /// Creates the directory if needed and writes this process's pid.
+    pub fn create(checkpoint_dir: &Path) -> std::io::Result<PidFile> {
+        std::fs::create_dir_all(checkpoint_dir)?;
+        let p = checkpoint_dir.join(PID_FILE);
+        std::fs::write(&p, format!("{}\n", std::process::id()))?;
+        Ok(PidFile(p))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `<dir>/status.addr`.
 pub fn addr_file(checkpoint_dir: &Path) -> PathBuf {
     checkpoint_dir.join(ADDR_FILE)
