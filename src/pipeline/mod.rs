@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, SendTimeoutError, Sender};
 
 use crate::checkpoint::{self, Checkpoint, FlowCheckpoint, FlowState, Store};
-use crate::config::{Config, TargetKind};
+use crate::config::{Config, FlushPolicy, TargetKind};
 use crate::journal::{EntryKind, JournalItem, LsnCounter};
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Stream};
@@ -227,6 +227,94 @@ fn run_sessions(
     }
 }
 
+/// Readies the target for a full sync: empties it when the policy asks for it, invalidates
+/// every position committed by an earlier session, and marks the target as ours.
+///
+/// Delete-then-write makes every key of the snapshot exact, but a key the target holds from an
+/// earlier run (an interrupted full sync, a session of another master id, a resume the master
+/// answered FULL) that the master no longer has is in no snapshot: it would stay, and later
+/// journal writes to that name would merge into the stale value. So with the default policy
+/// (`auto`) a target that carries our owner marker or flow markers is flushed, the way
+/// Dragonfly's own replica starts from an empty dataset (`Replica::InitiateDflySync`). A first
+/// sync (no marker of ours) never flushes: the target may hold other data.
+fn prepare_full_sync(
+    probe: &mut Conn,
+    markers: &Markers,
+    flows: u32,
+    policy: FlushPolicy,
+) -> Result<(), String> {
+    let ours = markers
+        .ours(probe, flows)
+        .map_err(|e| format!("reading the markers: {e}"))?;
+    let flush = match policy {
+        FlushPolicy::Always => true,
+        FlushPolicy::Never => false,
+        FlushPolicy::Auto => ours,
+    };
+    if flush {
+        log::warn!(
+            "flushing the target (FLUSHALL) before the full sync: {}",
+            if ours {
+                "it holds data of an earlier df2redis-sync run, and keys the master deleted \
+                 meanwhile are in no snapshot"
+            } else {
+                "target.flush_before_full_sync is `always`"
+            }
+        );
+        probe
+            .request_ok(&Cmd::new("FLUSHALL"))
+            .map_err(|e| format!("FLUSHALL: {e}"))?;
+    } else if ours {
+        log::warn!(
+            "target.flush_before_full_sync is `never`: keys that an earlier run wrote and the \
+             master deleted since stay in the target (check will report them)"
+        );
+    } else {
+        let keys = target_key_count(probe);
+        if keys > 0 {
+            log::warn!(
+                "the target already holds {keys} keys not written by df2redis-sync: keys the \
+                 master also has are overwritten, the others are left as they are"
+            );
+        }
+    }
+    // A full sync invalidates every position committed by an earlier session: without this, a
+    // crash during this full sync would resume from stale markers. The owner marker stays
+    // from here on, so an interrupted full sync is flushed by the next one.
+    let mut del = Cmd::new("DEL");
+    for i in 0..flows {
+        del.arg(&markers.key(FlowId(i)));
+    }
+    probe
+        .request_ok(&Cmd::from_args(["SELECT", "0"]))
+        .and_then(|_| probe.request_ok(&del))
+        .and_then(|_| probe.request_ok(&markers.owner_cmd()))
+        .map_err(|e| format!("clearing the markers: {e}"))?;
+    Ok(())
+}
+
+/// Keys in every database of the target (`INFO keyspace`); 0 when it cannot be read.
+fn target_key_count(probe: &mut Conn) -> u64 {
+    let Ok(v) = probe.request_ok(&Cmd::from_args(["INFO", "keyspace"])) else {
+        return 0;
+    };
+    let text = v
+        .as_bytes()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| {
+            l.split_once("keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 /// Everything a flow reports to the coordinator.
 #[derive(Debug)]
 enum Event {
@@ -317,6 +405,19 @@ fn run_session(
         })
     })?;
 
+    // Writer connections of an earlier session (or of a killed process) that Redis has not
+    // finished reading go first, so the markers read below are final.
+    match markers.retire_writers(&mut probe) {
+        Ok(0) => {}
+        Ok(k) => log::info!("closed {k} writer connection(s) left by an earlier session"),
+        Err(e) => {
+            log::warn!(
+                "target: CLIENT LIST/KILL refused ({e}); waiting 1 s for connections of an \
+                 earlier session to drain instead"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     // Resume positions (§6.2): same master id, same flow count, a release that has partial
     // sync. The markers in the target are the authority (they are committed with the writes);
     // a resumable file checkpoint without markers means the target lost its data (restarted
@@ -386,33 +487,9 @@ fn run_session(
         log::warn!("the master answered FULL to the partial-sync request: resyncing fully");
     }
     let old_procedure = partial && hello.release.is_some_and(|r| r.partial_needs_sync());
-    if !partial && resume.is_some() {
-        // The target holds this master's data (every flow's marker was there) but the master
-        // no longer has our position: keys deleted on the master meanwhile are in no snapshot,
-        // and delete-then-write would leave them behind (and merge later writes into them).
-        // Start from an empty target, as Dragonfly's own replica does (`Replica::
-        // InitiateDflySync`). A first full sync (no markers) never flushes: the target may hold
-        // other data.
-        log::warn!("flushing the target (FLUSHALL) before the full resync of this master's data");
-        if let Err(e) = probe.request_ok(&Cmd::new("FLUSHALL")) {
-            return Err(fail(SessionError::retry(format!("target: FLUSHALL: {e}"))));
-        }
-    }
     if !partial {
-        // A full sync invalidates every position committed by an earlier session: without
-        // this, a crash during this full sync would resume from stale markers.
-        let mut del = Cmd::new("DEL");
-        for i in 0..n {
-            del.arg(&markers.key(FlowId(i)));
-        }
-        let r = probe
-            .request_ok(&Cmd::from_args(["SELECT", "0"]))
-            .and_then(|_| probe.request_ok(&del));
-        if let Err(e) = r {
-            return Err(fail(SessionError::retry(format!(
-                "target: clearing the markers: {e}"
-            ))));
-        }
+        prepare_full_sync(&mut probe, &markers, n, cfg.target.flush_before_full_sync)
+            .map_err(|e| fail(SessionError::retry(format!("target: {e}"))))?;
     }
     drop(probe);
     let start: Vec<Lsn> = match (&resume, partial) {

@@ -144,6 +144,71 @@ impl Markers {
         n.parse().ok().map(Lsn)
     }
 
+    /// `<prefix>owner`: set at every full sync, never removed by the tool; says the target
+    /// holds data df2redis-sync wrote.
+    pub fn owner_key(&self) -> Vec<u8> {
+        let mut k = self.prefix.as_bytes().to_vec();
+        k.extend_from_slice(b"owner");
+        k
+    }
+
+    /// `SET <prefix>owner <replid>`.
+    pub fn owner_cmd(&self) -> Cmd {
+        let mut c = Cmd::new("SET");
+        c.arg(&self.owner_key()).arg(self.replid.as_bytes());
+        c
+    }
+
+    /// True when the target (db 0) holds our owner marker or any flow marker (of any master).
+    pub fn ours(&self, conn: &mut Conn, flows: u32) -> Result<bool, crate::net::Error> {
+        conn.request_ok(&Cmd::from_args(["SELECT", "0"]))?;
+        let mut c = Cmd::new("EXISTS");
+        c.arg(&self.owner_key());
+        for i in 0..flows {
+            c.arg(&self.key(FlowId(i)));
+        }
+        Ok(conn.request_ok(&c)?.as_int().is_some_and(|n| n > 0))
+    }
+
+    /// The `CLIENT SETNAME` of writer connections: `df2redis-sync-writer:<prefix>` (two runs
+    /// with the same marker prefix on one target would share markers anyway).
+    pub fn client_name(&self) -> Vec<u8> {
+        let mut n = b"df2redis-sync-writer:".to_vec();
+        n.extend_from_slice(self.prefix.as_bytes());
+        n
+    }
+
+    /// Closes writer connections of an earlier session or process still open on this node
+    /// (`CLIENT KILL ID`). Redis may not have read all that a dead writer sent (it reads a
+    /// pipelining client 16 KiB per event-loop turn): a transaction still in its input could
+    /// otherwise run after this session read the markers, and be applied twice. A killed
+    /// client's unread input is dropped, and what already ran is in the markers. Returns how
+    /// many were closed; an error when the target refuses `CLIENT` (ACL).
+    pub fn retire_writers(&self, conn: &mut Conn) -> Result<usize, crate::net::Error> {
+        let list = conn.request_ok(&Cmd::from_args(["CLIENT", "LIST", "TYPE", "normal"]))?;
+        let text = list
+            .as_bytes()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let want = format!("name={}", String::from_utf8_lossy(&self.client_name()));
+        let mut closed = 0;
+        for line in text.lines() {
+            if !line.split(' ').any(|f| f == want) {
+                continue;
+            }
+            let Some(id) = line.split(' ').find_map(|f| f.strip_prefix("id=")) else {
+                continue;
+            };
+            let mut kill = Cmd::new("CLIENT");
+            kill.arg(b"KILL").arg(b"ID").arg(id.as_bytes());
+            // Already gone (it ended by itself meanwhile) answers 0 or an error: both fine.
+            if conn.request(&kill).is_ok() {
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
     /// Reads every flow's marker from the target (db 0): the exact applied position.
     pub fn read(&self, conn: &mut Conn, flows: u32) -> Result<Vec<Option<Lsn>>, crate::net::Error> {
         conn.request_ok(&Cmd::from_args(["SELECT", "0"]))?;
@@ -308,6 +373,14 @@ impl Writer {
             detail: format!("{what}: {e}"),
             retryable: true,
         };
+        // Named, so the next session can find this connection if it outlives us
+        // ([`Markers::retire_writers`]); a target that refuses CLIENT is still written to.
+        let mut conn = conn;
+        let mut name = Cmd::new("CLIENT");
+        name.arg(b"SETNAME").arg(&cfg.markers.client_name());
+        if let Err(e) = conn.request_ok(&name) {
+            log::debug!("{addr}: CLIENT SETNAME refused: {e}");
+        }
         let (stream, rest) = conn.into_parts();
         let mut stream = MioStream::from_stream(stream).map_err(|e| io_err("non-blocking", e))?;
         let poll = Poll::new().map_err(|e| io_err("mio poll", e))?;
