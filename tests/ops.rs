@@ -196,7 +196,11 @@ fn metrics_and_status_follow_a_replication_from_full_sync_to_stop() {
                 .as_ref()
                 .is_some_and(|f| f.keys_done > 0 && !f.done);
         if loading && during.is_none() {
-            during = Some((r.clone(), scrape(&addr)));
+            let m = scrape(&addr);
+            // Kept only when the scrape too saw the full sync (it may have ended since).
+            if m.get("df2redis_state") == Some(&1.0) {
+                during = Some((r.clone(), m));
+            }
         }
         if loading && during.is_some() && cli_during.is_none() {
             let c = status_json(&cfg);
@@ -285,6 +289,17 @@ fn metrics_and_status_follow_a_replication_from_full_sync_to_stop() {
         "{}",
         lagging.verdict
     );
+    // Scraped while the target is still paused (checked: a slow machine skips the check
+    // rather than fail on a pause that already ended).
+    let ml = scrape(&addr);
+    if paused_at.elapsed() < Duration::from_millis(1800) {
+        assert!(sum(&ml, "df2redis_lag_lsn") > 0.0);
+        assert!(sum(&ml, "df2redis_flow_lag_seconds") >= 0.3);
+        assert!(
+            sum(&ml, "df2redis_writer_inflight_batches") > 0.0,
+            "batches wait for the paused target"
+        );
+    }
     let cli = status_json(&cfg);
     if paused_at.elapsed() < Duration::from_millis(1900) {
         assert!(
@@ -293,9 +308,6 @@ fn metrics_and_status_follow_a_replication_from_full_sync_to_stop() {
             cli.verdict
         );
     }
-    let ml = scrape(&addr);
-    assert!(sum(&ml, "df2redis_lag_lsn") > 0.0);
-    assert!(sum(&ml, "df2redis_flow_lag_seconds") > 0.0);
     assert!(work.join().unwrap(), "dfly-emulator work");
     let after = wait_for(60, "caught up after the writes", || {
         let r = live(&addr);
@@ -303,12 +315,15 @@ fn metrics_and_status_follow_a_replication_from_full_sync_to_stop() {
     });
     let m3 = scrape(&addr);
     assert!(
-        sum(&m3, "df2redis_flow_entries_total") >= 4000.0,
+        sum(&m3, "df2redis_flow_entries_total") >= 2000.0,
         "entries moved"
     );
-    assert!(sum(&m3, "df2redis_flow_applied_lsn") > sum(&m2, "df2redis_flow_applied_lsn") + 4000.0);
+    assert!(sum(&m3, "df2redis_flow_applied_lsn") > sum(&m2, "df2redis_flow_applied_lsn") + 2000.0);
     assert!(sum(&m3, "df2redis_writer_ops_total") > sum(&m2, "df2redis_writer_ops_total"));
-    assert_eq!(sum(&m3, "df2redis_lag_lsn"), 0.0);
+    // The master's PINGs are journal entries too: lag 0 is a moment, not a state.
+    wait_for(10, "lag_lsn 0 in the metrics", || {
+        (sum(&scrape(&addr), "df2redis_lag_lsn") == 0.0).then_some(())
+    });
     let before: u64 = caught_up.flows.iter().map(|f| f.applied_lsn).sum();
     let now: u64 = after.flows.iter().map(|f| f.applied_lsn).sum();
     assert!(now > before);

@@ -145,8 +145,8 @@ pub fn frame(r: &StatusReport, width: usize) -> Vec<String> {
     let mut out = Vec::new();
     match &r.full_sync {
         Some(fs) if !fs.done && r.state != "handshake" => {
-            let rate: f64 = r.flows.iter().map(|f| f.keys_per_s).sum();
-            let mb: f64 = r.flows.iter().map(|f| f.bytes_per_s).sum::<f64>() / 1e6;
+            let rate = r.flows.iter().map(|f| f.keys_per_s).sum::<f64>() + 0.0;
+            let mb = r.flows.iter().map(|f| f.bytes_per_s).sum::<f64>() / 1e6 + 0.0;
             let frac = fs.percent.map_or(0.0, |p| p / 100.0);
             let total = fs.keys_total.map(|t| format!("/{t}")).unwrap_or_default();
             out.push(format!(
@@ -176,7 +176,8 @@ pub fn frame(r: &StatusReport, width: usize) -> Vec<String> {
             }
         }
         _ => {
-            let entries: f64 = r.flows.iter().map(|f| f.entries_per_s).sum();
+            // `+ 0.0`: an empty float sum is -0.0.
+            let entries = r.flows.iter().map(|f| f.entries_per_s).sum::<f64>() + 0.0;
             out.push(format!(
                 "{}: {} flow(s), lag {} entries / {} ms, {entries:.0} entries/s, {} commands applied",
                 r.verdict,

@@ -386,11 +386,16 @@ impl Stats {
             Phase::Handshake => Phase::Handshake,
             Phase::Stopped => Phase::Stopped,
             _ => match self.session() {
-                Some(s) if s.flows.iter().any(|f| f.phase.get() == Phase::FullSync) => {
+                Some(s) if s.flows.iter().all(|f| f.phase.get() == Phase::Stable) => Phase::Stable,
+                Some(s)
+                    if s.flows
+                        .iter()
+                        .any(|f| matches!(f.phase.get(), Phase::FullSync | Phase::Handshake)) =>
+                {
                     Phase::FullSync
                 }
-                Some(s) if s.flows.iter().all(|f| f.phase.get() == Phase::Stable) => Phase::Stable,
-                Some(_) => Phase::FullSync,
+                // Some flows stopped, none loading: the session is ending.
+                Some(_) => Phase::Stopped,
                 None => Phase::Handshake,
             },
         }
@@ -549,6 +554,9 @@ mod tests {
         assert_eq!(st.state(), Phase::FullSync);
         s.flows[1].phase.set(Phase::Stable);
         assert_eq!(st.state(), Phase::Stable);
+        // A flow stopped (shutdown or failure) while none loads: ending, not syncing.
+        s.flows[1].phase.set(Phase::Stopped);
+        assert_eq!(st.state(), Phase::Stopped);
         st.session_failed("x");
         assert_eq!(st.state(), Phase::Handshake);
         st.stopped();
