@@ -586,3 +586,28 @@ fn status_without_an_endpoint_uses_the_checkpoint_and_the_pid_file() {
     assert_eq!(status_json(&cfg).verdict, "stopped");
     let _ = other.0.kill();
 }
+
+/// A metrics address already in use stops `replicate` at once (exit 1), naming the address,
+/// before anything is replicated.
+#[test]
+fn metrics_address_in_use_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let cfg = write_config(
+        dir.path(),
+        "127.0.0.1:1",
+        "127.0.0.1:2",
+        &format!("metrics:\n  listen: {addr}\n"),
+    );
+    let out = crate::support::run_bounded(
+        std::process::Command::new(BIN).args(["replicate", cfg.to_str().unwrap()]),
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("metrics endpoint: cannot listen on {addr}")),
+        "{err}"
+    );
+}
