@@ -5,6 +5,7 @@ mod support;
 mod check;
 mod cli;
 mod cluster;
+mod cluster_replicate;
 mod config;
 mod emulator;
 mod journal;

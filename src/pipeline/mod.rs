@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,12 +38,14 @@ use crate::journal::{EntryKind, JournalItem, LsnCounter};
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Stream};
 use crate::ops::{self, Phase as OpsPhase};
-use crate::rdb::{FlowEvent, Limits, SnapshotItem};
+use crate::rdb::{EventRef, FlowEvent, Limits, SnapshotItem};
 use crate::rewrite::{self, Rewriter, Rewritten};
 use crate::source::{self, FlowReader, Master};
 use crate::target::writer::{
     Applied, Batch, BatchKind, Markers, Writer, WriterConfig, WriterError,
 };
+
+mod cluster;
 
 /// Engine settings that are not in the config file (tests shorten them).
 #[derive(Debug, Clone)]
@@ -167,13 +169,6 @@ fn run_sessions(
     stop: &Arc<AtomicBool>,
     stats: &Arc<ops::Stats>,
 ) -> Result<(), Error> {
-    if cfg.target.kind == TargetKind::Cluster {
-        return Err(Error::Unsupported(
-            "a Redis Cluster target (the writer layer is per node; routing comes with the \
-             cluster issue)"
-                .into(),
-        ));
-    }
     if !cfg.databases.prefixes().is_empty() {
         return Err(Error::Unsupported("databases key prefixes".into()));
     }
@@ -396,18 +391,33 @@ fn run_session(
         .into_iter()
         .next()
         .ok_or_else(|| fail(SessionError::fatal("no target address")))?;
-    let mut probe = Conn::connect(&target_ep).map_err(|e| {
-        let retry = !e.is_auth();
-        fail(SessionError {
-            retryable: retry,
-            established: false,
-            ..SessionError::retry(format!("target: {e}"))
-        })
-    })?;
+    // Cluster targets: discovery, markers per slot, writers per master (pipeline/cluster.rs).
+    let clus = if cfg.target.kind == TargetKind::Cluster {
+        Some(cluster::Setup::discover(cfg, &hello.replid).map_err(fail)?)
+    } else {
+        None
+    };
+    let mut probe = match &clus {
+        Some(c) => cluster::probe(c).map_err(fail)?,
+        None => Conn::connect(&target_ep).map_err(|e| {
+            let retry = !e.is_auth();
+            fail(SessionError {
+                retryable: retry,
+                established: false,
+                ..SessionError::retry(format!("target: {e}"))
+            })
+        })?,
+    };
 
     // Writer connections of an earlier session (or of a killed process) that Redis has not
     // finished reading go first, so the markers read below are final.
-    match markers.retire_writers(&mut probe) {
+    let retired = match &clus {
+        Some(c) => c.retire_writers(&markers),
+        None => markers
+            .retire_writers(&mut probe)
+            .map_err(|e| e.to_string()),
+    };
+    match retired {
         Ok(0) => {}
         Ok(k) => log::info!("closed {k} writer connection(s) left by an earlier session"),
         Err(e) => {
@@ -425,15 +435,18 @@ fn run_session(
     let mut resume: Option<Vec<Lsn>> = None;
     let release_ok = hello.release.map_or(true, |r| r.supports_partial());
     if !force_full && release_ok {
-        let from_markers = markers
-            .read(&mut probe, n)
-            .map_err(|e| fail(SessionError::retry(format!("target: reading markers: {e}"))))?;
+        let from_markers = match &clus {
+            Some(c) => c.read_lowwater(n),
+            None => markers.read(&mut probe, n).map_err(|e| e.to_string()),
+        }
+        .map_err(|e| fail(SessionError::retry(format!("target: reading markers: {e}"))))?;
         let file_ok = saved
             .as_ref()
             .filter(|c| c.master_replid == hello.replid && c.flow_count == n && c.is_resumable());
         let lsns: Vec<Lsn> = from_markers.iter().flatten().copied().collect();
         if lsns.len() == n as usize {
-            if let Some(f) = file_ok {
+            // (A cluster's low-water positions trail the acknowledged ones by design.)
+            if let Some(f) = file_ok.filter(|_| clus.is_none()) {
                 for (i, (m, c)) in lsns.iter().zip(&f.flows).enumerate() {
                     if m.0 < c.next_lsn {
                         log::warn!(
@@ -488,8 +501,11 @@ fn run_session(
     }
     let old_procedure = partial && hello.release.is_some_and(|r| r.partial_needs_sync());
     if !partial {
-        prepare_full_sync(&mut probe, &markers, n, cfg.target.flush_before_full_sync)
-            .map_err(|e| fail(SessionError::retry(format!("target: {e}"))))?;
+        match &clus {
+            Some(c) => c.prepare_full_sync(cfg.target.flush_before_full_sync),
+            None => prepare_full_sync(&mut probe, &markers, n, cfg.target.flush_before_full_sync),
+        }
+        .map_err(|e| fail(SessionError::retry(format!("target: {e}"))))?;
     }
     drop(probe);
     let start: Vec<Lsn> = match (&resume, partial) {
@@ -518,17 +534,80 @@ fn run_session(
     });
     let (ev_tx, ev_rx) = bounded::<Event>(n as usize * 4 + 16);
 
-    // Writers: one thread per target connection (standalone: one node).
+    // Writers: one thread per target connection (standalone: one node; cluster: per master).
     let conns = cfg.pipeline.connections_per_node.max(1);
     let mut writer_txs = Vec::new();
     let mut writer_handles = Vec::new();
+    let mut writers_total = conns;
+    let mut coord_cluster = None;
+    let mut cluster_ctx = None;
+    let mut skips = Vec::new();
+    if let Some(setup) = clus {
+        if partial {
+            skips = setup.read_skip(n).map_err(|e| {
+                fail(SessionError::retry(format!(
+                    "target: reading the slot markers: {e}"
+                )))
+            })?;
+            log::info!(
+                "resume: slot markers of {} (flow, slot) pairs read from the target",
+                skips.iter().map(|m| m.len()).sum::<usize>()
+            );
+        }
+        let hint = Arc::new(crate::target::cluster::TopologyHint::default());
+        let mut spawner = cluster::Spawner {
+            cfg: cfg.clone(),
+            applied: shared.applied.clone(),
+            abort: shared.abort.clone(),
+            ev: ev_tx.clone(),
+            hint: hint.clone(),
+            markers: markers.clone(),
+            spawned: 0,
+            ops: ops_stats.clone(),
+        };
+        let (routes, handles, count) = spawner.all(&setup).map_err(fail)?;
+        writer_handles.extend(handles);
+        writers_total = count;
+        if let Some(t) = routes.txs.iter().find(|t| !t.is_empty()) {
+            writer_txs = t.clone();
+        }
+        let ctx = Arc::new(cluster::ClusterCtx {
+            setup,
+            tracker: Arc::new(crate::target::cluster::Tracker::new(
+                shared.applied.clone(),
+                n as usize + 1,
+            )),
+            hint,
+            routes: parking_lot::RwLock::new(routes),
+            version: AtomicU64::new(0),
+            flows: n,
+        });
+        coord_cluster = Some(cluster::CoordCluster {
+            ctx: ctx.clone(),
+            spawner,
+            late: Vec::new(),
+            last_refresh: Instant::now(),
+            last_lowwater: Instant::now(),
+            written: Vec::new(),
+        });
+        cluster_ctx = Some(ctx);
+    }
+    if writer_txs.is_empty() && cluster_ctx.is_some() {
+        return Err(fail(SessionError::retry(
+            "target: the cluster has no master",
+        )));
+    }
     for w in 0..conns {
+        if cluster_ctx.is_some() {
+            break;
+        }
         let (tx, rx) = bounded::<Batch>(cfg.pipeline.channel_capacity.max(1));
         let wcfg = WriterConfig {
             endpoint: target_ep.clone(),
             window: cfg.pipeline.inflight_batches.max(1),
             markers: markers.clone(),
             reply_timeout: cfg.target.io_timeout,
+            hint: None,
         };
         let writer = Writer::connect(wcfg, shared.applied.clone()).map_err(|e| {
             fail(SessionError {
@@ -593,6 +672,12 @@ fn run_session(
             pending_bytes: 0,
             last_sent_next: start[id.0 as usize],
             last_ack: None,
+            cluster: cluster_ctx.as_ref().map(|c| {
+                cluster::FlowRouting::new(
+                    c.clone(),
+                    skips.get(id.0 as usize).cloned().unwrap_or_default(),
+                )
+            }),
         };
         let core = pick_core(&cfg.cpu.flow_threads, id.0 as usize);
         let name = format!("flow-{}", id.0);
@@ -606,9 +691,11 @@ fn run_session(
         flow_handles.push(h);
     }
     drop(ev_tx);
-    // Global batches go to writer 0 (after the barrier made every writer idle).
-    let global_tx = writer_txs[0].clone();
+    // Global batches go to writer 0 (after the barrier made every writer idle); on a cluster
+    // to every master (CoordCluster::send_global).
+    let global_tx = (cluster_ctx.is_none()).then(|| writer_txs[0].clone());
     drop(writer_txs);
+    drop(cluster_ctx);
 
     let coord = Coordinator {
         cfg: cfg.clone(),
@@ -628,8 +715,10 @@ fn run_session(
         },
         fullsync_end: 0,
         release_txs,
-        global_tx: Some(global_tx),
+        global_tx,
         started: Instant::now(),
+        writers: writers_total,
+        cluster: coord_cluster,
     };
     let coord_handle = std::thread::Builder::new()
         .name("coordinator".into())
@@ -674,6 +763,13 @@ fn run_session(
 }
 
 /// Asks the target what the rewrite may use: the JSON module, hash field TTLs (7.4+).
+/// What the flow thread's read step produced: a whole string key already rewritten (from
+/// the borrowed fast path of the decoder), or an owned event.
+enum Next {
+    String(Rewritten),
+    Event(FlowEvent),
+}
+
 fn probe_target(conn: &mut Conn) -> rewrite::Options {
     let mut o = rewrite::Options {
         now_ms: checkpoint::now_ms() as i64,
@@ -745,6 +841,8 @@ struct FlowCtx {
     last_sent_next: Lsn,
     /// When and what the last ACK was.
     last_ack: Option<(Instant, Lsn)>,
+    /// Cluster targets: the slot map, the resume skip table (`pipeline/cluster.rs`).
+    cluster: Option<cluster::FlowRouting>,
 }
 
 impl FlowCtx {
@@ -793,19 +891,42 @@ impl FlowCtx {
                 self.flush()?;
             }
             self.maybe_ack()?;
-            let ev = self.reader.next_event().map_err(|e| {
-                let full = matches!(e, source::Error::Decode { .. });
-                FlowFailure {
-                    msg: e.to_string(),
-                    force_full: full,
-                }
-            })?;
+            // Whole string keys of the snapshot are rewritten straight from the read buffer
+            // (no copy of key and value); every other event is handled owned.
+            let (rewriter, id, phase) = (&mut self.rewriter, self.id, self.phase);
+            let ev = self
+                .reader
+                .next_with(|ev| match ev {
+                    EventRef::String(s) => {
+                        log::trace!("{id} ({phase:?}): {s:?}");
+                        rewriter.set_now_ms(checkpoint::now_ms() as i64);
+                        Next::String(rewriter.string_ref(&s))
+                    }
+                    EventRef::Event(e) => Next::Event(e),
+                })
+                .map_err(|e| {
+                    let full = matches!(e, source::Error::Decode { .. });
+                    FlowFailure {
+                        msg: e.to_string(),
+                        force_full: full,
+                    }
+                })?;
             self.shared.stats[self.id.0 as usize]
                 .bytes
                 .store(self.reader.received(), Ordering::Relaxed);
-            if let Some(ev) = ev {
-                self.rewriter.set_now_ms(checkpoint::now_ms() as i64);
-                self.on_event(ev)?;
+            match ev {
+                Some(Next::String(rw)) => {
+                    // What `on_snapshot` does for a first piece.
+                    self.shared.stats[self.id.0 as usize]
+                        .keys
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.take(rw, None)?;
+                }
+                Some(Next::Event(ev)) => {
+                    self.rewriter.set_now_ms(checkpoint::now_ms() as i64);
+                    self.on_event(ev)?;
+                }
+                None => {}
             }
         }
     }
@@ -933,9 +1054,34 @@ impl FlowCtx {
             }
         }
         let db = self.databases.target_db(rw.db);
-        for c in rw.cmds {
-            self.pending_bytes += c.resp_len();
-            self.pending.push((db, c));
+        if let Some(cl) = self.cluster.as_mut() {
+            // Single-slot commands; on a resume, minus what the slot markers show applied.
+            let end = if self.phase == Phase::Snapshot {
+                None
+            } else {
+                next
+            };
+            let (cmds, refused) = cl.route(self.id, rw.cmds, end, rw.atomic);
+            for (c, why) in refused {
+                self.shared.stats[self.id.0 as usize]
+                    .skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "{}: {} {} not applied: {why}",
+                    self.id,
+                    escape_bytes(c.name()),
+                    c.get(1).map(escape_bytes).unwrap_or_default()
+                );
+            }
+            for c in cmds {
+                self.pending_bytes += c.resp_len();
+                self.pending.push((db, c));
+            }
+        } else {
+            for c in rw.cmds {
+                self.pending_bytes += c.resp_len();
+                self.pending.push((db, c));
+            }
         }
         // An entry with nothing to write (PING, skipped) still moves the position: the next
         // flush sends at least the marker.
@@ -971,10 +1117,74 @@ impl FlowCtx {
     /// Sends a batch; while the writer's channel is full, keeps ACKing and gives up cleanly
     /// after the stall limit (the master must never wait on us for long, §5.2).
     fn send(&mut self, batch: Batch) -> Result<(), FlowFailure> {
+        if self.cluster.is_some() {
+            return self.send_cluster(batch);
+        }
+        let tx = self.tx.clone();
+        self.send_on(&tx, batch)
+    }
+
+    /// Cluster: splits the batch into node parts grouped per slot (journal groups commit their
+    /// slot marker), tracked so the flow's position moves once every node acknowledged. When
+    /// the slot map changed, first waits until everything sent is acknowledged (the fence:
+    /// nothing sent by the new map can overtake what an old owner still holds).
+    fn send_cluster(&mut self, batch: Batch) -> Result<(), FlowFailure> {
+        let next = match batch.kind {
+            BatchKind::Journal { next } => Some(next),
+            _ => None,
+        };
+        if self.cluster.as_ref().is_some_and(|c| c.outdated()) {
+            let started = Instant::now();
+            while self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.in_flight(self.id) > 0)
+            {
+                self.maybe_ack()?;
+                if self.shared.abort.load(Ordering::SeqCst) {
+                    return Err(self.fail(format!("{}: session aborted", self.id)));
+                }
+                if started.elapsed() > self.stall_limit {
+                    return Err(self.fail(format!(
+                        "{}: batches sent before a topology change not acknowledged within {:?}",
+                        self.id, self.stall_limit
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if let Some(c) = self.cluster.as_mut() {
+                c.reload();
+            }
+            log::debug!("{}: routing by the new slot map", self.id);
+        }
+        let Some(cl) = self.cluster.as_ref() else {
+            return Ok(());
+        };
+        let parts = cl.split(self.id, batch.cmds, next);
+        let ticket = cl.ticket(self.id, parts.len(), next);
+        for (tx, cmds, groups) in parts {
+            self.send_on(
+                &tx,
+                Batch {
+                    flow: self.id,
+                    cmds,
+                    kind: BatchKind::Tracked {
+                        groups,
+                        ticket: ticket.clone(),
+                    },
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sends a batch on `tx`; while the writer's channel is full, keeps ACKing and gives up
+    /// cleanly after the stall limit.
+    fn send_on(&mut self, tx: &Sender<Batch>, batch: Batch) -> Result<(), FlowFailure> {
         let started = Instant::now();
         let mut b = batch;
         loop {
-            match self.tx.send_timeout(b, Duration::from_millis(100)) {
+            match tx.send_timeout(b, Duration::from_millis(100)) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Disconnected(_)) => {
                     return Err(self.fail(format!("{}: the target writer stopped", self.id)))
@@ -1117,11 +1327,21 @@ struct Coordinator {
     release_txs: Vec<Sender<()>>,
     global_tx: Option<Sender<Batch>>,
     started: Instant,
+    /// Writer threads started with the session.
+    writers: usize,
+    /// Cluster targets: topology refresh, low-water positions, global commands.
+    cluster: Option<cluster::CoordCluster>,
 }
 
 impl Coordinator {
     fn run(mut self, events: Receiver<Event>) -> (Result<(), SessionError>, Option<Master>) {
-        let r = self.main_loop(&events);
+        let mut r = self.main_loop(&events);
+        if let Some(c) = self.cluster.as_mut() {
+            c.close();
+            if !c.join_late() && r.is_ok() {
+                r = Err(SessionError::fatal("a writer thread panicked"));
+            }
+        }
         // Let everything end: abort flows, drop the global sender, drain events until every
         // thread reported.
         (r, self.master.take())
@@ -1169,13 +1389,16 @@ impl Coordinator {
         let mut last_save = Instant::now();
         let mut last_progress = Instant::now();
         let mut flows_left = self.n;
-        let mut writers_left = self.cfg.pipeline.connections_per_node.max(1);
+        let mut writers_left = self.writers;
         let mut global: Option<PendingGlobal> = None;
         let mut stable_logged = false;
         loop {
             if flows_left == 0 {
                 // No flow sends any more: let the writers drain and end.
                 self.global_tx = None;
+                if let Some(c) = &self.cluster {
+                    c.close();
+                }
             }
             if flows_left == 0 && writers_left == 0 {
                 break;
@@ -1260,6 +1483,11 @@ impl Coordinator {
                     global = None;
                 }
             }
+            if flows_left > 0 && result.is_ok() {
+                if let Err(e) = self.cluster_tick(&mut writers_left, false) {
+                    abort(self, e, &mut result);
+                }
+            }
             if !stable_logged && self.stable_at.iter().all(Option::is_some) {
                 stable_logged = true;
                 log::info!("stable sync: following the journal on {} flow(s)", self.n);
@@ -1278,7 +1506,39 @@ impl Coordinator {
             }
         }
         self.save();
+        if result.is_ok() {
+            // The final low-water positions: a restart resumes from exactly here.
+            if let Err(e) = self.cluster_tick(&mut writers_left, true) {
+                log::warn!("{}", e.msg);
+            }
+        }
         result
+    }
+
+    /// Cluster: refreshes the topology when due (new masters get writers; `writers_left`
+    /// counts them) and writes the low-water positions once every flow is in stable sync.
+    fn cluster_tick(&mut self, writers_left: &mut usize, last: bool) -> Result<(), SessionError> {
+        let positions = self.stable_positions();
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        if !last {
+            *writers_left += c.maybe_refresh()?;
+        }
+        c.maybe_lowwater(positions, last)
+            .map_err(|e| SessionError::retry(format!("target: {e}")))
+    }
+
+    /// Every flow's applied position, once every flow's snapshot is acknowledged.
+    fn stable_positions(&self) -> Option<Vec<Lsn>> {
+        (0..self.n)
+            .map(|i| {
+                let applied = self.shared.applied.get(FlowId(i));
+                self.stable_at[i as usize]
+                    .filter(|s| applied >= *s && applied.0 > 0)
+                    .map(|_| applied)
+            })
+            .collect()
     }
 
     /// Runs the FLUSH barrier: once every flow arrived and everything before it is applied,
@@ -1289,6 +1549,9 @@ impl Coordinator {
             return Ok(());
         }
         let applied = &self.shared.applied;
+        if self.cluster.is_some() {
+            return self.advance_global_cluster(g);
+        }
         if !g.sent {
             let ready = g.arrived.iter().all(|(f, l)| applied.get(FlowId(*f)) >= *l);
             if !ready {
@@ -1327,6 +1590,52 @@ impl Coordinator {
             }
             g.arrived.clear();
         }
+        Ok(())
+    }
+
+    /// The FLUSH barrier on a cluster: once everything before it is applied, the command runs
+    /// on every master; once every master acknowledged it, the low-water positions move past it
+    /// (the flush wiped the slot markers: a resume must not start before it), then the flows
+    /// are released.
+    fn advance_global_cluster(&mut self, g: &mut PendingGlobal) -> Result<(), SessionError> {
+        let applied = self.shared.applied.clone();
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        if !g.sent {
+            let ready = g.arrived.iter().all(|(f, l)| applied.get(FlowId(*f)) >= *l);
+            if !ready {
+                return Ok(());
+            }
+            c.send_global(&g.cmd, self.opts.stall_limit)?;
+            log::info!(
+                "{} (txid {}) reached on every flow: applied once on every master",
+                escape_bytes(g.cmd.name()),
+                g.txid
+            );
+            g.sent = true;
+            return Ok(());
+        }
+        if !c.global_done() {
+            return Ok(());
+        }
+        let nexts: Vec<Lsn> = (0..self.n)
+            .map(|i| {
+                let after = g.arrived.get(&i).map_or(Lsn(0), |l| Lsn(l.0 + 1));
+                after.max(applied.get(FlowId(i)))
+            })
+            .collect();
+        c.maybe_lowwater(Some(nexts.clone()), true)
+            .map_err(|e| SessionError::retry(format!("target: {e}")))?;
+        for (i, l) in nexts.iter().enumerate() {
+            applied.advance(FlowId(i as u32), *l);
+        }
+        for f in g.arrived.keys() {
+            if let Some(tx) = self.release_txs.get(*f as usize) {
+                let _ = tx.try_send(());
+            }
+        }
+        g.arrived.clear();
         Ok(())
     }
 
