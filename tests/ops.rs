@@ -611,3 +611,91 @@ fn metrics_address_in_use_exits_1() {
         "{err}"
     );
 }
+
+/// Into a Redis Cluster: every master gets a writer whose ops counter moves with the data, and
+/// a `CLUSTER FAILOVER` under writes shows in the redirect/retry counters (`MOVED` from the
+/// demoted master, or a retry-later answer during the switch), while the verdict returns to
+/// `caught up`.
+#[test]
+fn cluster_target_per_node_writer_metrics_and_redirects() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = crate::support::RedisCluster::builder()
+        .masters(3)
+        .replicas(1)
+        .start();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], None);
+    let mut src = redis::Conn::connect(port_of(&emu_addr)).unwrap();
+    for i in 0..300 {
+        let k = format!("o1:c:{i}");
+        assert_eq!(src.cmd(&[b"SET", k.as_bytes(), b"v"]).text(), "OK");
+    }
+    let cfg = dir.path().join("replicate.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  addr: {emu_addr}\ntarget:\n  type: redis-cluster\n  seeds: [{}]\n\
+             checkpoint:\n  dir: {}\n  interval: 300ms\nmetrics:\n  listen: 127.0.0.1:0\n",
+            cluster.nodes()[0].addr(),
+            dir.path().join("ckpt").display()
+        ),
+    )
+    .unwrap();
+    let _child = Child(
+        std::process::Command::new(BIN)
+            .args(["replicate", cfg.to_str().unwrap(), "--log-file"])
+            .arg(dir.path().join("replica.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr_file = dir.path().join("ckpt").join("status.addr");
+    let addr = wait_for(30, "status.addr", || {
+        std::fs::read_to_string(&addr_file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    });
+    wait_for(60, "caught up", || {
+        (live(&addr).verdict == "caught up").then_some(())
+    });
+    let m = scrape(&addr);
+    let busy: Vec<&String> = m
+        .iter()
+        .filter(|(k, v)| k.starts_with("df2redis_writer_ops_total{") && **v > 0.0)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(busy.len() >= 3, "every master wrote: {busy:?}");
+    // Writes, then a failover of master 0 in the middle of them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, port) = (stop.clone(), port_of(&emu_addr));
+        std::thread::spawn(move || {
+            let mut c = redis::Conn::connect(port).unwrap();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 200_000 {
+                let k = format!("o1:c:{}", i % 300);
+                c.cmd(&[b"SET", k.as_bytes(), i.to_string().as_bytes()]);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let rep = cluster.replica_of(0).expect("node 0 has a replica");
+    cluster.failover(rep);
+    let redirected = wait_for(30, "a redirect counted", || {
+        let m = scrape(&addr);
+        let r =
+            sum(&m, "df2redis_writer_redirects_total") + sum(&m, "df2redis_writer_retries_total");
+        (r > 0.0).then_some(r)
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(redirected > 0.0);
+    let r = wait_for(60, "caught up after the failover", || {
+        let r = live(&addr);
+        (r.verdict == "caught up").then_some(r)
+    });
+    assert!(r.writers.len() >= 3, "{:?}", r.writers);
+}
