@@ -424,9 +424,9 @@ impl StatusReport {
 /// (written at bind time), else `metrics.listen`.
 pub fn endpoint_candidates(checkpoint_dir: &Path, listen: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(addr_file(checkpoint_dir)) {
+    if let Some(text) = read_small(&addr_file(checkpoint_dir)) {
         let a = text.trim();
-        if !a.is_empty() && a.len() < 256 {
+        if !a.is_empty() {
             out.push(a.to_string());
         }
     }
@@ -451,7 +451,7 @@ pub const PID_FILE: &str = "replicate.pid";
 /// `Some(false)`, `None` when it cannot be told (no pid file is `Some(false)`; a system without
 /// `/proc` is `None`).
 pub fn replicate_running(checkpoint_dir: &Path) -> Option<bool> {
-    let Ok(text) = std::fs::read_to_string(checkpoint_dir.join(PID_FILE)) else {
+    let Some(text) = read_small(&checkpoint_dir.join(PID_FILE)) else {
         return Some(false);
     };
     let pid: u32 = text.trim().parse().ok()?;
@@ -462,6 +462,17 @@ pub fn replicate_running(checkpoint_dir: &Path) -> Option<bool> {
     // line tells them apart.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok();
     Some(cmdline.is_some_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"replicate")))
+}
+
+/// A small text file (address, pid): at most 256 bytes are read, whatever is there.
+fn read_small(path: &Path) -> Option<String> {
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(256)
+        .read_to_end(&mut buf)
+        .ok()?;
+    String::from_utf8(buf).ok()
 }
 
 /// Writes `<dir>/replicate.pid` and removes it when dropped.
