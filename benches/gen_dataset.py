@@ -134,7 +134,7 @@ def bighash(mib):
     val = b"h" * 1024
     for start in range(0, fields, step):
         n = min(step, fields - start)
-        emit("HSET", "bighash", *[x for j in range(start, start + n) for x in ("field:%d" % j, val)])
+        emit("HSET", "bighash", *[x for j in range(start, start + n) for x in ("field:%d" % j, value(j, 1024))])
 
 
 def journal(ops, flows, keyspace, vbytes):

@@ -55,3 +55,8 @@ hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 proc_cpu() { # pid
     awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"
 }
+
+# CPU seconds (user+sys) a redis-server used so far.
+server_cpu() { # port
+    redis-cli -p "$1" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.2f", s}'
+}

@@ -575,8 +575,8 @@ fn defaults_are_filled() {
     assert_eq!(cfg.checkpoint.interval, Duration::from_secs(5));
     assert_eq!(cfg.checkpoint.marker_prefix, "df2redis-sync:ckpt:");
     assert_eq!(cfg.pipeline.batch_commands, 512);
-    assert_eq!(cfg.pipeline.batch_bytes, 1 << 20);
-    assert_eq!(cfg.pipeline.channel_capacity, 16);
+    assert_eq!(cfg.pipeline.batch_bytes, 256 << 10);
+    assert_eq!(cfg.pipeline.channel_capacity, 8);
     assert_eq!(cfg.pipeline.inflight_batches, 4);
     assert_eq!(cfg.pipeline.connections_per_node, 1);
     assert!(cfg.cpu.flow_threads.is_empty() && cfg.cpu.writer_threads.is_empty());

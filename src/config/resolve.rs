@@ -129,8 +129,11 @@ const DEFAULT_CHECKPOINT_DIR: &str = "./checkpoint";
 const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_MARKER_PREFIX: &str = "df2redis-sync:ckpt:";
 const DEFAULT_BATCH_COMMANDS: u64 = 512;
-const DEFAULT_BATCH_BYTES: u64 = 1 << 20;
-const DEFAULT_CHANNEL_CAPACITY: u64 = 16;
+// 256 KiB x 8: small keys still batch by `batch_commands` (512 x ~100 B), while big values
+// queue at most ~2 MiB per writer channel; 1 MiB x 16 let four flows of huge keys take the
+// replica's peak RSS past 100 MiB (docs/performance.md).
+const DEFAULT_BATCH_BYTES: u64 = 256 << 10;
+const DEFAULT_CHANNEL_CAPACITY: u64 = 8;
 const DEFAULT_INFLIGHT_BATCHES: u64 = 4;
 const DEFAULT_CONNECTIONS_PER_NODE: u64 = 1;
 
@@ -779,6 +782,12 @@ impl Resolver<'_> {
                     }
                     None => ok = false,
                 }
+            }
+        }
+        if ok {
+            if let Err(e) = m.validate() {
+                ctx.problem(&path, None, e);
+                ok = false;
             }
         }
         ok.then_some(m)

@@ -390,6 +390,9 @@ pub struct Writer {
     wbuf: Vec<u8>,
     wpos: usize,
     rbuf: Vec<u8>,
+    /// Scratch for socket reads, allocated (and zeroed) once: a fresh 64 KiB array per read
+    /// cost a memset per loop turn.
+    rchunk: Vec<u8>,
     inflight: VecDeque<Inflight>,
     db: Option<DbIndex>,
     applied: Arc<Applied>,
@@ -442,6 +445,7 @@ impl Writer {
             wbuf: Vec::new(),
             wpos: 0,
             rbuf: rest,
+            rchunk: vec![0; 64 << 10],
             inflight: VecDeque::new(),
             db: None,
             applied,
@@ -692,12 +696,13 @@ impl Writer {
 
     /// Reads and handles replies; true if any arrived.
     fn read_some(&mut self) -> Result<bool, WriterError> {
-        let mut chunk = [0u8; 64 << 10];
         let mut any = false;
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(&mut self.rchunk) {
                 Ok(0) => return Err(self.err("the server closed the connection", true)),
-                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self
+                    .rbuf
+                    .extend_from_slice(self.rchunk.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.err(format!("read: {e}"), true)),
@@ -705,7 +710,29 @@ impl Writer {
         }
         let mut pos = 0;
         let result = loop {
-            match resp::decode(&self.rbuf[pos..], &self.limits) {
+            let rest = self.rbuf.get(pos..).unwrap_or_default();
+            // Nearly every reply is `+OK`, `+QUEUED` or an integer answering a command that
+            // needs nothing but counting: skip it without building a `Value` (one allocation
+            // per reply otherwise). Errors, bulk strings, arrays and `EXEC` go the full way.
+            if let Some(n) = plain_reply_len(rest) {
+                let countable = self
+                    .inflight
+                    .front()
+                    .and_then(|f| f.slots.front())
+                    .is_some_and(|s| *s != Slot::Exec);
+                if countable {
+                    pos += n;
+                    any = true;
+                    if let Some(f) = self.inflight.front_mut() {
+                        f.slots.pop_front();
+                    }
+                    if let Err(e) = self.finish_front() {
+                        break Err(e);
+                    }
+                    continue;
+                }
+            }
+            match resp::decode(rest, &self.limits) {
                 Ok(Some((v, n))) => {
                     pos += n;
                     any = true;
@@ -1117,9 +1144,37 @@ fn redirectable(e: &ServerError) -> bool {
     )
 }
 
+/// Length of a complete simple-string or integer reply at the start of `buf` (`+OK\r\n`,
+/// `:3\r\n`), if it is one and short; anything else (errors, bulk, arrays, a partial line, a
+/// suspiciously long line) is left to the full decoder and its limits.
+fn plain_reply_len(buf: &[u8]) -> Option<usize> {
+    let first = *buf.first()?;
+    if first != b'+' && first != b':' {
+        return None;
+    }
+    let head = buf.get(..buf.len().min(64))?;
+    let nl = memchr::memchr(b'\n', head)?;
+    (nl >= 2 && head.get(nl - 1) == Some(&b'\r')).then_some(nl + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_replies_are_recognised_and_everything_else_is_left_to_the_decoder() {
+        assert_eq!(plain_reply_len(b"+OK\r\n+OK\r\n"), Some(5));
+        assert_eq!(plain_reply_len(b"+QUEUED\r\n"), Some(9));
+        assert_eq!(plain_reply_len(b":12\r\n"), Some(5));
+        assert_eq!(plain_reply_len(b"+OK\r"), None, "incomplete");
+        assert_eq!(plain_reply_len(b"+OK\n"), None, "no CR");
+        assert_eq!(plain_reply_len(b"-ERR x\r\n"), None);
+        assert_eq!(plain_reply_len(b"$2\r\nab\r\n"), None);
+        assert_eq!(plain_reply_len(b"*1\r\n:1\r\n"), None);
+        assert_eq!(plain_reply_len(b""), None);
+        let long = [b"+".as_slice(), &[b'a'; 100], b"\r\n"].concat();
+        assert_eq!(plain_reply_len(&long), None, "long lines go to the decoder");
+    }
 
     #[test]
     fn marker_round_trip() {
