@@ -13,6 +13,7 @@ mod dbmap;
 mod emulator;
 mod journal;
 mod net;
+mod ops;
 mod rdb;
 mod recordings;
 mod replicate;

@@ -282,6 +282,9 @@ pub struct LoggingConfig {
     pub level: log::LevelFilter,
     /// Also append logs to this file.
     pub file: Option<PathBuf>,
+    /// How often a plain progress line is logged (when stderr is not a terminal; a terminal
+    /// gets live progress bars instead).
+    pub progress_interval: Duration,
 }
 
 /// Metrics/status listener.

@@ -254,6 +254,8 @@ pub(super) struct Spawner {
     pub markers: Markers,
     /// Writer threads spawned so far (for CPU pinning round-robin).
     pub spawned: usize,
+    /// The status model: per-node writer counters.
+    pub ops: Arc<crate::ops::Stats>,
 }
 
 impl Spawner {
@@ -280,6 +282,12 @@ impl Spawner {
             } else {
                 format!("writer-{}#{w}", ep.addr)
             };
+            let wstats = self.ops.writer(name.trim_start_matches("writer-"));
+            wstats.capacity.store(
+                self.cfg.pipeline.channel_capacity.max(1) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let writer = writer.with_stats(wstats);
             let ev = self.ev.clone();
             let abort = self.abort.clone();
             let core = pick_core(&self.cfg.cpu.writer_threads, self.spawned);

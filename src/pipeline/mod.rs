@@ -37,6 +37,7 @@ use crate::config::{Config, FlushPolicy, TargetKind};
 use crate::journal::{EntryKind, JournalItem, LsnCounter};
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Stream};
+use crate::ops::{self, Phase as OpsPhase};
 use crate::rdb::{EventRef, FlowEvent, Limits, SnapshotItem};
 use crate::rewrite::{self, Rewriter, Rewritten};
 use crate::source::{self, FlowReader, Master};
@@ -143,6 +144,31 @@ impl SessionError {
 /// Replicates until `stop` is set (then drains, checkpoints and returns `Ok`) or a failure
 /// that retrying cannot fix.
 pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), Error> {
+    run_with_stats(cfg, opts, stop, &Arc::new(ops::Stats::new()))
+}
+
+/// [`run`], publishing the live figures in `stats` (read by the status endpoint and the
+/// progress display); `stats` ends in the stopped state.
+pub fn run_with_stats(
+    cfg: &Config,
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<ops::Stats>,
+) -> Result<(), Error> {
+    let r = run_sessions(cfg, opts, stop, stats);
+    if let Err(e) = &r {
+        stats.session_failed(&e.to_string());
+    }
+    stats.stopped();
+    r
+}
+
+fn run_sessions(
+    cfg: &Config,
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<ops::Stats>,
+) -> Result<(), Error> {
     let mut force_full = false;
     let mut failures = 0u32;
     // Until one session got through the handshake, a failure is reported at once (exit 1:
@@ -153,7 +179,8 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        match run_session(cfg, opts, stop, force_full) {
+        stats.connecting();
+        match run_session(cfg, opts, stop, force_full, stats) {
             Ok(progress) => {
                 let _ = progress;
                 return Ok(());
@@ -175,6 +202,7 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
                     )));
                 }
                 force_full = e.force_full;
+                stats.session_failed(&e.msg);
                 log::warn!(
                     "replication session ended: {}; reconnecting in {:?}{}",
                     e.msg,
@@ -297,17 +325,6 @@ fn check_source_dbs(cfg: &Config, src: &crate::net::Endpoint) -> Result<(), Sess
         .map_err(|e| SessionError::fatal(e.to_string()))
 }
 
-/// Per-flow counters read by the coordinator for progress lines.
-#[derive(Debug, Default)]
-struct FlowStats {
-    bytes: AtomicU64,
-    keys: AtomicU64,
-    entries: AtomicU64,
-    /// The flow's received `next` (stable sync), for the lag.
-    received_next: AtomicU64,
-    skipped: AtomicU64,
-}
-
 /// Everything a flow reports to the coordinator.
 #[derive(Debug)]
 enum Event {
@@ -342,7 +359,8 @@ struct Shared {
     /// Set by the coordinator when the session must end (a failure somewhere).
     abort: Arc<AtomicBool>,
     applied: Arc<Applied>,
-    stats: Vec<FlowStats>,
+    /// Per-flow live counters (the status model's, `ops`).
+    stats: Arc<[ops::FlowStats]>,
     /// `DFLY STARTSTABLE` was answered: ACKs may flow (the real replica sends none before).
     stable_started: AtomicBool,
 }
@@ -360,6 +378,7 @@ fn run_session(
     opts: &Options,
     stop: &Arc<AtomicBool>,
     force_full: bool,
+    ops_stats: &Arc<ops::Stats>,
 ) -> Result<bool, (SessionError, bool)> {
     let fail = |e: SessionError| (e, false);
     let store = cfg
@@ -510,11 +529,23 @@ fn run_session(
         _ => vec![Lsn(0); n as usize],
     };
 
+    let applied = Arc::new(Applied::new(&start));
+    let session = ops_stats.begin_session(
+        ops::SessionInfo {
+            replid: hello.replid.clone(),
+            sync_id: hello.sync_id.clone(),
+            version: hello.version_text.clone(),
+            master_keys: hello.master_keys,
+            partial: partial && !old_procedure,
+        },
+        n,
+        applied.clone(),
+    );
     let shared = Arc::new(Shared {
         stop: stop.clone(),
         abort: Arc::new(AtomicBool::new(false)),
-        applied: Arc::new(Applied::new(&start)),
-        stats: (0..n).map(|_| FlowStats::default()).collect(),
+        applied,
+        stats: session.flows.clone(),
         stable_started: AtomicBool::new(false),
     });
     let (ev_tx, ev_rx) = bounded::<Event>(n as usize * 4 + 16);
@@ -548,6 +579,7 @@ fn run_session(
             hint: hint.clone(),
             markers: markers.clone(),
             spawned: 0,
+            ops: ops_stats.clone(),
         };
         let (routes, handles, count) = spawner.all(&setup).map_err(fail)?;
         writer_handles.extend(handles);
@@ -604,6 +636,12 @@ fn run_session(
         } else {
             format!("writer-{}#{w}", target_ep.addr)
         };
+        let wstats = ops_stats.writer(name.trim_start_matches("writer-"));
+        wstats.capacity.store(
+            cfg.pipeline.channel_capacity.max(1) as u64,
+            Ordering::Relaxed,
+        );
+        let writer = writer.with_stats(wstats);
         let ev = ev_tx.clone();
         let abort = shared.abort.clone();
         let core = pick_core(&cfg.cpu.writer_threads, w);
@@ -680,6 +718,7 @@ fn run_session(
         cfg: cfg.clone(),
         opts: opts.clone(),
         shared: shared.clone(),
+        ops: ops_stats.clone(),
         master: Some(master),
         hello: hello.clone(),
         store,
@@ -839,6 +878,11 @@ impl FlowCtx {
         if let Some(f) = &failure {
             log::debug!("{}: ended: {}", self.id, f.msg);
         }
+        let st = &self.shared.stats[self.id.0 as usize];
+        if failure.is_some() && !self.shared.stopping() {
+            st.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        st.phase.set(OpsPhase::Stopped);
         let _ = self.ev.send(Event::FlowEnded(self.id, failure));
         drop(self.tx);
         self.reader.into_stream()
@@ -921,6 +965,9 @@ impl FlowCtx {
             FlowEvent::EofToken => {
                 self.flush()?;
                 self.phase = Phase::Stable;
+                self.shared.stats[self.id.0 as usize]
+                    .phase
+                    .set(OpsPhase::Stable);
                 // A marker-only batch: once it is acknowledged, every snapshot batch before it
                 // is too, and the flow's position becomes JOURNAL_OFFSET.
                 let next = self.counter.next();
@@ -1362,6 +1409,8 @@ struct Coordinator {
     cfg: Config,
     opts: Options,
     shared: Arc<Shared>,
+    /// The status model (lag in time, rates, checkpoint time).
+    ops: Arc<ops::Stats>,
     master: Option<Master>,
     hello: source::Hello,
     store: Option<Store>,
@@ -1435,8 +1484,6 @@ impl Coordinator {
         let started = self.started;
         let mut last_save = Instant::now();
         let mut last_progress = Instant::now();
-        let mut last_bytes: Vec<u64> = vec![0; self.n as usize];
-        let mut behind_since: Vec<Option<Instant>> = vec![None; self.n as usize];
         let mut flows_left = self.n;
         let mut writers_left = self.writers;
         let mut global: Option<PendingGlobal> = None;
@@ -1545,11 +1592,13 @@ impl Coordinator {
                 last_save = Instant::now();
                 self.save();
             }
-            self.track_lag(&mut behind_since);
+            self.ops.tick();
             if last_progress.elapsed() >= self.opts.progress_interval {
-                let secs = last_progress.elapsed().as_secs_f64();
                 last_progress = Instant::now();
-                self.progress(&mut last_bytes, secs, &behind_since);
+                log::info!(
+                    "{}",
+                    ops::status::StatusReport::live(&self.ops, None).progress_line()
+                );
             }
         }
         self.save();
@@ -1721,80 +1770,14 @@ impl Coordinator {
         let Some(store) = &self.store else { return };
         let cp = self.checkpoint();
         match store.save(&cp) {
-            Ok(()) => log::debug!(
-                "checkpoint saved: {:?}",
-                cp.flows.iter().map(|f| f.next_lsn).collect::<Vec<_>>()
-            ),
+            Ok(()) => {
+                self.ops.checkpoint_saved(cp.written_at_ms);
+                log::debug!(
+                    "checkpoint saved: {:?}",
+                    cp.flows.iter().map(|f| f.next_lsn).collect::<Vec<_>>()
+                )
+            }
             Err(e) => log::error!("{e}"),
         }
-    }
-
-    /// Per flow: since when the target has been behind what was received (stable sync), the
-    /// measure of lag in time.
-    fn track_lag(&self, behind_since: &mut [Option<Instant>]) {
-        for (i, s) in self.shared.stats.iter().enumerate() {
-            let applied = self.shared.applied.get(FlowId(i as u32)).0;
-            let recv = s.received_next.load(Ordering::Relaxed);
-            let behind = self.stable_at[i].is_some() && recv > applied;
-            match (&behind_since[i], behind) {
-                (None, true) => behind_since[i] = Some(Instant::now()),
-                (Some(_), false) => behind_since[i] = None,
-                _ => {}
-            }
-        }
-    }
-
-    fn progress(&self, last_bytes: &mut [u64], secs: f64, behind_since: &[Option<Instant>]) {
-        let mut parts = Vec::new();
-        let keys: u64 = self
-            .shared
-            .stats
-            .iter()
-            .map(|s| s.keys.load(Ordering::Relaxed))
-            .sum();
-        if self.stable_at.iter().any(Option::is_none) {
-            if let Some(total) = self.hello.master_keys.filter(|t| *t > 0) {
-                let done = keys.min(total) as f64 / total as f64;
-                let elapsed = self.started.elapsed().as_secs_f64();
-                let eta = if done > 0.0 {
-                    format!("{:.0}s", elapsed * (1.0 - done) / done)
-                } else {
-                    "?".into()
-                };
-                parts.push(format!(
-                    "full sync {keys}/{total} keys ({:.0}%, ETA {eta})",
-                    done * 100.0
-                ));
-            }
-        }
-        for (i, s) in self.shared.stats.iter().enumerate() {
-            let bytes = s.bytes.load(Ordering::Relaxed);
-            let rate = (bytes.saturating_sub(last_bytes[i])) as f64 / secs.max(0.001) / 1e6;
-            last_bytes[i] = bytes;
-            let applied = self.shared.applied.get(FlowId(i as u32)).0;
-            let recv = s.received_next.load(Ordering::Relaxed);
-            if self.stable_at[i].is_some() {
-                let lag_ms = behind_since[i].map_or(0, |t| t.elapsed().as_millis());
-                parts.push(format!(
-                    "flow {i}: lsn {applied}, lag {} entries / {lag_ms} ms, {:.2} MB/s",
-                    recv.saturating_sub(applied),
-                    rate
-                ));
-            } else {
-                parts.push(format!(
-                    "flow {i}: {} keys, {:.1} MB, {:.2} MB/s",
-                    s.keys.load(Ordering::Relaxed),
-                    bytes as f64 / 1e6,
-                    rate
-                ));
-            }
-        }
-        let a = &self.shared.applied;
-        log::info!(
-            "progress: {}; target: {} commands applied, {} refused",
-            parts.join("; "),
-            a.commands.load(Ordering::Relaxed),
-            a.refused.load(Ordering::Relaxed)
-        );
     }
 }
