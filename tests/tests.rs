@@ -14,3 +14,4 @@ mod recordings;
 mod replicate;
 mod resp;
 mod rewrite;
+mod troubleshooting;
