@@ -65,6 +65,12 @@ fn bad_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "port must be a number between 1 and 65535",
         ),
         (
+            "unknown flush policy",
+            with_source("target:\n  addr: 127.0.0.1:7000\n  flush_before_full_sync: alway\n"),
+            "target.flush_before_full_sync",
+            "did you mean `always`?",
+        ),
+        (
             "unknown target type",
             with_source("target:\n  type: redis-clustr\n  addr: 127.0.0.1:7000\n"),
             "target.type",

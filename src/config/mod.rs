@@ -114,6 +114,38 @@ pub struct TargetConfig {
     pub connect_timeout: Duration,
     /// Limit on one blocking read or write.
     pub io_timeout: Duration,
+    /// Whether the target is emptied before a full sync (`flush_before_full_sync`).
+    pub flush_before_full_sync: FlushPolicy,
+}
+
+/// When `replicate` empties the target (`FLUSHALL`) before a full sync.
+///
+/// A full sync rewrites every key the master has (delete-then-write), but a key the target
+/// still holds from an earlier run that the master no longer has is in no snapshot: it stays,
+/// and later writes to that key name merge into the stale value. Only an empty target makes a
+/// full sync exact (Dragonfly's own replica flushes too: `Replica::InitiateDflySync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// Flush when the target holds data an earlier run of df2redis-sync wrote (its owner
+    /// marker is there); never on the very first sync into a target, which may hold other
+    /// data.
+    #[default]
+    Auto,
+    /// Flush before every full sync, the first one included.
+    Always,
+    /// Never flush: keys deleted on the master while no session ran can remain in the target.
+    Never,
+}
+
+impl FlushPolicy {
+    /// The spelling in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlushPolicy::Auto => "auto",
+            FlushPolicy::Always => "always",
+            FlushPolicy::Never => "never",
+        }
+    }
 }
 
 /// Replica-side handshake settings.
@@ -294,6 +326,9 @@ pub struct LoggingConfig {
     pub level: log::LevelFilter,
     /// Also append logs to this file.
     pub file: Option<PathBuf>,
+    /// How often a plain progress line is logged (when stderr is not a terminal; a terminal
+    /// gets live progress bars instead).
+    pub progress_interval: Duration,
 }
 
 /// Metrics/status listener.

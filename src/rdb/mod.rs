@@ -43,8 +43,8 @@ mod value;
 
 pub use crate::wire::{Blobs, DecodeError, ErrorKind, Limits};
 pub use dump::{crc64, decode_dump_payload, Dump};
-pub use flow::{FlowDecoder, FlowEvent};
-pub use snapshot::{SnapshotDecoder, SnapshotItem};
+pub use flow::{EventRef, FlowDecoder, FlowEvent};
+pub use snapshot::{ItemRef, SnapshotDecoder, SnapshotItem, StringRef};
 
 use crate::model::DbIndex;
 

@@ -16,7 +16,7 @@ use crate::journal::{JournalDecoder, JournalItem};
 use crate::model::{DbIndex, Lsn};
 use crate::rdb::consts::*;
 use crate::rdb::value::{Progress, ValueDecoder};
-use crate::rdb::{KeyMask, Piece, Step};
+use crate::rdb::{KeyMask, Piece, Step, Value};
 use crate::wire::{DecodeError, ErrorKind, Fail, Limits, RResult, Reader};
 
 /// One top-level item of a snapshot stream.
@@ -117,6 +117,143 @@ struct Blob {
     start: u64,
 }
 
+/// A plain string key borrowed from the decoder's input (see [`SnapshotDecoder::step_ref`]).
+/// It is always a whole value: the piece it stands for has `first` and `last` set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StringRef<'a> {
+    /// Database of the key.
+    pub db: DbIndex,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// Absolute expiry, unix milliseconds.
+    pub expire_ms: Option<i64>,
+    /// Dragonfly's DF_MASK properties.
+    pub mask: KeyMask,
+}
+
+impl StringRef<'_> {
+    /// The owned piece [`SnapshotDecoder::step`] delivers for this key.
+    pub fn to_piece(&self) -> Piece {
+        Piece {
+            db: self.db,
+            key: self.key.to_vec(),
+            rdb_type: TYPE_STRING,
+            expire_ms: self.expire_ms,
+            mask: self.mask,
+            first: true,
+            last: true,
+            value: Value::String(self.value.to_vec()),
+        }
+    }
+}
+
+/// What [`SnapshotDecoder::step_ref`] yields: a borrowed whole string key, or any item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemRef<'a> {
+    /// A whole plain string key, borrowed.
+    String(StringRef<'a>),
+    /// Any other item (including string keys the fast path does not take).
+    Item(SnapshotItem),
+}
+
+impl ItemRef<'_> {
+    /// The owned item ([`SnapshotItem::Piece`] for a borrowed string).
+    pub fn into_owned(self) -> SnapshotItem {
+        match self {
+            ItemRef::String(s) => SnapshotItem::Piece(s.to_piece()),
+            ItemRef::Item(it) => it,
+        }
+    }
+}
+
+/// Where a whole string key lies in its source buffer.
+#[derive(Debug, Clone, Copy)]
+struct WholeString {
+    key: (usize, usize),
+    value: (usize, usize),
+    expire_ms: Option<i64>,
+    /// Position just after the value.
+    end: usize,
+}
+
+impl WholeString {
+    /// The same positions, in a buffer where the parsed bytes start at `base`.
+    fn shifted(self, base: usize) -> WholeString {
+        WholeString {
+            key: (self.key.0 + base, self.key.1 + base),
+            value: (self.value.0 + base, self.value.1 + base),
+            expire_ms: self.expire_ms,
+            end: self.end + base,
+        }
+    }
+
+    /// The borrowed key, in `src` (the buffer the positions refer to).
+    fn to_ref(self, src: &[u8], db: DbIndex, mask: KeyMask) -> StringRef<'_> {
+        StringRef {
+            db,
+            key: src.get(self.key.0..self.key.1).unwrap_or(&[]),
+            value: src.get(self.value.0..self.value.1).unwrap_or(&[]),
+            expire_ms: self.expire_ms,
+            mask,
+        }
+    }
+}
+
+/// A raw RDB string `pu(len) bytes` at `pos`: its byte range, or `None` when it is encoded
+/// (integer, LZF), runs past `src`, or is longer than `max` (the general path then reads it
+/// and reports what is wrong).
+#[inline]
+fn raw_str_at(src: &[u8], pos: usize, max: usize) -> Option<(usize, usize)> {
+    let b = *src.get(pos)?;
+    let (len, head) = match b >> 6 {
+        0 => (usize::from(b & 0x3F), 1),
+        1 => (
+            (usize::from(b & 0x3F) << 8) | usize::from(*src.get(pos + 1)?),
+            2,
+        ),
+        _ if b == 0x80 => {
+            let a = src.get(pos + 1..pos + 5)?;
+            (u32::from_be_bytes([a[0], a[1], a[2], a[3]]) as usize, 5)
+        }
+        _ => return None,
+    };
+    if len > max {
+        return None;
+    }
+    let start = pos + head;
+    let end = start.checked_add(len)?;
+    (end <= src.len()).then_some((start, end))
+}
+
+/// The fast path of the snapshot decoder: `[EXPIRETIME_MS u64] 00 str(key) str(value)` with
+/// both strings raw and complete in `src`. `None` for anything else (nothing is consumed;
+/// the general path decodes it). `pending_expire` is an EXPIRETIME read by an earlier call.
+#[inline]
+fn whole_string(src: &[u8], pending_expire: Option<i64>, max: usize) -> Option<WholeString> {
+    let mut pos = 0;
+    let mut expire_ms = pending_expire;
+    if *src.first()? == OP_EXPIRETIME_MS {
+        let b = src.get(1..9)?;
+        expire_ms = Some(i64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]));
+        pos = 9;
+    }
+    if *src.get(pos)? != TYPE_STRING {
+        return None;
+    }
+    let key = raw_str_at(src, pos + 1, max)?;
+    let value = raw_str_at(src, key.1, max)?;
+    Some(WholeString {
+        key,
+        value,
+        expire_ms,
+        end: value.1,
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Magic,
@@ -149,6 +286,8 @@ pub struct SnapshotDecoder {
     inner: Option<Blob>,
     queue: VecDeque<SnapshotItem>,
     journal: JournalDecoder,
+    /// Whole raw string keys take the fast path (off only in tests, to compare).
+    fast: bool,
 }
 
 impl SnapshotDecoder {
@@ -173,6 +312,7 @@ impl SnapshotDecoder {
             inner: None,
             queue: VecDeque::new(),
             journal: JournalDecoder::new(limits),
+            fast: true,
         }
     }
 
@@ -204,14 +344,52 @@ impl SnapshotDecoder {
     /// Decodes at most one item from `input`; returns it and the bytes consumed. After EOF
     /// and its checksum every call returns `Step::End` and consumes nothing.
     pub fn step(&mut self, input: &[u8]) -> Result<(Step<SnapshotItem>, usize), DecodeError> {
+        let (s, n) = self.step_ref(input)?;
+        Ok((
+            match s {
+                Step::Item(it) => Step::Item(it.into_owned()),
+                Step::NeedMore => Step::NeedMore,
+                Step::End => Step::End,
+            },
+            n,
+        ))
+    }
+
+    /// [`SnapshotDecoder::step`] without copying whole string keys: a plain string key whose
+    /// key and value are raw RDB strings (the common case: no LZF, no integer encoding, not
+    /// split into tagged chunks) comes back as an [`ItemRef::String`] borrowing its bytes
+    /// from `input` or from the decompressed blob being read; everything else as
+    /// [`ItemRef::Item`]. The items, in order, are exactly those of `step`.
+    pub fn step_ref<'a>(
+        &'a mut self,
+        input: &'a [u8],
+    ) -> Result<(Step<ItemRef<'a>>, usize), DecodeError> {
         let mut used = 0usize;
         loop {
             if let Some(it) = self.queue.pop_front() {
-                return Ok((Step::Item(it), used));
+                return Ok((Step::Item(ItemRef::Item(it)), used));
             }
             if self.inner.is_some() {
+                // The fast path first: a whole raw string key inside the blob.
+                let fast = match &self.inner {
+                    Some(b) if self.fast_ok() => {
+                        let src = b.data.get(b.pos..).unwrap_or(&[]);
+                        whole_string(src, self.expire, self.limits.max_string)
+                            .map(|f| f.shifted(b.pos))
+                    }
+                    _ => None,
+                };
+                if let Some(f) = fast {
+                    if let Some(b) = self.inner.as_mut() {
+                        b.pos = f.end;
+                    }
+                    let (db, mask) = self.take_attrs();
+                    let this: &'a SnapshotDecoder = self;
+                    let data = this.inner.as_ref().map_or(&[][..], |b| &b.data[..]);
+                    return Ok((Step::Item(ItemRef::String(f.to_ref(data, db, mask))), used));
+                }
                 if let Some(it) = self.step_blob()? {
-                    return Ok((Step::Item(it), used));
+                    return Ok((Step::Item(ItemRef::Item(it)), used));
                 }
                 continue;
             }
@@ -219,6 +397,17 @@ impl SnapshotDecoder {
                 return Ok((Step::End, used));
             }
             let src = input.get(used..).unwrap_or(&[]);
+            if self.fast_ok() {
+                if let Some(f) = whole_string(src, self.expire, self.limits.max_string) {
+                    let f = f.shifted(used);
+                    self.offset += (f.end - used) as u64;
+                    let (db, mask) = self.take_attrs();
+                    return Ok((
+                        Step::Item(ItemRef::String(f.to_ref(input, db, mask))),
+                        f.end,
+                    ));
+                }
+            }
             let mut r = Reader::new(src);
             let res = self.body(&mut r, false);
             let n = r.pos();
@@ -227,7 +416,7 @@ impl SnapshotDecoder {
                     self.offset += n as u64;
                     used += n;
                     match out {
-                        Out::Item(it) => return Ok((Step::Item(it), used)),
+                        Out::Item(it) => return Ok((Step::Item(ItemRef::Item(it)), used)),
                         Out::Short => return Ok((Step::NeedMore, used)),
                         Out::Switch => continue,
                     }
@@ -242,6 +431,25 @@ impl SnapshotDecoder {
                 }
             }
         }
+    }
+
+    /// Turns the whole-string fast path off (tests compare both paths).
+    #[cfg(test)]
+    pub(crate) fn set_fast_path(&mut self, on: bool) {
+        self.fast = on;
+    }
+
+    /// True when the next bytes start a top-level item (no key entry or tagged chunk is
+    /// half-read), so the whole-string fast path may look at them.
+    fn fast_ok(&self) -> bool {
+        self.fast && self.phase == Phase::Body && self.chunk.is_none() && self.current.is_none()
+    }
+
+    /// The db and the mask for the key entry just read by the fast path; the pending
+    /// attributes are consumed by it (its expiry was read with it).
+    fn take_attrs(&mut self) -> (DbIndex, KeyMask) {
+        self.expire = None;
+        (self.db, std::mem::take(&mut self.mask))
     }
 
     /// One pass over the open decompressed blob. `Ok(None)` when the blob is finished.

@@ -28,7 +28,7 @@ use std::fmt;
 
 use crate::journal::{EntryKind, JournalEntry, JournalItem};
 use crate::model::{Cmd, DbIndex};
-use crate::rdb::{FlowEvent, Piece, SnapshotItem};
+use crate::rdb::{FlowEvent, Piece, SnapshotItem, StringRef};
 
 pub use command::is_known_write_command;
 
@@ -292,6 +292,12 @@ impl Rewriter {
     /// One piece of a snapshot key.
     pub fn piece(&self, piece: &Piece) -> Rewritten {
         value::rewrite_piece(piece, &self.opts)
+    }
+
+    /// A whole string key borrowed from the decoder ([`crate::rdb::FlowDecoder::step_ref`]):
+    /// the same commands as [`Rewriter::piece`] gives for its owned piece, without the copy.
+    pub fn string_ref(&self, s: &StringRef<'_>) -> Rewritten {
+        value::rewrite_string(s, &self.opts)
     }
 
     /// One journal entry (from the live journal or a JOURNAL_BLOB).

@@ -6,7 +6,7 @@
 
 use crate::model::Cmd;
 use crate::rdb::consts::{TYPE_JSON, TYPE_JSON_OLD};
-use crate::rdb::{Piece, Score, StreamEntry, StreamGroup, StreamId, StreamMeta, Value};
+use crate::rdb::{Piece, Score, StreamEntry, StreamGroup, StreamId, StreamMeta, StringRef, Value};
 use crate::wire::Blobs;
 
 use super::{Options, Rewritten, Skip, SkipReason};
@@ -47,6 +47,38 @@ fn variadic(name: &str, key: &[u8], items: impl Iterator<Item = impl AsRef<[u8]>
     (c.len() > 2).then_some(c)
 }
 
+/// `SET key value [PXAT ms]`, built in one allocation per buffer: SET replaces any type,
+/// and clears or sets the TTL in the same command.
+fn set_cmd(key: &[u8], value: &[u8], expire_ms: Option<i64>) -> Cmd {
+    let (args, extra) = if expire_ms.is_some() {
+        (5, 4 + 20)
+    } else {
+        (3, 0)
+    };
+    let mut c = Cmd::with_capacity(args, 3 + key.len() + value.len() + extra);
+    c.arg(b"SET").arg(key).arg(value);
+    if let Some(ms) = expire_ms {
+        c.arg(b"PXAT").arg_int(ms);
+    }
+    c
+}
+
+/// The rewrite of a whole string key borrowed from the decoder (the fast path of
+/// [`crate::rdb::SnapshotDecoder::step_ref`]): exactly what [`rewrite_piece`] gives for its
+/// owned piece.
+pub(crate) fn rewrite_string(s: &StringRef<'_>, opts: &Options) -> Rewritten {
+    if matches!(s.expire_ms, Some(e) if e <= opts.now_ms) {
+        let mut out = Rewritten::skip(s.db, Some(s.key), SkipReason::Expired);
+        out.cmds.push(key_cmd("DEL", s.key));
+        return out;
+    }
+    Rewritten {
+        db: s.db,
+        cmds: vec![set_cmd(s.key, s.value, s.expire_ms)],
+        ..Rewritten::default()
+    }
+}
+
 /// The rewrite of one piece.
 pub(crate) fn rewrite_piece(p: &Piece, opts: &Options) -> Rewritten {
     let db = p.db;
@@ -71,13 +103,7 @@ pub(crate) fn rewrite_piece(p: &Piece, opts: &Options) -> Rewritten {
     };
     match &p.value {
         Value::String(v) => {
-            // SET replaces any type, and clears or sets the TTL in the same command.
-            let mut c = key_cmd("SET", key);
-            c.arg(v);
-            if let Some(ms) = p.expire_ms {
-                c.arg(b"PXAT").arg_int(ms);
-            }
-            out.cmds.push(c);
+            out.cmds.push(set_cmd(key, v, p.expire_ms));
             return out;
         }
         Value::List(items) => {

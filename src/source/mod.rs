@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::config::ReplicaConfig;
 use crate::model::{Cmd, FlowId, Lsn};
 use crate::net::{self, Conn, Endpoint, Stream};
-use crate::rdb::{DecodeError, FlowDecoder, FlowEvent, Limits, Step};
+use crate::rdb::{DecodeError, EventRef, FlowDecoder, FlowEvent, Limits, Step};
 use crate::resp::Value;
 
 /// Largest flow count accepted from the capa reply (Dragonfly's own replica checks the same,
@@ -522,20 +522,31 @@ impl FlowReader {
 
     /// The next event; `Ok(None)` when a read timed out with nothing decodable.
     pub fn next_event(&mut self) -> Result<Option<FlowEvent>> {
+        self.next_with(|ev| ev.into_owned())
+    }
+
+    /// The next event, handed to `f` as the decoder produced it: whole string keys of the
+    /// snapshot come borrowed from the read buffer, not copied ([`FlowDecoder::step_ref`]).
+    /// Returns what `f` returned; `Ok(None)` when a read timed out with nothing decodable.
+    pub fn next_with<R>(&mut self, f: impl FnOnce(EventRef<'_>) -> R) -> Result<Option<R>> {
         loop {
             // Always ask the decoder first, even with no unread input: it may hold items
             // already decoded from a compressed blob or a journal blob.
-            let (step, used) =
-                self.decoder
-                    .step(&self.buf[self.pos..])
-                    .map_err(|source| Error::Decode {
-                        flow: self.id,
-                        source,
-                    })?;
-            self.pos += used.min(self.buf.len() - self.pos);
+            let (step, used) = self
+                .decoder
+                .step_ref(&self.buf[self.pos..])
+                .map_err(|source| Error::Decode {
+                    flow: self.id,
+                    source,
+                })?;
+            let used = used.min(self.buf.len() - self.pos);
             match step {
-                Step::Item(ev) => return Ok(Some(ev)),
-                Step::NeedMore => {}
+                Step::Item(ev) => {
+                    let r = f(ev);
+                    self.pos += used;
+                    return Ok(Some(r));
+                }
+                Step::NeedMore => self.pos += used,
                 Step::End => {
                     return Err(Error::FlowClosed {
                         flow: self.id,
