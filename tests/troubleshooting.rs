@@ -43,6 +43,11 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "binary_exit_codes_0_equal_1_different_2_error",
     ),
     (
+        "metrics-bind",
+        "tests/ops.rs",
+        "metrics_address_in_use_exits_1",
+    ),
+    (
         "dry-target-type",
         "tests/cli.rs",
         "dry_run_type_mismatch_is_caught",
@@ -480,6 +485,15 @@ fn checkpoint_file_messages() {
     assert_eq!(code, Some(1), "{t}");
     expect(&t, "checkpoint-invalid");
 
+    // `status` with neither a running replicate nor a checkpoint.
+    let y = format!(
+        "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:1\ncheckpoint:\n  dir: {}\n",
+        dir.join("never-ran").display()
+    );
+    let (code, t) = run(&["status", &write_cfg(dir, "status.yaml", &y)]);
+    assert_ne!(code, Some(0), "{t}");
+    expect(&t, "status-nothing");
+
     // lsn.json is a directory: it cannot be read.
     let ck2 = dir.join("ck2");
     std::fs::create_dir_all(ck2.join("lsn.json")).unwrap();
@@ -777,16 +791,16 @@ fn target_refusal_messages() {
     expect(&t, "target-auth");
     drop(m);
 
-    // Out of memory: every write refused; replication stops (exit 1), nothing is half-applied.
+    // Out of memory: every write refused (the first is the marker reset before the full sync,
+    // which is retried); nothing is half-applied.
     let full = RedisServer::start();
     full.cli(&["CONFIG", "SET", "maxmemory", "1"]);
     full.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     let m = ReplayMaster::serve(s1());
     let y = replicate_yaml(m.addr(), &full.addr(), &dir.join("b"), "");
     let mut p = Proc::spawn(&["replicate", &write_cfg(dir, "oom.yaml", &y)], dir, "oom");
-    let (code, t) = p.wait_exit(LONG);
-    assert_eq!(code, Some(1), "{t}");
-    expect(&t, "target-oom");
+    p.wait_msgs(&["target-oom"], LONG);
+    p.stop();
     drop(m);
 
     // A read-only replica as the target: retried (a failover may be under way), then stopped.
@@ -885,6 +899,21 @@ fn resume_messages() {
         "full",
         &["resume-answered-full", "resume-flushall"],
     );
+
+    // The same with `flush_before_full_sync: never`: no flush, a warning instead.
+    set_markers(&server, &replid, &S4_LSNS);
+    let never = dir("never");
+    let m = ReplayMaster::serve(first.clone());
+    let y = replicate_yaml(m.addr(), &server.addr(), &never, "")
+        .replace("target:\n", "target:\n  flush_before_full_sync: never\n");
+    let mut p = Proc::spawn(
+        &["replicate", &write_cfg(&never, "never.yaml", &y)],
+        &never,
+        "never",
+    );
+    p.wait_msgs(&["warn-flush-never"], LONG);
+    p.stop();
+    drop(m);
 
     // One flow PARTIAL, the other FULL.
     set_markers(&server, &replid, &S4_LSNS);
@@ -1049,4 +1078,28 @@ fn stable_sync_target_messages() {
     let (code, t) = p.wait_exit(LONG);
     assert_eq!(code, Some(1), "{t}");
     expect(&t, "target-execabort");
+}
+
+/// A first full sync into a target that already holds keys, and the `always` flush policy.
+#[test]
+fn first_sync_target_content_messages() {
+    let target = RedisServer::start();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    target.cli(&["SET", "someone-elses-key", "1"]);
+    let m = ReplayMaster::serve(s1());
+    let y = replicate_yaml(m.addr(), &target.addr(), &dir.join("a"), "");
+    let mut p = Proc::spawn(&["replicate", &write_cfg(dir, "a.yaml", &y)], dir, "a");
+    p.wait_msgs(&["warn-target-not-empty"], LONG);
+    p.stop();
+    drop(m);
+
+    // A target with no marker of ours: only the policy can make it flush.
+    target.cli(&["FLUSHALL"]);
+    let m = ReplayMaster::serve(s1());
+    let y = replicate_yaml(m.addr(), &target.addr(), &dir.join("b"), "")
+        .replace("target:\n", "target:\n  flush_before_full_sync: always\n");
+    let mut p = Proc::spawn(&["replicate", &write_cfg(dir, "b.yaml", &y)], dir, "b");
+    p.wait_msgs(&["warn-flush-always"], LONG);
+    p.stop();
 }
