@@ -1103,3 +1103,57 @@ fn first_sync_target_content_messages() {
     p.wait_msgs(&["warn-flush-always"], LONG);
     p.stop();
 }
+
+/// A target user without `CLIENT`: the engine cannot close an earlier session's writer
+/// connections and waits for them to drain instead; and a Redis Cluster target holding an
+/// earlier run's data is flushed on every master before a new full sync.
+#[test]
+fn target_permission_and_cluster_messages() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let target = RedisServer::start();
+    target.cli(&[
+        "ACL",
+        "SETUSER",
+        "writer",
+        "on",
+        ">writer-pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-client",
+    ]);
+    let m = ReplayMaster::serve(s1());
+    let y = replicate_yaml(m.addr(), &target.addr(), &dir.join("a"), "").replace(
+        &format!("  addr: {}\n", target.addr()),
+        &format!(
+            "  addr: {}\n  username: writer\n  password: writer-pw\n",
+            target.addr()
+        ),
+    );
+    let mut p = Proc::spawn(&["replicate", &write_cfg(dir, "acl.yaml", &y)], dir, "acl");
+    p.wait_msgs(&["target-client-refused"], LONG);
+    p.stop();
+    drop(m);
+
+    let cluster = support::RedisCluster::builder().masters(3).start();
+    let seeds: Vec<String> = cluster.nodes().iter().map(|n| n.addr()).collect();
+    let yaml = |m: &ReplayMaster, ck: &str| {
+        format!(
+            "source:\n  addr: {}\ntarget:\n  type: redis-cluster\n  seeds: [{}]\n\
+             checkpoint:\n  dir: {}\n  interval: 200ms\n",
+            m.addr(),
+            seeds.join(", "),
+            dir.join(ck).display()
+        )
+    };
+    // A first run leaves markers; a second one (a new checkpoint dir, so no resume) flushes.
+    for (i, ids) in [(0, &[][..]), (1, &["cluster-flushall"][..])] {
+        let m = ReplayMaster::serve(s1());
+        let cfg = write_cfg(dir, &format!("cl{i}.yaml"), &yaml(&m, &format!("cl{i}")));
+        let mut p = Proc::spawn(&["replicate", &cfg], dir, &format!("cl{i}"));
+        p.wait_text("stable sync: following the journal", LONG);
+        p.wait_msgs(ids, LONG);
+        p.stop();
+    }
+}
