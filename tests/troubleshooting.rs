@@ -453,13 +453,6 @@ fn config_warnings_and_command_line_messages() {
     assert_eq!(code, Some(2));
     expect(&t, "cli-check-flag");
 
-    // key_prefix is accepted by the config but replicate cannot do it yet.
-    let y = "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:1\n\
-             databases:\n  key_prefix: {1: \"db1:\"}\n";
-    let (code, t) = run(&["replicate", &write_cfg(dir, "prefix.yaml", y)]);
-    assert_eq!(code, Some(2), "{t}");
-    expect(&t, "replicate-unsupported");
-
     let y = "source:\n  addr: no-such-host.invalid:6379\ntarget:\n  type: redis-cluster\n  \
              seeds: [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n";
     let (code, t) = run(&["replicate", "--dry-run", &write_cfg(dir, "dns.yaml", y)]);
