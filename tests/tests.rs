@@ -19,3 +19,4 @@ mod recordings;
 mod replicate;
 mod resp;
 mod rewrite;
+mod troubleshooting;

@@ -817,9 +817,14 @@ fn pick_core(cores: &[usize], i: usize) -> Option<usize> {
     }
 }
 
+/// Largest CPU number + 1 that `core_affinity` can put in a `cpu_set_t` (glibc's
+/// `CPU_SETSIZE`); a larger id makes its `CPU_SET` index out of bounds inside a function that
+/// cannot unwind, which aborts the process. The config accepts up to 4095.
+const CPU_SETSIZE: usize = 1024;
+
 fn pin(core: Option<usize>, name: &str) {
     if let Some(id) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+        if id >= CPU_SETSIZE || !core_affinity::set_for_current(core_affinity::CoreId { id }) {
             log::warn!("{name}: could not pin to CPU {id}");
         }
     }
