@@ -1134,12 +1134,14 @@ fn target_permission_and_cluster_messages() {
     let yaml = |m: &ReplayMaster, ck: &str| {
         format!(
             "source:\n  addr: {}\ntarget:\n  type: redis-cluster\n  seeds: [{}]\n\
-             checkpoint:\n  dir: {}\n  interval: 200ms\n",
+             checkpoint:\n  dir: {}\n  interval: 200ms\n\
+             databases:\n  key_prefix: {{1: \"src1:\", 2: \"src2:\", 7: \"src7:\"}}\n",
             m.addr(),
             seeds.join(", "),
             dir.join(ck).display()
         )
     };
+    // s1 has keys in dbs 0, 1, 2 and 7: a cluster has only db 0, so the others get prefixes.
     // A first run leaves markers; a second one (a new checkpoint dir, so no resume) flushes.
     for (i, ids) in [(0, &[][..]), (1, &["cluster-flushall"][..])] {
         let m = ReplayMaster::serve(s1());
