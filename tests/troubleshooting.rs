@@ -1131,17 +1131,22 @@ fn target_permission_and_cluster_messages() {
 
     let cluster = support::RedisCluster::builder().masters(3).start();
     let seeds: Vec<String> = cluster.nodes().iter().map(|n| n.addr()).collect();
+    let prefixes = (1..16)
+        .map(|d| format!("{d}: \"src{d}:\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let yaml = |m: &ReplayMaster, ck: &str| {
         format!(
             "source:\n  addr: {}\ntarget:\n  type: redis-cluster\n  seeds: [{}]\n\
              checkpoint:\n  dir: {}\n  interval: 200ms\n\
-             databases:\n  key_prefix: {{1: \"src1:\", 2: \"src2:\", 7: \"src7:\"}}\n",
+             databases:\n  key_prefix: {{{prefixes}}}\n",
             m.addr(),
             seeds.join(", "),
             dir.join(ck).display()
         )
     };
-    // s1 has keys in dbs 0, 1, 2 and 7: a cluster has only db 0, so the others get prefixes.
+    // s1 writes to dbs other than 0 (snapshot and journal): a cluster has only db 0, so
+    // every other db gets a prefix.
     // A first run leaves markers; a second one (a new checkpoint dir, so no resume) flushes.
     for (i, ids) in [(0, &[][..]), (1, &["cluster-flushall"][..])] {
         let m = ReplayMaster::serve(s1());
