@@ -568,3 +568,52 @@ fn every_recorded_journal_command_rewrites() {
         );
     }
 }
+
+/// The emulator's key → shard map is Dragonfly's: every key of every recorded snapshot arrived
+/// on flow `XXH64(key, 120577240643) mod flows` — so the emulator sends each key over the same
+/// flow number as a real master with the same shard count.
+#[test]
+fn emulator_shard_map_matches_every_recorded_snapshot() {
+    use df2redis_sync::emulator::server::shard_of;
+    for dir in all_recordings() {
+        let rec = Recording::load(&dir).unwrap();
+        for s in &rec.sessions {
+            let n = s.flows.len();
+            for f in s.flows.iter().filter(|f| !f.partial) {
+                let mut rw = Rewriter::new(options());
+                let items = decode_flow(f, &mut rw, |rest| rest).unwrap();
+                let mut checked = 0;
+                for it in items
+                    .iter()
+                    .filter(|i| i.event == "snapshot" || i.event == "piece")
+                {
+                    // Lua bodies from the AUX fields become `SCRIPT LOAD`: no key.
+                    let Some(key) = it
+                        .out
+                        .cmds
+                        .first()
+                        .filter(|c| !c.name().eq_ignore_ascii_case(b"SCRIPT"))
+                        .and_then(|c| c.get(1))
+                    else {
+                        continue;
+                    };
+                    assert_eq!(
+                        shard_of(key, n),
+                        f.id as usize,
+                        "{} flow {}: key {:?}",
+                        s.dir.display(),
+                        f.id,
+                        String::from_utf8_lossy(key)
+                    );
+                    checked += 1;
+                }
+                assert!(
+                    checked > 0 || items.is_empty(),
+                    "{} flow {}",
+                    s.dir.display(),
+                    f.id
+                );
+            }
+        }
+    }
+}

@@ -541,8 +541,9 @@ fn frozen_target_stops_cleanly_before_the_master_timeout() {
     // Freeze the target once the full sync is writing.
     let end = std::time::Instant::now() + Duration::from_secs(20);
     loop {
+        // More than the owner marker (set before any writer starts): data is arriving.
         let n = probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0);
-        if n > 0 {
+        if n > 1 {
             break;
         }
         assert!(
@@ -610,7 +611,8 @@ fn second_signal_exits_130_at_once() {
         .spawn()
         .unwrap();
     let end = std::time::Instant::now() + Duration::from_secs(20);
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+    // More than the owner marker (set before any writer starts): data is arriving.
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
         assert!(
             std::time::Instant::now() < end,
             "the full sync never started"
@@ -825,8 +827,8 @@ fn throughput_figures_on_a_synthetic_session() {
     assert_eq!(st.code(), Some(0));
     assert_eq!(
         probe.cmd(&[b"DBSIZE"]).int(),
-        Some(keys as i64 + 2),
-        "keys + 2 markers"
+        Some(keys as i64 + 3),
+        "keys + 2 flow markers + the owner marker"
     );
     let last = sets - 1;
     let got = probe.cmd(&[b"GET", format!("key:{}", last % keys).as_bytes()]);
@@ -906,7 +908,8 @@ fn lost_target_connection_during_full_sync_converges() {
     );
     let mut probe = redis::Conn::connect(server.port()).unwrap();
     let end = std::time::Instant::now() + Duration::from_secs(20);
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+    // More than the owner marker (set before any writer starts): data is arriving.
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
         assert!(
             std::time::Instant::now() < end,
             "the full sync never started"
@@ -1126,7 +1129,7 @@ fn tls_target_with_password() {
             .iter()
             .filter(|((d, _), st)| *d == db && !matches!(st.value, keyspace::Value::Unholdable(_)))
             .count()
-            + usize::from(db == 0) * 2; // the two position markers
+            + usize::from(db == 0) * 3; // two position markers and the owner marker
         let got: usize = server
             .cli(&["-n", &db.to_string(), "DBSIZE"])
             .parse()
@@ -1165,7 +1168,8 @@ fn frozen_target_stop_then_resume_converges() {
         .to_string();
     let mut engine = Engine::start(cfg, opts);
     let end = std::time::Instant::now() + Duration::from_secs(20);
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+    // More than the owner marker (set before any writer starts): data is arriving.
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
         assert!(
             std::time::Instant::now() < end,
             "the full sync never started"
@@ -1227,76 +1231,22 @@ fn emulator_scenario(
     kills: &[Duration],
     emu_args: &[&str],
 ) -> String {
-    let emu_port = crate::support::free_port(false);
-    let _emu = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["--port", &emu_port.to_string(), "--shards", "3"])
-            .args(emu_args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let emu_addr = format!("127.0.0.1:{emu_port}");
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&emu_addr).is_err() {
-        assert!(std::time::Instant::now() < end, "emulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-        .args(["load", "--scale", scale, "--target", &emu_addr])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "dfly-emulator load");
-    let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("replicate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source:\n  addr: {emu_addr}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n  interval: 1s\n",
-            server.addr(),
-            dir.path().join("ckpt").display()
-        ),
-    )
-    .unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), emu_args, scale);
+    let server = RedisServer::start();
+    let cfg = emulator_config(dir.path(), &emu_addr, &server.addr());
     let log = dir.path().join("replica.log");
-    let replica = || {
-        Child(
-            std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-                .args(["replicate", cfg.to_str().unwrap(), "--log-file"])
-                .arg(&log)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
     let mut r = if replica_first {
-        let r = replica();
+        let r = spawn_replica(&cfg, &log);
         std::thread::sleep(Duration::from_secs(2));
         Some(r)
     } else {
         None
     };
-    let work = {
-        let addr = emu_addr.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-                .args([
-                    "work", "--target", &addr, "--rate", "3000", "--ops", "30000",
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap()
-        })
-    };
+    let work = spawn_work(&emu_addr, "3000", "30000");
     if r.is_none() {
         std::thread::sleep(Duration::from_millis(500));
-        r = Some(replica());
+        r = Some(spawn_replica(&cfg, &log));
     }
     for d in kills {
         std::thread::sleep(*d);
@@ -1306,9 +1256,9 @@ fn emulator_scenario(
         }
         // Down for a second while the workload goes on.
         std::thread::sleep(Duration::from_secs(1));
-        r = Some(replica());
+        r = Some(spawn_replica(&cfg, &log));
     }
-    assert!(work.join().unwrap().success());
+    assert!(work.join().unwrap(), "dfly-emulator work");
     // Let the replica catch up, then compare with the check subcommand (exit 0 = equal).
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
         panic!("source and target never compared equal:\n{last}");
@@ -1828,4 +1778,162 @@ fn flow_dropped_by_the_emulator_resumes_partial_and_converges() {
         "{text}"
     );
     assert_eq!(count(&text, "answered FULL"), 0, "{text}");
+}
+
+/// `target.flush_before_full_sync`: the first sync into a target holding keys df2redis-sync
+/// never wrote leaves them alone by default (`auto`) and removes them with `always`; either
+/// way the recording's keys end exactly at its manifest.
+#[test]
+fn first_full_sync_keeps_foreign_keys_unless_policy_is_always() {
+    let rec_dir = testdata("dragonfly-v1.40.1/s1-lz4-2shards");
+    for (policy, survives) in [("auto", true), ("always", false)] {
+        let server = RedisServer::start();
+        let mut conn = redis::Conn::connect(server.port()).unwrap();
+        conn.cmd(&[b"SELECT", b"9"]);
+        conn.cmd(&[b"SET", b"foreign:key", b"not ours"]);
+        let dir = tempfile::tempdir().unwrap();
+        let m = ReplayMaster::start(&rec_dir.join("capture"));
+        let yaml = format!(
+            "source:\n  addr: {}\ntarget:\n  addr: 127.0.0.1:{}\n  flush_before_full_sync: {policy}\n\
+             checkpoint:\n  dir: {}\n  interval: 200ms\n",
+            m.addr(),
+            server.port(),
+            dir.path().display()
+        );
+        let mut engine = Engine::start(
+            Config::from_yaml_str(&yaml, "test").unwrap(),
+            test_options(),
+        );
+        wait_caught_up(&m, &mut engine, policy);
+        engine.stop().unwrap();
+        conn.cmd(&[b"SELECT", b"9"]);
+        let exists = conn.cmd(&[b"EXISTS", b"foreign:key"]).int().unwrap();
+        assert_eq!(exists == 1, survives, "policy {policy}");
+        conn.cmd(&[b"DEL", b"foreign:key"]);
+        // The owner marker says the target now holds data of this tool.
+        conn.cmd(&[b"SELECT", b"0"]);
+        assert_eq!(
+            conn.cmd(&[b"EXISTS", b"df2redis-sync:ckpt:owner"]).int(),
+            Some(1)
+        );
+        assert_manifest(&rec_dir, &server);
+    }
+}
+
+/// The tool is stopped, the master restarts with a new id, keys are deleted meanwhile: the new
+/// id forces a full sync, and since the target holds data of the earlier run it is flushed
+/// first (`flush_before_full_sync: auto`) — without that the deleted keys would stay in the
+/// target, and writes to those names later would merge into them.
+#[test]
+fn full_sync_after_master_restart_flushes_what_the_master_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let emu_port = port_of(&emu_addr).to_string();
+    for i in 0..20 {
+        let k = format!("stale:set:{i}");
+        cli_at(&emu_port, &["SADD", &k, "a", "b", "c"]);
+    }
+    let server = RedisServer::start();
+    let cfg = emulator_config(dir.path(), &emu_addr, &server.addr());
+    let log = dir.path().join("replica.log");
+    let r = spawn_replica(&cfg, &log);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
+        panic!("first run never equal:\n{last}\n{}", read_log());
+    }
+    drop(r); // SIGTERM: stopped with a final checkpoint
+    assert_eq!(
+        cli_at(&emu_port, &["EMULATOR", "FAULT", "RESTART"]).trim(),
+        "OK"
+    );
+    for i in 0..20 {
+        cli_at(&emu_port, &["DEL", &format!("stale:set:{i}")]);
+    }
+    let work = spawn_work(&emu_addr, "2000", "4000");
+    let r = spawn_replica(&cfg, &log);
+    // Re-create some of the deleted names while the new full sync runs: they must hold only
+    // the new members, never the stale a/b/c.
+    for i in 0..10 {
+        cli_at(&emu_port, &["SADD", &format!("stale:set:{i}"), "new"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(work.join().unwrap(), "dfly-emulator work");
+    let res = wait_check_equal(&cfg, dir.path(), 30);
+    drop(r);
+    let text = read_log();
+    if let Err(last) = res {
+        panic!("never equal after the restart:\n{last}\nreplica log:\n{text}");
+    }
+    assert_eq!(count(&text, "resuming from the per-flow LSNs"), 0, "{text}");
+    assert_eq!(count(&text, "flushing the target (FLUSHALL)"), 1, "{text}");
+    let mut t = redis::Conn::connect(server.port()).unwrap();
+    for i in 0..20 {
+        let k = format!("stale:set:{i}");
+        let n = t.cmd(&[b"SCARD", k.as_bytes()]).int().unwrap();
+        assert_eq!(n, i64::from(i < 10), "{k}");
+    }
+}
+
+/// A backlog of only 200 entries per shard: the replica killed for longer than the backlog
+/// covers gets FULL on its PARTIAL request, resyncs fully, and still converges.
+#[test]
+fn emulator_position_outside_the_backlog_resyncs_fully() {
+    let log = emulator_scenario(
+        "1",
+        true,
+        &[Duration::from_secs(2)],
+        &["--backlog-entries", "200"],
+    );
+    // At 3,000 writes/s a 200-entry backlog holds well under a second, so every resume after
+    // the kill is answered FULL: at least once, more often when a loaded machine makes the
+    // engine reconnect again. Each full sync into a target holding our data flushes it first
+    // (a full sync interrupted by the small backlog flushes on the next one too).
+    let fulls = count(&log, "answered FULL to the partial-sync request");
+    assert!(fulls >= 1, "{log}");
+    assert!(
+        count(&log, "flushing the target (FLUSHALL)") >= fulls,
+        "{log}"
+    );
+}
+
+/// A writer connection left open by an earlier session (named like ours) is closed before the
+/// markers are read, so nothing it still has queued can run after that read; other clients
+/// of the target are left alone.
+#[test]
+fn leftover_writer_connections_are_closed_before_reading_markers() {
+    use std::io::Write;
+    let rec_dir = testdata("dragonfly-v1.40.1/s1-lz4-2shards");
+    let server = RedisServer::start();
+    let name = |n: &str| {
+        format!(
+            "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n${}\r\n{n}\r\n",
+            n.len()
+        )
+    };
+    let mut ours = std::net::TcpStream::connect(server.addr()).unwrap();
+    ours.write_all(name("df2redis-sync-writer:df2redis-sync:ckpt:").as_bytes())
+        .unwrap();
+    let mut other = std::net::TcpStream::connect(server.addr()).unwrap();
+    other.write_all(name("someone-else").as_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    for s in [&mut ours, &mut other] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"+OK\r\n");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::start(&rec_dir.join("capture"));
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    wait_caught_up(&m, &mut engine, "leftover");
+    engine.stop().unwrap();
+    // Ours was killed: EOF. The other one still answers.
+    assert_eq!(
+        ours.read(&mut buf).unwrap_or(0),
+        0,
+        "our leftover connection is closed"
+    );
+    other.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let n = other.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"+PONG\r\n");
+    assert_manifest(&rec_dir, &server);
 }

@@ -14,17 +14,18 @@
 //! Resolution does no network I/O. It does check that TLS files exist, because a typo there
 //! otherwise surfaces only as a handshake failure much later.
 
+mod dbmap;
 mod error;
 mod resolve;
 mod tree;
 
+pub use dbmap::{keyspace_dbs, DbMapping, MapError};
 pub use error::{Error, ErrorKind, Problem};
 /// Duration syntax of the config (`500ms`, `5s`, `1m`), for command-line flags too.
 pub(crate) use tree::parse_duration;
 
 use crate::model::DbIndex;
 use crate::net::{Endpoint, Secret, TlsOptions};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,6 +115,38 @@ pub struct TargetConfig {
     pub connect_timeout: Duration,
     /// Limit on one blocking read or write.
     pub io_timeout: Duration,
+    /// Whether the target is emptied before a full sync (`flush_before_full_sync`).
+    pub flush_before_full_sync: FlushPolicy,
+}
+
+/// When `replicate` empties the target (`FLUSHALL`) before a full sync.
+///
+/// A full sync rewrites every key the master has (delete-then-write), but a key the target
+/// still holds from an earlier run that the master no longer has is in no snapshot: it stays,
+/// and later writes to that key name merge into the stale value. Only an empty target makes a
+/// full sync exact (Dragonfly's own replica flushes too: `Replica::InitiateDflySync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// Flush when the target holds data an earlier run of df2redis-sync wrote (its owner
+    /// marker is there); never on the very first sync into a target, which may hold other
+    /// data.
+    #[default]
+    Auto,
+    /// Flush before every full sync, the first one included.
+    Always,
+    /// Never flush: keys deleted on the master while no session ran can remain in the target.
+    Never,
+}
+
+impl FlushPolicy {
+    /// The spelling in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlushPolicy::Auto => "auto",
+            FlushPolicy::Always => "always",
+            FlushPolicy::Never => "never",
+        }
+    }
 }
 
 /// Replica-side handshake settings.
@@ -166,51 +199,6 @@ pub struct CpuConfig {
     pub flow_threads: Vec<usize>,
     /// Cores for writer threads, handed out round-robin.
     pub writer_threads: Vec<usize>,
-}
-
-/// Where each source database's keys go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbMapping {
-    /// The target is a cluster: every database maps to db 0.
-    cluster: bool,
-    /// Explicit source → target entries; other databases keep their index (standalone).
-    map: BTreeMap<DbIndex, DbIndex>,
-    /// Per-source-db key prefix (the way to keep databases apart in a cluster).
-    key_prefix: BTreeMap<DbIndex, Vec<u8>>,
-}
-
-impl DbMapping {
-    /// Identity mapping without prefixes.
-    pub fn identity(cluster: bool) -> DbMapping {
-        DbMapping {
-            cluster,
-            map: BTreeMap::new(),
-            key_prefix: BTreeMap::new(),
-        }
-    }
-
-    /// The target database for keys of source database `src`.
-    pub fn target_db(&self, src: DbIndex) -> DbIndex {
-        if self.cluster {
-            return DbIndex(0);
-        }
-        self.map.get(&src).copied().unwrap_or(src)
-    }
-
-    /// The prefix put in front of every key of source database `src`, if any.
-    pub fn key_prefix(&self, src: DbIndex) -> Option<&[u8]> {
-        self.key_prefix.get(&src).map(Vec::as_slice)
-    }
-
-    /// The explicit mapping entries.
-    pub fn explicit(&self) -> &BTreeMap<DbIndex, DbIndex> {
-        &self.map
-    }
-
-    /// All configured prefixes.
-    pub fn prefixes(&self) -> &BTreeMap<DbIndex, Vec<u8>> {
-        &self.key_prefix
-    }
 }
 
 /// Settings of `df2redis-sync check` (section `check`); see `docs/check.md`.
@@ -294,6 +282,9 @@ pub struct LoggingConfig {
     pub level: log::LevelFilter,
     /// Also append logs to this file.
     pub file: Option<PathBuf>,
+    /// How often a plain progress line is logged (when stderr is not a terminal; a terminal
+    /// gets live progress bars instead).
+    pub progress_interval: Duration,
 }
 
 /// Metrics/status listener.

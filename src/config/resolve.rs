@@ -10,8 +10,8 @@
 use super::error::{Error, ErrorKind};
 use super::tree::{join, show_str, suggest, Ctx, Section};
 use super::{
-    CheckConfig, CheckpointConfig, Config, CpuConfig, DbMapping, LoggingConfig, MetricsConfig,
-    PipelineConfig, ReplicaConfig, SourceConfig, TargetConfig, TargetKind,
+    CheckConfig, CheckpointConfig, Config, CpuConfig, DbMapping, FlushPolicy, LoggingConfig,
+    MetricsConfig, PipelineConfig, ReplicaConfig, SourceConfig, TargetConfig, TargetKind,
 };
 use crate::model::DbIndex;
 use crate::net::{Secret, TlsOptions};
@@ -60,6 +60,7 @@ const TARGET_KEYS: &[&str] = &[
     "tls",
     "connect_timeout",
     "io_timeout",
+    "flush_before_full_sync",
 ];
 const TLS_KEYS: &[&str] = &[
     "enabled",
@@ -87,7 +88,7 @@ const PIPELINE_KEYS: &[&str] = &[
 ];
 const CPU_KEYS: &[&str] = &["flow_threads", "writer_threads"];
 const DATABASES_KEYS: &[&str] = &["map", "key_prefix"];
-const LOGGING_KEYS: &[&str] = &["level", "file"];
+const LOGGING_KEYS: &[&str] = &["level", "file", "progress_interval"];
 const METRICS_KEYS: &[&str] = &["listen"];
 const CHECK_KEYS: &[&str] = &[
     "mode",
@@ -128,8 +129,11 @@ const DEFAULT_CHECKPOINT_DIR: &str = "./checkpoint";
 const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_MARKER_PREFIX: &str = "df2redis-sync:ckpt:";
 const DEFAULT_BATCH_COMMANDS: u64 = 512;
-const DEFAULT_BATCH_BYTES: u64 = 1 << 20;
-const DEFAULT_CHANNEL_CAPACITY: u64 = 16;
+// 256 KiB x 8: small keys still batch by `batch_commands` (512 x ~100 B), while big values
+// queue at most ~2 MiB per writer channel; 1 MiB x 16 let four flows of huge keys take the
+// replica's peak RSS past 100 MiB (docs/performance.md).
+const DEFAULT_BATCH_BYTES: u64 = 256 << 10;
+const DEFAULT_CHANNEL_CAPACITY: u64 = 8;
 const DEFAULT_INFLIGHT_BATCHES: u64 = 4;
 const DEFAULT_CONNECTIONS_PER_NODE: u64 = 1;
 
@@ -283,6 +287,10 @@ impl Resolver<'_> {
         let tls = self.tls_opt(ctx, &s);
         let connect_timeout = timeout(ctx, &s, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
         let io_timeout = timeout(ctx, &s, "io_timeout", DEFAULT_IO_TIMEOUT);
+        let flush = match s.get("flush_before_full_sync") {
+            Some((k, v)) => flush_policy(ctx, &k, v),
+            None => Some(FlushPolicy::Auto),
+        };
         // `None` = not given; `Some(None)` = given but invalid (reported; the addresses are
         // still checked so one run shows every problem).
         let kind: Option<Option<TargetKind>> = s.get("type").map(|(k, v)| target_kind(ctx, &k, v));
@@ -379,6 +387,7 @@ impl Resolver<'_> {
             tls: tls?,
             connect_timeout: connect_timeout?,
             io_timeout: io_timeout?,
+            flush_before_full_sync: flush?,
         })
     }
 
@@ -775,6 +784,12 @@ impl Resolver<'_> {
                 }
             }
         }
+        if ok {
+            if let Err(e) = m.validate() {
+                ctx.problem(&path, None, e);
+                ok = false;
+            }
+        }
         ok.then_some(m)
     }
 
@@ -847,9 +862,19 @@ impl Resolver<'_> {
                 }
             }
         }
+        let progress_interval = match s.get("progress_interval") {
+            Some((k, v)) => ctx.duration(
+                &k,
+                v,
+                Duration::from_millis(100),
+                Duration::from_secs(86_400),
+            ),
+            None => Some(Duration::from_secs(10)),
+        };
         Some(LoggingConfig {
             level: level?,
             file: file?,
+            progress_interval: progress_interval?,
         })
     }
 
@@ -1017,6 +1042,28 @@ impl Resolver<'_> {
                     _ => ctx.problem(&pk, Some(show_str(&p)), "must be `overwrite`"),
                 }
             }
+        }
+    }
+}
+
+/// `target.flush_before_full_sync`; `None` after reporting an unknown value.
+fn flush_policy(ctx: &mut Ctx, k: &str, v: &Value) -> Option<FlushPolicy> {
+    let t = ctx.string(k, v, false)?;
+    match t.to_ascii_lowercase().as_str() {
+        "auto" => Some(FlushPolicy::Auto),
+        "always" => Some(FlushPolicy::Always),
+        "never" => Some(FlushPolicy::Never),
+        _ => {
+            let hint = match suggest(&t, &["auto", "always", "never"]) {
+                Some(n) => format!("did you mean `{n}`?"),
+                None => "expected `auto`, `always` or `never`".to_string(),
+            };
+            ctx.problem(
+                k,
+                Some(show_str(&t)),
+                format!("unknown flush policy; {hint}"),
+            );
+            None
         }
     }
 }

@@ -126,15 +126,12 @@ pub struct Master {
     pub quit: AtomicBool,
 }
 
-/// FNV-1a 64 of the key modulo the shard count: the emulator's key → shard map. (Dragonfly
-/// hashes with XXH64; any stable hash gives the same guarantees: one key, one shard.)
+/// Dragonfly's key → shard map: `XXH64(key, seed 120577240643) mod N`
+/// (`dragonfly src/server/engine_shard_set.cc (Shard)`, without cluster hashtag locking, the
+/// default), so a key travels over the same flow number as on a real master of N shards.
 pub fn shard_of(key: &[u8], shards: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % shards.max(1) as u64) as usize
+    const SEED: u64 = 120_577_240_643;
+    (xxhash_rust::xxh64::xxh64(key, SEED) % shards.max(1) as u64) as usize
 }
 
 impl Master {

@@ -33,16 +33,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, Receiver, SendTimeoutError, Sender};
 
 use crate::checkpoint::{self, Checkpoint, FlowCheckpoint, FlowState, Store};
-use crate::config::{Config, TargetKind};
+use crate::config::{Config, FlushPolicy, TargetKind};
 use crate::journal::{EntryKind, JournalItem, LsnCounter};
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Stream};
+use crate::ops::{self, Phase as OpsPhase};
 use crate::rdb::{EventRef, FlowEvent, Limits, SnapshotItem};
 use crate::rewrite::{self, Rewriter, Rewritten};
 use crate::source::{self, FlowReader, Master};
 use crate::target::writer::{
     Applied, Batch, BatchKind, Markers, Writer, WriterConfig, WriterError,
 };
+
+mod cluster;
 
 /// Engine settings that are not in the config file (tests shorten them).
 #[derive(Debug, Clone)]
@@ -141,16 +144,31 @@ impl SessionError {
 /// Replicates until `stop` is set (then drains, checkpoints and returns `Ok`) or a failure
 /// that retrying cannot fix.
 pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), Error> {
-    if cfg.target.kind == TargetKind::Cluster {
-        return Err(Error::Unsupported(
-            "a Redis Cluster target (the writer layer is per node; routing comes with the \
-             cluster issue)"
-                .into(),
-        ));
+    run_with_stats(cfg, opts, stop, &Arc::new(ops::Stats::new()))
+}
+
+/// [`run`], publishing the live figures in `stats` (read by the status endpoint and the
+/// progress display); `stats` ends in the stopped state.
+pub fn run_with_stats(
+    cfg: &Config,
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<ops::Stats>,
+) -> Result<(), Error> {
+    let r = run_sessions(cfg, opts, stop, stats);
+    if let Err(e) = &r {
+        stats.session_failed(&e.to_string());
     }
-    if !cfg.databases.prefixes().is_empty() {
-        return Err(Error::Unsupported("databases key prefixes".into()));
-    }
+    stats.stopped();
+    r
+}
+
+fn run_sessions(
+    cfg: &Config,
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<ops::Stats>,
+) -> Result<(), Error> {
     let mut force_full = false;
     let mut failures = 0u32;
     // Until one session got through the handshake, a failure is reported at once (exit 1:
@@ -161,7 +179,8 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        match run_session(cfg, opts, stop, force_full) {
+        stats.connecting();
+        match run_session(cfg, opts, stop, force_full, stats) {
             Ok(progress) => {
                 let _ = progress;
                 return Ok(());
@@ -183,6 +202,7 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
                     )));
                 }
                 force_full = e.force_full;
+                stats.session_failed(&e.msg);
                 log::warn!(
                     "replication session ended: {}; reconnecting in {:?}{}",
                     e.msg,
@@ -199,15 +219,110 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
     }
 }
 
-/// Per-flow counters read by the coordinator for progress lines.
-#[derive(Debug, Default)]
-struct FlowStats {
-    bytes: AtomicU64,
-    keys: AtomicU64,
-    entries: AtomicU64,
-    /// The flow's received `next` (stable sync), for the lag.
-    received_next: AtomicU64,
-    skipped: AtomicU64,
+/// Readies the target for a full sync: empties it when the policy asks for it, invalidates
+/// every position committed by an earlier session, and marks the target as ours.
+///
+/// Delete-then-write makes every key of the snapshot exact, but a key the target holds from an
+/// earlier run (an interrupted full sync, a session of another master id, a resume the master
+/// answered FULL) that the master no longer has is in no snapshot: it would stay, and later
+/// journal writes to that name would merge into the stale value. So with the default policy
+/// (`auto`) a target that carries our owner marker or flow markers is flushed, the way
+/// Dragonfly's own replica starts from an empty dataset (`Replica::InitiateDflySync`). A first
+/// sync (no marker of ours) never flushes: the target may hold other data.
+fn prepare_full_sync(
+    probe: &mut Conn,
+    markers: &Markers,
+    flows: u32,
+    policy: FlushPolicy,
+) -> Result<(), String> {
+    let ours = markers
+        .ours(probe, flows)
+        .map_err(|e| format!("reading the markers: {e}"))?;
+    let flush = match policy {
+        FlushPolicy::Always => true,
+        FlushPolicy::Never => false,
+        FlushPolicy::Auto => ours,
+    };
+    if flush {
+        log::warn!(
+            "flushing the target (FLUSHALL) before the full sync: {}",
+            if ours {
+                "it holds data of an earlier df2redis-sync run, and keys the master deleted \
+                 meanwhile are in no snapshot"
+            } else {
+                "target.flush_before_full_sync is `always`"
+            }
+        );
+        probe
+            .request_ok(&Cmd::new("FLUSHALL"))
+            .map_err(|e| format!("FLUSHALL: {e}"))?;
+    } else if ours {
+        log::warn!(
+            "target.flush_before_full_sync is `never`: keys that an earlier run wrote and the \
+             master deleted since stay in the target (check will report them)"
+        );
+    } else {
+        let keys = target_key_count(probe);
+        if keys > 0 {
+            log::warn!(
+                "the target already holds {keys} keys not written by df2redis-sync: keys the \
+                 master also has are overwritten, the others are left as they are"
+            );
+        }
+    }
+    // A full sync invalidates every position committed by an earlier session: without this, a
+    // crash during this full sync would resume from stale markers. The owner marker stays
+    // from here on, so an interrupted full sync is flushed by the next one.
+    let mut del = Cmd::new("DEL");
+    for i in 0..flows {
+        del.arg(&markers.key(FlowId(i)));
+    }
+    probe
+        .request_ok(&Cmd::from_args(["SELECT", "0"]))
+        .and_then(|_| probe.request_ok(&del))
+        .and_then(|_| probe.request_ok(&markers.owner_cmd()))
+        .map_err(|e| format!("clearing the markers: {e}"))?;
+    Ok(())
+}
+
+/// Keys in every database of the target (`INFO keyspace`); 0 when it cannot be read.
+fn target_key_count(probe: &mut Conn) -> u64 {
+    let Ok(v) = probe.request_ok(&Cmd::from_args(["INFO", "keyspace"])) else {
+        return 0;
+    };
+    let text = v
+        .as_bytes()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| {
+            l.split_once("keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Refuses to start when the source has keys in a db the mapping does not replicate (a
+/// Redis Cluster target has only db 0, `docs/cluster-commands.md`), or in two dbs that would
+/// collide in one target db. Reads the master's `INFO keyspace` on a normal connection.
+fn check_source_dbs(cfg: &Config, src: &crate::net::Endpoint) -> Result<(), SessionError> {
+    let mut c = Conn::connect(src).map_err(|e| SessionError::early(format!("source: {e}")))?;
+    let info = c
+        .request(&Cmd::from_args(["INFO", "keyspace"]))
+        .map_err(|e| SessionError::early(format!("source: INFO keyspace: {e}")))?;
+    let Some(text) = info.as_bytes() else {
+        return Err(SessionError::early(format!(
+            "source: INFO keyspace answered {info:?}"
+        )));
+    };
+    cfg.databases
+        .check_keyspace(text)
+        .map_err(|e| SessionError::fatal(e.to_string()))
 }
 
 /// Everything a flow reports to the coordinator.
@@ -244,7 +359,8 @@ struct Shared {
     /// Set by the coordinator when the session must end (a failure somewhere).
     abort: Arc<AtomicBool>,
     applied: Arc<Applied>,
-    stats: Vec<FlowStats>,
+    /// Per-flow live counters (the status model's, `ops`).
+    stats: Arc<[ops::FlowStats]>,
     /// `DFLY STARTSTABLE` was answered: ACKs may flow (the real replica sends none before).
     stable_started: AtomicBool,
 }
@@ -262,6 +378,7 @@ fn run_session(
     opts: &Options,
     stop: &Arc<AtomicBool>,
     force_full: bool,
+    ops_stats: &Arc<ops::Stats>,
 ) -> Result<bool, (SessionError, bool)> {
     let fail = |e: SessionError| (e, false);
     let store = cfg
@@ -275,6 +392,7 @@ fn run_session(
         None => None,
     };
     let src = cfg.source.endpoint();
+    check_source_dbs(cfg, &src).map_err(fail)?;
     let master = Master::handshake(&src, &cfg.replica)
         .map_err(|e| fail(SessionError::early(e.to_string())))?;
     let hello = master.hello().clone();
@@ -289,15 +407,43 @@ fn run_session(
         .into_iter()
         .next()
         .ok_or_else(|| fail(SessionError::fatal("no target address")))?;
-    let mut probe = Conn::connect(&target_ep).map_err(|e| {
-        let retry = !e.is_auth();
-        fail(SessionError {
-            retryable: retry,
-            established: false,
-            ..SessionError::retry(format!("target: {e}"))
-        })
-    })?;
+    // Cluster targets: discovery, markers per slot, writers per master (pipeline/cluster.rs).
+    let clus = if cfg.target.kind == TargetKind::Cluster {
+        Some(cluster::Setup::discover(cfg, &hello.replid).map_err(fail)?)
+    } else {
+        None
+    };
+    let mut probe = match &clus {
+        Some(c) => cluster::probe(c).map_err(fail)?,
+        None => Conn::connect(&target_ep).map_err(|e| {
+            let retry = !e.is_auth();
+            fail(SessionError {
+                retryable: retry,
+                established: false,
+                ..SessionError::retry(format!("target: {e}"))
+            })
+        })?,
+    };
 
+    // Writer connections of an earlier session (or of a killed process) that Redis has not
+    // finished reading go first, so the markers read below are final.
+    let retired = match &clus {
+        Some(c) => c.retire_writers(&markers),
+        None => markers
+            .retire_writers(&mut probe)
+            .map_err(|e| e.to_string()),
+    };
+    match retired {
+        Ok(0) => {}
+        Ok(k) => log::info!("closed {k} writer connection(s) left by an earlier session"),
+        Err(e) => {
+            log::warn!(
+                "target: CLIENT LIST/KILL refused ({e}); waiting 1 s for connections of an \
+                 earlier session to drain instead"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     // Resume positions (§6.2): same master id, same flow count, a release that has partial
     // sync. The markers in the target are the authority (they are committed with the writes);
     // a resumable file checkpoint without markers means the target lost its data (restarted
@@ -305,15 +451,18 @@ fn run_session(
     let mut resume: Option<Vec<Lsn>> = None;
     let release_ok = hello.release.map_or(true, |r| r.supports_partial());
     if !force_full && release_ok {
-        let from_markers = markers
-            .read(&mut probe, n)
-            .map_err(|e| fail(SessionError::retry(format!("target: reading markers: {e}"))))?;
+        let from_markers = match &clus {
+            Some(c) => c.read_lowwater(n),
+            None => markers.read(&mut probe, n).map_err(|e| e.to_string()),
+        }
+        .map_err(|e| fail(SessionError::retry(format!("target: reading markers: {e}"))))?;
         let file_ok = saved
             .as_ref()
             .filter(|c| c.master_replid == hello.replid && c.flow_count == n && c.is_resumable());
         let lsns: Vec<Lsn> = from_markers.iter().flatten().copied().collect();
         if lsns.len() == n as usize {
-            if let Some(f) = file_ok {
+            // (A cluster's low-water positions trail the acknowledged ones by design.)
+            if let Some(f) = file_ok.filter(|_| clus.is_none()) {
                 for (i, (m, c)) in lsns.iter().zip(&f.flows).enumerate() {
                     if m.0 < c.next_lsn {
                         log::warn!(
@@ -367,33 +516,12 @@ fn run_session(
         log::warn!("the master answered FULL to the partial-sync request: resyncing fully");
     }
     let old_procedure = partial && hello.release.is_some_and(|r| r.partial_needs_sync());
-    if !partial && resume.is_some() {
-        // The target holds this master's data (every flow's marker was there) but the master
-        // no longer has our position: keys deleted on the master meanwhile are in no snapshot,
-        // and delete-then-write would leave them behind (and merge later writes into them).
-        // Start from an empty target, as Dragonfly's own replica does (`Replica::
-        // InitiateDflySync`). A first full sync (no markers) never flushes: the target may hold
-        // other data.
-        log::warn!("flushing the target (FLUSHALL) before the full resync of this master's data");
-        if let Err(e) = probe.request_ok(&Cmd::new("FLUSHALL")) {
-            return Err(fail(SessionError::retry(format!("target: FLUSHALL: {e}"))));
-        }
-    }
     if !partial {
-        // A full sync invalidates every position committed by an earlier session: without
-        // this, a crash during this full sync would resume from stale markers.
-        let mut del = Cmd::new("DEL");
-        for i in 0..n {
-            del.arg(&markers.key(FlowId(i)));
+        match &clus {
+            Some(c) => c.prepare_full_sync(cfg.target.flush_before_full_sync),
+            None => prepare_full_sync(&mut probe, &markers, n, cfg.target.flush_before_full_sync),
         }
-        let r = probe
-            .request_ok(&Cmd::from_args(["SELECT", "0"]))
-            .and_then(|_| probe.request_ok(&del));
-        if let Err(e) = r {
-            return Err(fail(SessionError::retry(format!(
-                "target: clearing the markers: {e}"
-            ))));
-        }
+        .map_err(|e| fail(SessionError::retry(format!("target: {e}"))))?;
     }
     drop(probe);
     let start: Vec<Lsn> = match (&resume, partial) {
@@ -401,26 +529,101 @@ fn run_session(
         _ => vec![Lsn(0); n as usize],
     };
 
+    let applied = Arc::new(Applied::new(&start));
+    let session = ops_stats.begin_session(
+        ops::SessionInfo {
+            replid: hello.replid.clone(),
+            sync_id: hello.sync_id.clone(),
+            version: hello.version_text.clone(),
+            master_keys: hello.master_keys,
+            partial: partial && !old_procedure,
+        },
+        n,
+        applied.clone(),
+    );
     let shared = Arc::new(Shared {
         stop: stop.clone(),
         abort: Arc::new(AtomicBool::new(false)),
-        applied: Arc::new(Applied::new(&start)),
-        stats: (0..n).map(|_| FlowStats::default()).collect(),
+        applied,
+        stats: session.flows.clone(),
         stable_started: AtomicBool::new(false),
     });
     let (ev_tx, ev_rx) = bounded::<Event>(n as usize * 4 + 16);
 
-    // Writers: one thread per target connection (standalone: one node).
+    // Writers: one thread per target connection (standalone: one node; cluster: per master).
     let conns = cfg.pipeline.connections_per_node.max(1);
     let mut writer_txs = Vec::new();
     let mut writer_handles = Vec::new();
+    let mut writers_total = conns;
+    let mut coord_cluster = None;
+    let mut cluster_ctx = None;
+    let mut skips = Vec::new();
+    if let Some(setup) = clus {
+        if partial {
+            skips = setup.read_skip(n).map_err(|e| {
+                fail(SessionError::retry(format!(
+                    "target: reading the slot markers: {e}"
+                )))
+            })?;
+            log::info!(
+                "resume: slot markers of {} (flow, slot) pairs read from the target",
+                skips.iter().map(|m| m.len()).sum::<usize>()
+            );
+        }
+        let hint = Arc::new(crate::target::cluster::TopologyHint::default());
+        let mut spawner = cluster::Spawner {
+            cfg: cfg.clone(),
+            applied: shared.applied.clone(),
+            abort: shared.abort.clone(),
+            ev: ev_tx.clone(),
+            hint: hint.clone(),
+            markers: markers.clone(),
+            spawned: 0,
+            ops: ops_stats.clone(),
+        };
+        let (routes, handles, count) = spawner.all(&setup).map_err(fail)?;
+        writer_handles.extend(handles);
+        writers_total = count;
+        if let Some(t) = routes.txs.iter().find(|t| !t.is_empty()) {
+            writer_txs = t.clone();
+        }
+        let ctx = Arc::new(cluster::ClusterCtx {
+            setup,
+            tracker: Arc::new(crate::target::cluster::Tracker::new(
+                shared.applied.clone(),
+                n as usize + 1,
+            )),
+            hint,
+            routes: parking_lot::RwLock::new(routes),
+            version: AtomicU64::new(0),
+            flows: n,
+        });
+        coord_cluster = Some(cluster::CoordCluster {
+            ctx: ctx.clone(),
+            spawner,
+            late: Vec::new(),
+            last_refresh: Instant::now(),
+            last_lowwater: Instant::now(),
+            written: Vec::new(),
+        });
+        cluster_ctx = Some(ctx);
+    }
+    if writer_txs.is_empty() && cluster_ctx.is_some() {
+        return Err(fail(SessionError::retry(
+            "target: the cluster has no master",
+        )));
+    }
     for w in 0..conns {
+        if cluster_ctx.is_some() {
+            break;
+        }
         let (tx, rx) = bounded::<Batch>(cfg.pipeline.channel_capacity.max(1));
         let wcfg = WriterConfig {
             endpoint: target_ep.clone(),
             window: cfg.pipeline.inflight_batches.max(1),
             markers: markers.clone(),
             reply_timeout: cfg.target.io_timeout,
+            hint: None,
         };
         let writer = Writer::connect(wcfg, shared.applied.clone()).map_err(|e| {
             fail(SessionError {
@@ -433,6 +636,12 @@ fn run_session(
         } else {
             format!("writer-{}#{w}", target_ep.addr)
         };
+        let wstats = ops_stats.writer(name.trim_start_matches("writer-"));
+        wstats.capacity.store(
+            cfg.pipeline.channel_capacity.max(1) as u64,
+            Ordering::Relaxed,
+        );
+        let writer = writer.with_stats(wstats);
         let ev = ev_tx.clone();
         let abort = shared.abort.clone();
         let core = pick_core(&cfg.cpu.writer_threads, w);
@@ -479,6 +688,13 @@ fn run_session(
             pending_bytes: 0,
             last_sent_next: start[id.0 as usize],
             last_ack: None,
+            events_since_clock: 256,
+            cluster: cluster_ctx.as_ref().map(|c| {
+                cluster::FlowRouting::new(
+                    c.clone(),
+                    skips.get(id.0 as usize).cloned().unwrap_or_default(),
+                )
+            }),
         };
         let core = pick_core(&cfg.cpu.flow_threads, id.0 as usize);
         let name = format!("flow-{}", id.0);
@@ -492,14 +708,17 @@ fn run_session(
         flow_handles.push(h);
     }
     drop(ev_tx);
-    // Global batches go to writer 0 (after the barrier made every writer idle).
-    let global_tx = writer_txs[0].clone();
+    // Global batches go to writer 0 (after the barrier made every writer idle); on a cluster
+    // to every master (CoordCluster::send_global).
+    let global_tx = (cluster_ctx.is_none()).then(|| writer_txs[0].clone());
     drop(writer_txs);
+    drop(cluster_ctx);
 
     let coord = Coordinator {
         cfg: cfg.clone(),
         opts: opts.clone(),
         shared: shared.clone(),
+        ops: ops_stats.clone(),
         master: Some(master),
         hello: hello.clone(),
         store,
@@ -513,8 +732,10 @@ fn run_session(
         },
         fullsync_end: 0,
         release_txs,
-        global_tx: Some(global_tx),
+        global_tx,
         started: Instant::now(),
+        writers: writers_total,
+        cluster: coord_cluster,
     };
     let coord_handle = std::thread::Builder::new()
         .name("coordinator".into())
@@ -596,9 +817,14 @@ fn pick_core(cores: &[usize], i: usize) -> Option<usize> {
     }
 }
 
+/// Largest CPU number + 1 that `core_affinity` can put in a `cpu_set_t` (glibc's
+/// `CPU_SETSIZE`); a larger id makes its `CPU_SET` index out of bounds inside a function that
+/// cannot unwind, which aborts the process. The config accepts up to 4095.
+const CPU_SETSIZE: usize = 1024;
+
 fn pin(core: Option<usize>, name: &str) {
     if let Some(id) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+        if id >= CPU_SETSIZE || !core_affinity::set_for_current(core_affinity::CoreId { id }) {
             log::warn!("{name}: could not pin to CPU {id}");
         }
     }
@@ -637,6 +863,10 @@ struct FlowCtx {
     last_sent_next: Lsn,
     /// When and what the last ACK was.
     last_ack: Option<(Instant, Lsn)>,
+    /// Events handled since the clock was last read (see `main_loop`).
+    events_since_clock: u32,
+    /// Cluster targets: the slot map, the resume skip table (`pipeline/cluster.rs`).
+    cluster: Option<cluster::FlowRouting>,
 }
 
 impl FlowCtx {
@@ -653,6 +883,11 @@ impl FlowCtx {
         if let Some(f) = &failure {
             log::debug!("{}: ended: {}", self.id, f.msg);
         }
+        let st = &self.shared.stats[self.id.0 as usize];
+        if failure.is_some() && !self.shared.stopping() {
+            st.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        st.phase.set(OpsPhase::Stopped);
         let _ = self.ev.send(Event::FlowEnded(self.id, failure));
         drop(self.tx);
         self.reader.into_stream()
@@ -676,10 +911,18 @@ impl FlowCtx {
             if self.shared.stopping() {
                 return Ok(());
             }
-            if self.reader.drained() {
+            // The clock (TTL rewrites, ACK cadence) is read before a read that may block and
+            // every 256 events, not per event: a clock read per key was ~3 % of a flow's CPU
+            // on small keys, and 256 events take well under a millisecond.
+            let drained = self.reader.drained();
+            if drained {
                 self.flush()?;
             }
-            self.maybe_ack()?;
+            if drained || self.events_since_clock >= 256 {
+                self.events_since_clock = 0;
+                self.rewriter.set_now_ms(checkpoint::now_ms() as i64);
+                self.maybe_ack()?;
+            }
             // Whole string keys of the snapshot are rewritten straight from the read buffer
             // (no copy of key and value); every other event is handled owned.
             let (rewriter, id, phase) = (&mut self.rewriter, self.id, self.phase);
@@ -688,7 +931,6 @@ impl FlowCtx {
                 .next_with(|ev| match ev {
                     EventRef::String(s) => {
                         log::trace!("{id} ({phase:?}): {s:?}");
-                        rewriter.set_now_ms(checkpoint::now_ms() as i64);
                         Next::String(rewriter.string_ref(&s))
                     }
                     EventRef::Event(e) => Next::Event(e),
@@ -705,6 +947,7 @@ impl FlowCtx {
                 .store(self.reader.received(), Ordering::Relaxed);
             match ev {
                 Some(Next::String(rw)) => {
+                    self.events_since_clock += 1;
                     // What `on_snapshot` does for a first piece.
                     self.shared.stats[self.id.0 as usize]
                         .keys
@@ -712,7 +955,7 @@ impl FlowCtx {
                     self.take(rw, None)?;
                 }
                 Some(Next::Event(ev)) => {
-                    self.rewriter.set_now_ms(checkpoint::now_ms() as i64);
+                    self.events_since_clock += 1;
                     self.on_event(ev)?;
                 }
                 None => {}
@@ -727,6 +970,9 @@ impl FlowCtx {
             FlowEvent::EofToken => {
                 self.flush()?;
                 self.phase = Phase::Stable;
+                self.shared.stats[self.id.0 as usize]
+                    .phase
+                    .set(OpsPhase::Stable);
                 // A marker-only batch: once it is acknowledged, every snapshot batch before it
                 // is too, and the flow's position becomes JOURNAL_OFFSET.
                 let next = self.counter.next();
@@ -839,10 +1085,44 @@ impl FlowCtx {
                 log::warn!("{}: skipped {key} ({}): {}", self.id, rw.db, s.reason);
             }
         }
-        let db = self.databases.target_db(rw.db);
-        for c in rw.cmds {
-            self.pending_bytes += c.resp_len();
-            self.pending.push((db, c));
+        let (db, cmds) = self
+            .databases
+            .apply(rw.db, rw.cmds)
+            .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
+        if let Some(cl) = self.cluster.as_mut() {
+            // Single-slot commands; on a resume, minus what the slot markers show applied.
+            let end = if self.phase == Phase::Snapshot {
+                None
+            } else {
+                next
+            };
+            let steps = cl.route(self.id, cmds, end, rw.atomic);
+            for step in steps {
+                match step {
+                    cluster::Step::Cmd(c) => {
+                        self.pending_bytes += c.resp_len();
+                        self.pending.push((db, c));
+                    }
+                    cluster::Step::Refused(c, rule) => {
+                        self.shared.stats[self.id.0 as usize]
+                            .skipped
+                            .fetch_add(1, Ordering::Relaxed);
+                        log::warn!(
+                            "{}: {} {} not applied on the cluster (rule {rule}, \
+                             docs/cluster-commands.md)",
+                            self.id,
+                            escape_bytes(c.name()),
+                            c.get(1).map(escape_bytes).unwrap_or_default()
+                        );
+                    }
+                    cluster::Step::Transfer(t, c) => self.transfer(&t, &c)?,
+                }
+            }
+        } else {
+            for c in cmds {
+                self.pending_bytes += c.resp_len();
+                self.pending.push((db, c));
+            }
         }
         // An entry with nothing to write (PING, skipped) still moves the position: the next
         // flush sends at least the marker.
@@ -860,7 +1140,10 @@ impl FlowCtx {
         if self.pending.is_empty() && (!journal || next <= self.last_sent_next) {
             return Ok(());
         }
-        let cmds = std::mem::take(&mut self.pending);
+        // The next batch is likely as long as this one: start it at that capacity instead of
+        // growing it by doubling (a realloc and a copy each time).
+        let cap = self.pending.len();
+        let cmds = std::mem::replace(&mut self.pending, Vec::with_capacity(cap));
         self.pending_bytes = 0;
         let kind = if journal {
             self.last_sent_next = next;
@@ -878,10 +1161,129 @@ impl FlowCtx {
     /// Sends a batch; while the writer's channel is full, keeps ACKing and gives up cleanly
     /// after the stall limit (the master must never wait on us for long, §5.2).
     fn send(&mut self, batch: Batch) -> Result<(), FlowFailure> {
+        if self.cluster.is_some() {
+            return self.send_cluster(batch);
+        }
+        let tx = self.tx.clone();
+        self.send_on(&tx, batch)
+    }
+
+    /// Cluster: splits the batch into node parts grouped per slot (journal groups commit their
+    /// slot marker), tracked so the flow's position moves once every node acknowledged. When
+    /// the slot map changed, first waits until everything sent is acknowledged (the fence:
+    /// nothing sent by the new map can overtake what an old owner still holds).
+    fn send_cluster(&mut self, batch: Batch) -> Result<(), FlowFailure> {
+        let next = match batch.kind {
+            BatchKind::Journal { next } => Some(next),
+            _ => None,
+        };
+        if self.cluster.as_ref().is_some_and(|c| c.outdated()) {
+            self.drain_cluster("a topology change")?;
+            if let Some(c) = self.cluster.as_mut() {
+                c.reload();
+            }
+            log::debug!("{}: routing by the new slot map", self.id);
+        }
+        let Some(cl) = self.cluster.as_ref() else {
+            return Ok(());
+        };
+        let parts = cl.split(self.id, batch.cmds, next);
+        let ticket = cl.ticket(self.id, parts.len(), next);
+        for (tx, cmds, groups) in parts {
+            self.send_on(
+                &tx,
+                Batch {
+                    flow: self.id,
+                    cmds,
+                    kind: BatchKind::Tracked {
+                        groups,
+                        ticket: ticket.clone(),
+                    },
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Cluster: a cross-slot `RENAME`/`RENAMENX`/`COPY` as a read-then-write transfer, after
+    /// everything the flow sent before it is applied (`route::split::Transfer::run`).
+    fn transfer(
+        &mut self,
+        t: &crate::route::split::Transfer,
+        cmd: &Cmd,
+    ) -> Result<(), FlowFailure> {
+        // The pending commands come before it. Their position is the transfer's own entry
+        // (`next - 1`): everything before that entry is in them or was sent already. (Commands
+        // of a pre-v1.21 atomic group that precede the transfer inside the same entry are
+        // marked with that position too, so a crash right here would apply them again.)
+        let cmds = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if !cmds.is_empty() {
+            let kind = if self.phase == Phase::Snapshot {
+                BatchKind::Plain
+            } else {
+                let at = Lsn(self.counter.next().0.saturating_sub(1)).max(self.last_sent_next);
+                self.last_sent_next = at;
+                BatchKind::Journal { next: at }
+            };
+            self.send(Batch {
+                flow: self.id,
+                cmds,
+                kind,
+            })?;
+        }
+        self.drain_cluster("a cross-slot transfer")?;
+        let Some(cl) = self.cluster.as_ref() else {
+            return Ok(());
+        };
+        let outcome = cl
+            .transfer(t)
+            .map_err(|e| self.fail(format!("{}: {cmd:?} across slots: {e}", self.id)))?;
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.transfers += 1;
+            if cl.transfers == 1 {
+                log::info!(
+                    "{}: a cross-slot {} ran as single-slot DUMP/RESTORE/DEL (every cross-slot \
+                     RENAME/RENAMENX/COPY does; logged once per flow): {outcome:?}",
+                    self.id,
+                    escape_bytes(cmd.name())
+                );
+            }
+        }
+        log::debug!("{}: {cmd:?} across slots: {outcome:?}", self.id);
+        Ok(())
+    }
+
+    /// Cluster: waits until every batch the flow sent is acknowledged by every node.
+    fn drain_cluster(&mut self, why: &str) -> Result<(), FlowFailure> {
+        let started = Instant::now();
+        while self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.in_flight(self.id) > 0)
+        {
+            self.maybe_ack()?;
+            if self.shared.abort.load(Ordering::SeqCst) {
+                return Err(self.fail(format!("{}: session aborted", self.id)));
+            }
+            if started.elapsed() > self.stall_limit {
+                return Err(self.fail(format!(
+                    "{}: batches sent before {why} not acknowledged within {:?}",
+                    self.id, self.stall_limit
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Sends a batch on `tx`; while the writer's channel is full, keeps ACKing and gives up
+    /// cleanly after the stall limit.
+    fn send_on(&mut self, tx: &Sender<Batch>, batch: Batch) -> Result<(), FlowFailure> {
         let started = Instant::now();
         let mut b = batch;
         loop {
-            match self.tx.send_timeout(b, Duration::from_millis(100)) {
+            match tx.send_timeout(b, Duration::from_millis(100)) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Disconnected(_)) => {
                     return Err(self.fail(format!("{}: the target writer stopped", self.id)))
@@ -918,9 +1320,11 @@ impl FlowCtx {
             })?;
         }
         self.last_sent_next = self.counter.next();
-        let db = self.databases.target_db(rw.db);
-        let cmd = rw
-            .cmds
+        let (db, cmds) = self
+            .databases
+            .apply(rw.db, rw.cmds)
+            .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
+        let cmd = cmds
             .into_iter()
             .next()
             .unwrap_or_else(|| Cmd::new("FLUSHALL"));
@@ -1010,6 +1414,8 @@ struct Coordinator {
     cfg: Config,
     opts: Options,
     shared: Arc<Shared>,
+    /// The status model (lag in time, rates, checkpoint time).
+    ops: Arc<ops::Stats>,
     master: Option<Master>,
     hello: source::Hello,
     store: Option<Store>,
@@ -1022,11 +1428,21 @@ struct Coordinator {
     release_txs: Vec<Sender<()>>,
     global_tx: Option<Sender<Batch>>,
     started: Instant,
+    /// Writer threads started with the session.
+    writers: usize,
+    /// Cluster targets: topology refresh, low-water positions, global commands.
+    cluster: Option<cluster::CoordCluster>,
 }
 
 impl Coordinator {
     fn run(mut self, events: Receiver<Event>) -> (Result<(), SessionError>, Option<Master>) {
-        let r = self.main_loop(&events);
+        let mut r = self.main_loop(&events);
+        if let Some(c) = self.cluster.as_mut() {
+            c.close();
+            if !c.join_late() && r.is_ok() {
+                r = Err(SessionError::fatal("a writer thread panicked"));
+            }
+        }
         // Let everything end: abort flows, drop the global sender, drain events until every
         // thread reported.
         (r, self.master.take())
@@ -1073,16 +1489,17 @@ impl Coordinator {
         let started = self.started;
         let mut last_save = Instant::now();
         let mut last_progress = Instant::now();
-        let mut last_bytes: Vec<u64> = vec![0; self.n as usize];
-        let mut behind_since: Vec<Option<Instant>> = vec![None; self.n as usize];
         let mut flows_left = self.n;
-        let mut writers_left = self.cfg.pipeline.connections_per_node.max(1);
+        let mut writers_left = self.writers;
         let mut global: Option<PendingGlobal> = None;
         let mut stable_logged = false;
         loop {
             if flows_left == 0 {
                 // No flow sends any more: let the writers drain and end.
                 self.global_tx = None;
+                if let Some(c) = &self.cluster {
+                    c.close();
+                }
             }
             if flows_left == 0 && writers_left == 0 {
                 break;
@@ -1167,6 +1584,11 @@ impl Coordinator {
                     global = None;
                 }
             }
+            if flows_left > 0 && result.is_ok() {
+                if let Err(e) = self.cluster_tick(&mut writers_left, false) {
+                    abort(self, e, &mut result);
+                }
+            }
             if !stable_logged && self.stable_at.iter().all(Option::is_some) {
                 stable_logged = true;
                 log::info!("stable sync: following the journal on {} flow(s)", self.n);
@@ -1175,15 +1597,49 @@ impl Coordinator {
                 last_save = Instant::now();
                 self.save();
             }
-            self.track_lag(&mut behind_since);
+            self.ops.tick();
             if last_progress.elapsed() >= self.opts.progress_interval {
-                let secs = last_progress.elapsed().as_secs_f64();
                 last_progress = Instant::now();
-                self.progress(&mut last_bytes, secs, &behind_since);
+                log::info!(
+                    "{}",
+                    ops::status::StatusReport::live(&self.ops, None).progress_line()
+                );
             }
         }
         self.save();
+        if result.is_ok() {
+            // The final low-water positions: a restart resumes from exactly here.
+            if let Err(e) = self.cluster_tick(&mut writers_left, true) {
+                log::warn!("{}", e.msg);
+            }
+        }
         result
+    }
+
+    /// Cluster: refreshes the topology when due (new masters get writers; `writers_left`
+    /// counts them) and writes the low-water positions once every flow is in stable sync.
+    fn cluster_tick(&mut self, writers_left: &mut usize, last: bool) -> Result<(), SessionError> {
+        let positions = self.stable_positions();
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        if !last {
+            *writers_left += c.maybe_refresh()?;
+        }
+        c.maybe_lowwater(positions, last)
+            .map_err(|e| SessionError::retry(format!("target: {e}")))
+    }
+
+    /// Every flow's applied position, once every flow's snapshot is acknowledged.
+    fn stable_positions(&self) -> Option<Vec<Lsn>> {
+        (0..self.n)
+            .map(|i| {
+                let applied = self.shared.applied.get(FlowId(i));
+                self.stable_at[i as usize]
+                    .filter(|s| applied >= *s && applied.0 > 0)
+                    .map(|_| applied)
+            })
+            .collect()
     }
 
     /// Runs the FLUSH barrier: once every flow arrived and everything before it is applied,
@@ -1194,6 +1650,9 @@ impl Coordinator {
             return Ok(());
         }
         let applied = &self.shared.applied;
+        if self.cluster.is_some() {
+            return self.advance_global_cluster(g);
+        }
         if !g.sent {
             let ready = g.arrived.iter().all(|(f, l)| applied.get(FlowId(*f)) >= *l);
             if !ready {
@@ -1235,6 +1694,52 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The FLUSH barrier on a cluster: once everything before it is applied, the command runs
+    /// on every master; once every master acknowledged it, the low-water positions move past it
+    /// (the flush wiped the slot markers: a resume must not start before it), then the flows
+    /// are released.
+    fn advance_global_cluster(&mut self, g: &mut PendingGlobal) -> Result<(), SessionError> {
+        let applied = self.shared.applied.clone();
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        if !g.sent {
+            let ready = g.arrived.iter().all(|(f, l)| applied.get(FlowId(*f)) >= *l);
+            if !ready {
+                return Ok(());
+            }
+            c.send_global(&g.cmd, self.opts.stall_limit)?;
+            log::info!(
+                "{} (txid {}) reached on every flow: applied once on every master",
+                escape_bytes(g.cmd.name()),
+                g.txid
+            );
+            g.sent = true;
+            return Ok(());
+        }
+        if !c.global_done() {
+            return Ok(());
+        }
+        let nexts: Vec<Lsn> = (0..self.n)
+            .map(|i| {
+                let after = g.arrived.get(&i).map_or(Lsn(0), |l| Lsn(l.0 + 1));
+                after.max(applied.get(FlowId(i)))
+            })
+            .collect();
+        c.maybe_lowwater(Some(nexts.clone()), true)
+            .map_err(|e| SessionError::retry(format!("target: {e}")))?;
+        for (i, l) in nexts.iter().enumerate() {
+            applied.advance(FlowId(i as u32), *l);
+        }
+        for f in g.arrived.keys() {
+            if let Some(tx) = self.release_txs.get(*f as usize) {
+                let _ = tx.try_send(());
+            }
+        }
+        g.arrived.clear();
+        Ok(())
+    }
+
     /// The checkpoint: every flow's acknowledged position; `stable` only once the marker
     /// batch that ends its snapshot is acknowledged.
     fn checkpoint(&self) -> Checkpoint {
@@ -1270,80 +1775,14 @@ impl Coordinator {
         let Some(store) = &self.store else { return };
         let cp = self.checkpoint();
         match store.save(&cp) {
-            Ok(()) => log::debug!(
-                "checkpoint saved: {:?}",
-                cp.flows.iter().map(|f| f.next_lsn).collect::<Vec<_>>()
-            ),
+            Ok(()) => {
+                self.ops.checkpoint_saved(cp.written_at_ms);
+                log::debug!(
+                    "checkpoint saved: {:?}",
+                    cp.flows.iter().map(|f| f.next_lsn).collect::<Vec<_>>()
+                )
+            }
             Err(e) => log::error!("{e}"),
         }
-    }
-
-    /// Per flow: since when the target has been behind what was received (stable sync), the
-    /// measure of lag in time.
-    fn track_lag(&self, behind_since: &mut [Option<Instant>]) {
-        for (i, s) in self.shared.stats.iter().enumerate() {
-            let applied = self.shared.applied.get(FlowId(i as u32)).0;
-            let recv = s.received_next.load(Ordering::Relaxed);
-            let behind = self.stable_at[i].is_some() && recv > applied;
-            match (&behind_since[i], behind) {
-                (None, true) => behind_since[i] = Some(Instant::now()),
-                (Some(_), false) => behind_since[i] = None,
-                _ => {}
-            }
-        }
-    }
-
-    fn progress(&self, last_bytes: &mut [u64], secs: f64, behind_since: &[Option<Instant>]) {
-        let mut parts = Vec::new();
-        let keys: u64 = self
-            .shared
-            .stats
-            .iter()
-            .map(|s| s.keys.load(Ordering::Relaxed))
-            .sum();
-        if self.stable_at.iter().any(Option::is_none) {
-            if let Some(total) = self.hello.master_keys.filter(|t| *t > 0) {
-                let done = keys.min(total) as f64 / total as f64;
-                let elapsed = self.started.elapsed().as_secs_f64();
-                let eta = if done > 0.0 {
-                    format!("{:.0}s", elapsed * (1.0 - done) / done)
-                } else {
-                    "?".into()
-                };
-                parts.push(format!(
-                    "full sync {keys}/{total} keys ({:.0}%, ETA {eta})",
-                    done * 100.0
-                ));
-            }
-        }
-        for (i, s) in self.shared.stats.iter().enumerate() {
-            let bytes = s.bytes.load(Ordering::Relaxed);
-            let rate = (bytes.saturating_sub(last_bytes[i])) as f64 / secs.max(0.001) / 1e6;
-            last_bytes[i] = bytes;
-            let applied = self.shared.applied.get(FlowId(i as u32)).0;
-            let recv = s.received_next.load(Ordering::Relaxed);
-            if self.stable_at[i].is_some() {
-                let lag_ms = behind_since[i].map_or(0, |t| t.elapsed().as_millis());
-                parts.push(format!(
-                    "flow {i}: lsn {applied}, lag {} entries / {lag_ms} ms, {:.2} MB/s",
-                    recv.saturating_sub(applied),
-                    rate
-                ));
-            } else {
-                parts.push(format!(
-                    "flow {i}: {} keys, {:.1} MB, {:.2} MB/s",
-                    s.keys.load(Ordering::Relaxed),
-                    bytes as f64 / 1e6,
-                    rate
-                ));
-            }
-        }
-        let a = &self.shared.applied;
-        log::info!(
-            "progress: {}; target: {} commands applied, {} refused",
-            parts.join("; "),
-            a.commands.load(Ordering::Relaxed),
-            a.refused.load(Ordering::Relaxed)
-        );
     }
 }

@@ -11,6 +11,13 @@
 //!   (docs/exactly-once.md). When `EXEC`'s reply arrives the flow's applied LSN becomes `next`.
 //! * [`BatchKind::Global`] (FLUSHALL/FLUSHDB behind the cross-flow barrier): like a journal
 //!   batch, but setting the marker of every flow.
+//! * [`BatchKind::Tracked`] (Redis Cluster): the node's part of a flow batch, as [`Group`]s of
+//!   one slot each: plain commands, or `MULTI`, the commands, the slot's marker `ZADD`, `EXEC`
+//!   (`target::cluster`). A group the node redirects (`MOVED`, `ASK`) or asks to retry
+//!   (`TRYAGAIN`, `CLUSTERDOWN`, `LOADING`) is resent synchronously, in reply order, on a side
+//!   connection to the node named (with `ASKING` for `ASK`), before any later reply is handled:
+//!   the per-key order holds through redirects (a transaction refused at `EXEC` applied nothing).
+//!   Acknowledged parts report to the flow's [`Ticket`].
 //!
 //! Error replies are sorted by [`NextAction`]: a refused command (`WRONGTYPE`, …) is counted and
 //! logged with its key escaped, and replication goes on (Dragonfly's replica does the same);
@@ -31,10 +38,13 @@ use rustls::{ClientConnection, StreamOwned};
 
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Endpoint, Stream};
-use crate::resp::{self, NextAction, Value};
+use crate::ops::WriterStats;
+use crate::resp::{self, ErrorKind, NextAction, ServerError, Value};
+
+use super::cluster::{fix_addr, Ticket, TopologyHint};
 
 /// What a batch is, for acknowledgement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum BatchKind {
     /// Snapshot pieces or journal blobs of a full sync: no LSN.
     Plain,
@@ -48,6 +58,26 @@ pub enum BatchKind {
         /// Each flow's `next` once the command is applied.
         nexts: Vec<(FlowId, Lsn)>,
     },
+    /// A cluster node's part of a flow batch: `groups` cover `cmds` in order; acknowledgement
+    /// goes to `ticket` (the flow's position moves once every node acknowledged its part).
+    Tracked {
+        /// Consecutive command ranges of one slot each.
+        groups: Vec<Group>,
+        /// Reported once every group is acknowledged.
+        ticket: Ticket,
+    },
+}
+
+/// Commands `..end` (from the previous group's end) of a [`BatchKind::Tracked`] batch, all in
+/// one slot.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The slot (for messages).
+    pub slot: u16,
+    /// End (exclusive) of the group's commands in the batch.
+    pub end: usize,
+    /// `Some`: run the commands and this marker command in one `MULTI`/`EXEC`; `None`: plain.
+    pub marker: Option<Cmd>,
 }
 
 /// Owned commands of one flow, in source order, with the db each applies to (target db).
@@ -100,7 +130,8 @@ impl Applied {
             .map_or(0, |a| a.load(Ordering::Acquire)))
     }
 
-    fn advance(&self, flow: FlowId, next: Lsn) {
+    /// Moves a flow's applied position forward (never back).
+    pub fn advance(&self, flow: FlowId, next: Lsn) {
         if let Some(a) = self.next.get(flow.0 as usize) {
             a.fetch_max(next.0, Ordering::AcqRel);
         }
@@ -141,6 +172,71 @@ impl Markers {
         let (id, n) = s.rsplit_once(':')?;
         (id == self.replid).then_some(())?;
         n.parse().ok().map(Lsn)
+    }
+
+    /// `<prefix>owner`: set at every full sync, never removed by the tool; says the target
+    /// holds data df2redis-sync wrote.
+    pub fn owner_key(&self) -> Vec<u8> {
+        let mut k = self.prefix.as_bytes().to_vec();
+        k.extend_from_slice(b"owner");
+        k
+    }
+
+    /// `SET <prefix>owner <replid>`.
+    pub fn owner_cmd(&self) -> Cmd {
+        let mut c = Cmd::new("SET");
+        c.arg(&self.owner_key()).arg(self.replid.as_bytes());
+        c
+    }
+
+    /// True when the target (db 0) holds our owner marker or any flow marker (of any master).
+    pub fn ours(&self, conn: &mut Conn, flows: u32) -> Result<bool, crate::net::Error> {
+        conn.request_ok(&Cmd::from_args(["SELECT", "0"]))?;
+        let mut c = Cmd::new("EXISTS");
+        c.arg(&self.owner_key());
+        for i in 0..flows {
+            c.arg(&self.key(FlowId(i)));
+        }
+        Ok(conn.request_ok(&c)?.as_int().is_some_and(|n| n > 0))
+    }
+
+    /// The `CLIENT SETNAME` of writer connections: `df2redis-sync-writer:<prefix>` (two runs
+    /// with the same marker prefix on one target would share markers anyway).
+    pub fn client_name(&self) -> Vec<u8> {
+        let mut n = b"df2redis-sync-writer:".to_vec();
+        n.extend_from_slice(self.prefix.as_bytes());
+        n
+    }
+
+    /// Closes writer connections of an earlier session or process still open on this node
+    /// (`CLIENT KILL ID`). Redis may not have read all that a dead writer sent (it reads a
+    /// pipelining client 16 KiB per event-loop turn): a transaction still in its input could
+    /// otherwise run after this session read the markers, and be applied twice. A killed
+    /// client's unread input is dropped, and what already ran is in the markers. Returns how
+    /// many were closed; an error when the target refuses `CLIENT` (ACL).
+    pub fn retire_writers(&self, conn: &mut Conn) -> Result<usize, crate::net::Error> {
+        let list = conn.request_ok(&Cmd::from_args(["CLIENT", "LIST", "TYPE", "normal"]))?;
+        let text = list
+            .as_bytes()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let want = format!("name={}", String::from_utf8_lossy(&self.client_name()));
+        let mut closed = 0;
+        for line in text.lines() {
+            if !line.split(' ').any(|f| f == want) {
+                continue;
+            }
+            let Some(id) = line.split(' ').find_map(|f| f.strip_prefix("id=")) else {
+                continue;
+            };
+            let mut kill = Cmd::new("CLIENT");
+            kill.arg(b"KILL").arg(b"ID").arg(id.as_bytes());
+            // Already gone (it ended by itself meanwhile) answers 0 or an error: both fine.
+            if conn.request(&kill).is_ok() {
+                closed += 1;
+            }
+        }
+        Ok(closed)
     }
 
     /// Reads every flow's marker from the target (db 0): the exact applied position.
@@ -187,6 +283,8 @@ pub struct WriterConfig {
     pub markers: Markers,
     /// No reply for this long while replies are due = the node is gone.
     pub reply_timeout: Duration,
+    /// Cluster targets: where a writer reports that the slot map is out of date.
+    pub hint: Option<Arc<TopologyHint>>,
 }
 
 /// What one reply answers.
@@ -200,8 +298,17 @@ enum Slot {
     Multi,
     /// A command queued inside `MULTI` (`+QUEUED`).
     Queued,
-    /// `EXEC`: its array answers `queued` in order.
+    /// `EXEC`: its array answers the front transaction's `queued` in order.
     Exec,
+}
+
+/// One `MULTI`…`EXEC` of an in-flight batch.
+struct Tx {
+    queued: Vec<Queued>,
+    /// The [`Group`] it runs (tracked batches).
+    group: Option<usize>,
+    /// The first error a command got while being queued (`EXEC` then says `EXECABORT`).
+    queue_error: Option<ServerError>,
 }
 
 /// What an element of the `EXEC` array answers.
@@ -215,7 +322,7 @@ enum Queued {
 struct Inflight {
     batch: Batch,
     slots: VecDeque<Slot>,
-    queued: Vec<Queued>,
+    txs: VecDeque<Tx>,
 }
 
 /// The transport under mio.
@@ -283,10 +390,17 @@ pub struct Writer {
     wbuf: Vec<u8>,
     wpos: usize,
     rbuf: Vec<u8>,
+    /// Scratch for socket reads, allocated (and zeroed) once: a fresh 64 KiB array per read
+    /// cost a memset per loop turn.
+    rchunk: Vec<u8>,
     inflight: VecDeque<Inflight>,
     db: Option<DbIndex>,
     applied: Arc<Applied>,
     limits: resp::Limits,
+    /// Live counters for the status model (ops, errors, in-flight, channel fill).
+    stats: Arc<WriterStats>,
+    /// Blocking connections to other nodes, for redirected commands.
+    side: std::collections::HashMap<String, Conn>,
 }
 
 const TOKEN: Token = Token(0);
@@ -305,6 +419,14 @@ impl Writer {
             detail: format!("{what}: {e}"),
             retryable: true,
         };
+        // Named, so the next session can find this connection if it outlives us
+        // ([`Markers::retire_writers`]); a target that refuses CLIENT is still written to.
+        let mut conn = conn;
+        let mut name = Cmd::new("CLIENT");
+        name.arg(b"SETNAME").arg(&cfg.markers.client_name());
+        if let Err(e) = conn.request_ok(&name) {
+            log::debug!("{addr}: CLIENT SETNAME refused: {e}");
+        }
         let (stream, rest) = conn.into_parts();
         let mut stream = MioStream::from_stream(stream).map_err(|e| io_err("non-blocking", e))?;
         let poll = Poll::new().map_err(|e| io_err("mio poll", e))?;
@@ -323,11 +445,20 @@ impl Writer {
             wbuf: Vec::new(),
             wpos: 0,
             rbuf: rest,
+            rchunk: vec![0; 64 << 10],
             inflight: VecDeque::new(),
             db: None,
             applied,
             limits: resp::Limits::default(),
+            stats: Arc::new(WriterStats::new(&addr)),
+            side: std::collections::HashMap::new(),
         })
+    }
+
+    /// Publishes this writer's counters in `stats` (shared with the status model).
+    pub fn with_stats(mut self, stats: Arc<WriterStats>) -> Writer {
+        self.stats = stats;
+        self
     }
 
     fn err(&self, detail: impl Into<String>, retryable: bool) -> WriterError {
@@ -345,6 +476,10 @@ impl Writer {
         let mut open = true;
         let mut last_progress = Instant::now();
         loop {
+            self.stats
+                .inflight
+                .store(self.inflight.len() as u64, Ordering::Relaxed);
+            self.stats.queued.store(rx.len() as u64, Ordering::Relaxed);
             if abort.load(Ordering::SeqCst) {
                 return Err(self.err(
                     format!(
@@ -450,7 +585,7 @@ impl Writer {
             self.wpos = 0;
         }
         let mut slots = VecDeque::new();
-        let mut queued = Vec::new();
+        let mut txs = VecDeque::new();
         match &batch.kind {
             BatchKind::Plain => {
                 for (i, (db, cmd)) in batch.cmds.iter().enumerate() {
@@ -459,7 +594,50 @@ impl Writer {
                     slots.push_back(Slot::Cmd(i));
                 }
             }
+            BatchKind::Tracked { groups, .. } => {
+                let mut start = 0;
+                for (g, group) in groups.iter().enumerate() {
+                    let end = group.end.min(batch.cmds.len());
+                    let range = start..end.max(start);
+                    start = end.max(start);
+                    match &group.marker {
+                        None => {
+                            for i in range {
+                                if let Some((db, cmd)) = batch.cmds.get(i) {
+                                    self.select(*db, &mut slots, None);
+                                    cmd.encode_resp(&mut self.wbuf);
+                                    slots.push_back(Slot::Cmd(i));
+                                }
+                            }
+                        }
+                        Some(marker) => {
+                            let mut queued = Vec::new();
+                            Cmd::new("MULTI").encode_resp(&mut self.wbuf);
+                            slots.push_back(Slot::Multi);
+                            for i in range {
+                                if let Some((db, cmd)) = batch.cmds.get(i) {
+                                    self.select(*db, &mut slots, Some(&mut queued));
+                                    cmd.encode_resp(&mut self.wbuf);
+                                    slots.push_back(Slot::Queued);
+                                    queued.push(Queued::Cmd(i));
+                                }
+                            }
+                            marker.encode_resp(&mut self.wbuf);
+                            slots.push_back(Slot::Queued);
+                            queued.push(Queued::Marker);
+                            Cmd::new("EXEC").encode_resp(&mut self.wbuf);
+                            slots.push_back(Slot::Exec);
+                            txs.push_back(Tx {
+                                queued,
+                                group: Some(g),
+                                queue_error: None,
+                            });
+                        }
+                    }
+                }
+            }
             BatchKind::Journal { .. } | BatchKind::Global { .. } => {
+                let mut queued = Vec::new();
                 Cmd::new("MULTI").encode_resp(&mut self.wbuf);
                 slots.push_back(Slot::Multi);
                 for (i, (db, cmd)) in batch.cmds.iter().enumerate() {
@@ -472,7 +650,7 @@ impl Writer {
                 let marks: Vec<(FlowId, Lsn)> = match &batch.kind {
                     BatchKind::Journal { next } => vec![(batch.flow, *next)],
                     BatchKind::Global { nexts } => nexts.clone(),
-                    BatchKind::Plain => Vec::new(),
+                    _ => Vec::new(),
                 };
                 for (f, n) in marks {
                     self.cfg.markers.set_cmd(f, n).encode_resp(&mut self.wbuf);
@@ -481,20 +659,24 @@ impl Writer {
                 }
                 Cmd::new("EXEC").encode_resp(&mut self.wbuf);
                 slots.push_back(Slot::Exec);
+                txs.push_back(Tx {
+                    queued,
+                    group: None,
+                    queue_error: None,
+                });
             }
         }
-        self.inflight.push_back(Inflight {
-            batch,
-            slots,
-            queued,
-        });
+        self.inflight.push_back(Inflight { batch, slots, txs });
     }
 
     fn write_some(&mut self) -> Result<(), WriterError> {
         while self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(self.err("connection closed while writing", true)),
-                Ok(n) => self.wpos += n,
+                Ok(n) => {
+                    self.wpos += n;
+                    self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.err(format!("write: {e}"), true)),
@@ -514,12 +696,13 @@ impl Writer {
 
     /// Reads and handles replies; true if any arrived.
     fn read_some(&mut self) -> Result<bool, WriterError> {
-        let mut chunk = [0u8; 64 << 10];
         let mut any = false;
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(&mut self.rchunk) {
                 Ok(0) => return Err(self.err("the server closed the connection", true)),
-                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self
+                    .rbuf
+                    .extend_from_slice(self.rchunk.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.err(format!("read: {e}"), true)),
@@ -527,7 +710,29 @@ impl Writer {
         }
         let mut pos = 0;
         let result = loop {
-            match resp::decode(&self.rbuf[pos..], &self.limits) {
+            let rest = self.rbuf.get(pos..).unwrap_or_default();
+            // Nearly every reply is `+OK`, `+QUEUED` or an integer answering a command that
+            // needs nothing but counting: skip it without building a `Value` (one allocation
+            // per reply otherwise). Errors, bulk strings, arrays and `EXEC` go the full way.
+            if let Some(n) = plain_reply_len(rest) {
+                let countable = self
+                    .inflight
+                    .front()
+                    .and_then(|f| f.slots.front())
+                    .is_some_and(|s| *s != Slot::Exec);
+                if countable {
+                    pos += n;
+                    any = true;
+                    if let Some(f) = self.inflight.front_mut() {
+                        f.slots.pop_front();
+                    }
+                    if let Err(e) = self.finish_front() {
+                        break Err(e);
+                    }
+                    continue;
+                }
+            }
+            match resp::decode(rest, &self.limits) {
                 Ok(Some((v, n))) => {
                     pos += n;
                     any = true;
@@ -544,6 +749,7 @@ impl Writer {
     }
 
     fn on_reply(&mut self, v: Value) -> Result<(), WriterError> {
+        let cluster = self.cfg.hint.is_some();
         let Some(front) = self.inflight.front_mut() else {
             return Err(self.err(format!("unexpected reply {v:?}"), true));
         };
@@ -562,16 +768,61 @@ impl Writer {
                     if slot != Slot::Queued {
                         return Err(self.fatal(what, &e));
                     }
+                    if let Some(tx) = front.txs.front_mut() {
+                        if tx.queue_error.is_none() {
+                            tx.queue_error = Some(e);
+                        }
+                    }
                 }
             }
             Slot::Cmd(i) => {
                 if let Some(e) = v.server_error() {
-                    self.refused(i, &e)?;
+                    if cluster && redirectable(&e) {
+                        let cmd = front.batch.cmds.get(i).map(|(_, c)| c.clone());
+                        if let Some(cmd) = cmd {
+                            self.resend(&[(i, cmd)], None, e)?;
+                        }
+                    } else {
+                        self.refused(i, &e)?;
+                    }
                 }
             }
             Slot::Exec => {
+                let tx = front.txs.pop_front();
                 let Some(items) = v.as_array() else {
-                    let detail = match v.server_error() {
+                    let mut err = v.server_error();
+                    // EXECABORT: the cause is the error a command got while being queued.
+                    if let Some(q) = tx.as_ref().and_then(|t| t.queue_error.clone()) {
+                        if err.as_ref().map_or(true, |e| e.code() == "EXECABORT") {
+                            err = Some(q);
+                        }
+                    }
+                    let group = match (&front.batch.kind, tx.as_ref().and_then(|t| t.group)) {
+                        (BatchKind::Tracked { groups, .. }, Some(g)) => {
+                            let start = if g == 0 {
+                                0
+                            } else {
+                                groups.get(g - 1).map_or(0, |x| x.end)
+                            };
+                            groups.get(g).and_then(|x| {
+                                let cmds: Vec<(usize, Cmd)> = (start..x.end)
+                                    .filter_map(|i| {
+                                        front.batch.cmds.get(i).map(|(_, c)| (i, c.clone()))
+                                    })
+                                    .collect();
+                                x.marker.clone().map(|m| (cmds, m))
+                            })
+                        }
+                        _ => None,
+                    };
+                    if let (Some(e), Some((cmds, marker))) = (&err, group) {
+                        if cluster && redirectable(e) {
+                            let e = e.clone();
+                            self.resend(&cmds, Some(marker), e)?;
+                            return self.finish_front();
+                        }
+                    }
+                    let detail = match err {
                         Some(e) => e.message,
                         None => format!("{v:?}"),
                     };
@@ -594,7 +845,7 @@ impl Writer {
                         false,
                     ));
                 };
-                let queued = std::mem::take(&mut front.queued);
+                let queued = tx.map(|t| t.queued).unwrap_or_default();
                 let items = items.to_vec();
                 for (q, item) in queued.iter().zip(items.iter()) {
                     if let Some(e) = item.server_error() {
@@ -607,6 +858,11 @@ impl Writer {
                 }
             }
         }
+        self.finish_front()
+    }
+
+    /// Pops the front batch once every reply it expects arrived, and acknowledges it.
+    fn finish_front(&mut self) -> Result<(), WriterError> {
         let done = self.inflight.front().is_some_and(|f| f.slots.is_empty());
         if done {
             if let Some(f) = self.inflight.pop_front() {
@@ -614,6 +870,9 @@ impl Writer {
                     .commands
                     .fetch_add(f.batch.cmds.len() as u64, Ordering::Relaxed);
                 self.applied.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .ops
+                    .fetch_add(f.batch.cmds.len() as u64, Ordering::Relaxed);
                 match &f.batch.kind {
                     BatchKind::Plain => {}
                     BatchKind::Journal { next } => self.applied.advance(f.batch.flow, *next),
@@ -622,20 +881,226 @@ impl Writer {
                             self.applied.advance(*fl, *n);
                         }
                     }
+                    BatchKind::Tracked { ticket, .. } => ticket.done(),
                 }
             }
         }
         Ok(())
     }
 
-    fn fatal(&self, what: &str, e: &resp::ServerError) -> WriterError {
+    /// A blocking connection to another node (kept for later redirects).
+    fn side_conn(&mut self, addr: &str) -> Result<&mut Conn, WriterError> {
+        if !self.side.contains_key(addr) {
+            let mut c =
+                Conn::connect(&self.cfg.endpoint.with_addr(addr)).map_err(|e| WriterError {
+                    addr: addr.to_string(),
+                    detail: format!("connect (redirect): {e}"),
+                    retryable: !e.is_auth(),
+                })?;
+            // Named like the writer itself, so a later session retires it too.
+            let mut name = Cmd::new("CLIENT");
+            name.arg(b"SETNAME").arg(&self.cfg.markers.client_name());
+            let _ = c.request(&name);
+            self.side.insert(addr.to_string(), c);
+        }
+        let home = self.cfg.endpoint.addr.clone();
+        self.side.get_mut(addr).ok_or(WriterError {
+            addr: home,
+            detail: "side connection lost".into(),
+            retryable: true,
+        })
+    }
+
+    /// Resends commands `cmds` (indexes into the front batch) that got `first` (a redirect or
+    /// a retry-later error), synchronously, until a node applies them: as one transaction with
+    /// `marker` when given, else one plain command at a time. Nothing after them is handled
+    /// before they are applied, which keeps the per-key order.
+    fn resend(
+        &mut self,
+        cmds: &[(usize, Cmd)],
+        marker: Option<Cmd>,
+        first: ServerError,
+    ) -> Result<(), WriterError> {
+        if marker.is_none() && cmds.len() > 1 {
+            // Plain commands are independent: one at a time, in order.
+            for c in cmds {
+                self.resend(std::slice::from_ref(c), None, first.clone())?;
+            }
+            return Ok(());
+        }
+        let home = self.cfg.endpoint.addr.clone();
+        let mut addr = home.clone();
+        let mut err = first;
+        let mut asking = false;
+        let mut backoff = Duration::from_millis(10);
+        let deadline = Instant::now() + self.cfg.reply_timeout.max(Duration::from_secs(30));
+        let mut hops = 0u32;
+        loop {
+            hops += 1;
+            match &err.kind {
+                ErrorKind::Moved { addr: a, .. } => {
+                    self.stats.redirects.fetch_add(1, Ordering::Relaxed);
+                    if let Some(h) = &self.cfg.hint {
+                        h.mark();
+                    }
+                    let to = fix_addr(a, &addr);
+                    if hops > 1 && to == addr && !asking {
+                        // The node that owns the slot redirects to itself: the commands touch
+                        // a slot other than the one they were routed by.
+                        return Err(self.err(
+                            format!(
+                                "{addr} redirects to itself ({}): the commands are not in one \
+                                 slot; first: {:?}",
+                                err.message,
+                                cmds.first().map(|(_, c)| c)
+                            ),
+                            false,
+                        ));
+                    }
+                    addr = to;
+                    asking = false;
+                }
+                ErrorKind::Ask { addr: a, .. } => {
+                    self.stats.redirects.fetch_add(1, Ordering::Relaxed);
+                    addr = fix_addr(a, &addr);
+                    asking = true;
+                }
+                ErrorKind::TryAgain
+                | ErrorKind::ClusterDown
+                | ErrorKind::Loading
+                | ErrorKind::Busy
+                | ErrorKind::ReadOnly => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    if err.kind == ErrorKind::ReadOnly {
+                        if let Some(h) = &self.cfg.hint {
+                            h.mark();
+                        }
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    addr = home.clone();
+                    asking = false;
+                }
+                _ => {
+                    return Err(self.err(
+                        format!("redirected command refused: {}", err.message),
+                        false,
+                    ))
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.err(
+                    format!(
+                        "still redirected after {hops} tries ({}); last: {}",
+                        escape_bytes(cmds.first().map_or(&b""[..], |(_, c)| c.name())),
+                        err.message
+                    ),
+                    true,
+                ));
+            }
+            log::debug!(
+                "target {home}: {} -> resending to {addr}{}",
+                err.message,
+                if asking { " with ASKING" } else { "" }
+            );
+            let mut wire: Vec<Cmd> = Vec::new();
+            if asking {
+                wire.push(Cmd::new("ASKING"));
+            }
+            if let Some(m) = &marker {
+                wire.push(Cmd::new("MULTI"));
+                wire.extend(cmds.iter().map(|(_, c)| c.clone()));
+                wire.push(m.clone());
+                wire.push(Cmd::new("EXEC"));
+            } else {
+                wire.extend(cmds.iter().map(|(_, c)| c.clone()));
+            }
+            let replies = {
+                let conn = self.side_conn(&addr)?;
+                let r = conn.send_all(wire.iter()).and_then(|()| {
+                    (0..wire.len())
+                        .map(|_| conn.read_reply())
+                        .collect::<Result<Vec<Value>, _>>()
+                });
+                match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.side.remove(&addr);
+                        return Err(WriterError {
+                            addr: addr.clone(),
+                            detail: format!("redirect: {e}"),
+                            retryable: true,
+                        });
+                    }
+                }
+            };
+            let mut replies = replies.into_iter();
+            if asking {
+                if let Some(e) = replies.next().and_then(|v| v.server_error()) {
+                    return Err(self.err(format!("ASKING refused by {addr}: {e}"), true));
+                }
+            }
+            if marker.is_none() {
+                let Some(v) = replies.next() else {
+                    return Err(self.err("redirect: reply missing", true));
+                };
+                match v.server_error() {
+                    None => return Ok(()),
+                    Some(e) if redirectable(&e) => err = e,
+                    Some(e) => {
+                        let i = cmds.first().map_or(0, |(i, _)| *i);
+                        return self.refused(i, &e);
+                    }
+                }
+                continue;
+            }
+            // MULTI, queued…, EXEC.
+            let _multi = replies.next();
+            let mut queue_error = None;
+            for _ in 0..=cmds.len() {
+                if let Some(e) = replies.next().and_then(|v| v.server_error()) {
+                    queue_error.get_or_insert(e);
+                }
+            }
+            let Some(exec) = replies.next() else {
+                return Err(self.err("redirect: EXEC reply missing", true));
+            };
+            if let Some(items) = exec.as_array() {
+                for ((i, _), item) in cmds.iter().zip(items.iter()) {
+                    if let Some(e) = item.server_error() {
+                        self.refused(*i, &e)?;
+                    }
+                }
+                if let Some(e) = items.get(cmds.len()).and_then(Value::server_error) {
+                    return Err(self.fatal("marker ZADD", &e));
+                }
+                return Ok(());
+            }
+            let e = match (exec.server_error(), queue_error) {
+                (Some(e), Some(q)) if e.code() == "EXECABORT" => q,
+                (Some(e), _) => e,
+                (None, _) => {
+                    return Err(self.err(format!("redirect: unexpected EXEC reply {exec:?}"), true))
+                }
+            };
+            if !redirectable(&e) {
+                return Err(self.err(
+                    format!("transaction refused on {addr} ({})", e.message),
+                    false,
+                ));
+            }
+            err = e;
+        }
+    }
+
+    fn fatal(&self, what: &str, e: &ServerError) -> WriterError {
         let retryable = matches!(e.next_action(), NextAction::RetryLater);
         self.err(format!("{what} refused: {}", e.message), retryable)
     }
 
     /// A command the target refused: skipped and counted when retrying cannot help and
     /// nothing else is wrong; otherwise the writer stops.
-    fn refused(&self, i: usize, e: &resp::ServerError) -> Result<(), WriterError> {
+    fn refused(&self, i: usize, e: &ServerError) -> Result<(), WriterError> {
         let front = self.inflight.front();
         let cmd = front.and_then(|f| f.batch.cmds.get(i));
         let (flow, name, key) = match (front, cmd) {
@@ -649,6 +1114,7 @@ impl Writer {
         match e.next_action() {
             NextAction::CommandFailed => {
                 self.applied.refused.fetch_add(1, Ordering::Relaxed);
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "target {}: {flow}: {name} {key} refused, skipped: {}",
                     self.cfg.endpoint.addr,
@@ -664,9 +1130,51 @@ impl Writer {
     }
 }
 
+/// Errors a cluster writer resolves by resending (redirects and retry-later answers).
+fn redirectable(e: &ServerError) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::Moved { .. }
+            | ErrorKind::Ask { .. }
+            | ErrorKind::TryAgain
+            | ErrorKind::ClusterDown
+            | ErrorKind::Loading
+            | ErrorKind::Busy
+            | ErrorKind::ReadOnly
+    )
+}
+
+/// Length of a complete simple-string or integer reply at the start of `buf` (`+OK\r\n`,
+/// `:3\r\n`), if it is one and short; anything else (errors, bulk, arrays, a partial line, a
+/// suspiciously long line) is left to the full decoder and its limits.
+fn plain_reply_len(buf: &[u8]) -> Option<usize> {
+    let first = *buf.first()?;
+    if first != b'+' && first != b':' {
+        return None;
+    }
+    let head = buf.get(..buf.len().min(64))?;
+    let nl = memchr::memchr(b'\n', head)?;
+    (nl >= 2 && head.get(nl - 1) == Some(&b'\r')).then_some(nl + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_replies_are_recognised_and_everything_else_is_left_to_the_decoder() {
+        assert_eq!(plain_reply_len(b"+OK\r\n+OK\r\n"), Some(5));
+        assert_eq!(plain_reply_len(b"+QUEUED\r\n"), Some(9));
+        assert_eq!(plain_reply_len(b":12\r\n"), Some(5));
+        assert_eq!(plain_reply_len(b"+OK\r"), None, "incomplete");
+        assert_eq!(plain_reply_len(b"+OK\n"), None, "no CR");
+        assert_eq!(plain_reply_len(b"-ERR x\r\n"), None);
+        assert_eq!(plain_reply_len(b"$2\r\nab\r\n"), None);
+        assert_eq!(plain_reply_len(b"*1\r\n:1\r\n"), None);
+        assert_eq!(plain_reply_len(b""), None);
+        let long = [b"+".as_slice(), &[b'a'; 100], b"\r\n"].concat();
+        assert_eq!(plain_reply_len(&long), None, "long lines go to the decoder");
+    }
 
     #[test]
     fn marker_round_trip() {

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Stable-sync (journal) benchmark against the target's ceiling, in one run
+# (docs/performance.md explains every figure).
+#
+# The journal source is examples/bench_master.rs, a synthetic Dragonfly master (the emulator
+# proxies each write through redis under one lock and tops out near 20k writes/s here). It
+# serves an empty snapshot, then after DFLY STARTSTABLE writes OPS journal entries
+# `SET k:<flow>:<n> <VALUE bytes>` over FLOWS flows at a fixed offered rate, with a probe entry
+# per flow every PROBE_MS; a subscriber on the target (keyspace notifications) measures each
+# probe's lag: master write() → visible in the target.
+#
+#   1. ceiling: `redis-cli --pipe` of the same OPS SETs into a fresh redis-server;
+#   2. df2redis-sync at the highest rate it takes (offered = unlimited): sustained entries/s;
+#   3. df2redis-sync at fixed offered rates, as fractions of the ceiling (FRACTIONS), each for
+#      about SECONDS: sustained rate and lag p50/p99/max.
+#
+#   benches/e2e-stable.sh
+#   FRACTIONS="0.5" SECONDS_PER_RATE=10 benches/e2e-stable.sh
+#
+# Env: OPS (ceiling and max-rate runs, default 1000000), FLOWS (default 2), VALUE (default
+# 64), KEYSPACE (distinct keys per flow, default 100000), FRACTIONS (default "0.1 0.25 0.5
+# 0.75 0.9"), SECONDS_PER_RATE (default 5), PROBE_MS (default 5), PIPELINE (a YAML line
+# under `pipeline:`), REPEAT (ceiling + max-rate runs, alternating; best of each compared;
+# the fixed rates use the best ceiling; default 1), BIN (default target/release), KEEP=1 keeps the work dir.
+# Build first: cargo build --release --bins --example bench_master
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+MASTER=${MASTER:-$BIN/examples/bench_master}
+[ -x "$BIN/df2redis-sync" ] && [ -x "$MASTER" ] ||
+    { echo "build first: cargo build --release --bins --example bench_master" >&2; exit 2; }
+OPS=${OPS:-1000000}
+FLOWS=${FLOWS:-2}
+VALUE=${VALUE:-64}
+KEYSPACE=${KEYSPACE:-100000}
+FRACTIONS=${FRACTIONS:-0.1 0.25 0.5 0.75 0.9}
+SECONDS_PER_RATE=${SECONDS_PER_RATE:-5}
+PROBE_MS=${PROBE_MS:-5}
+PIPELINE=${PIPELINE:-}
+bench_init e2e-stable
+
+ceiling() { # -> CEIL_RATE
+    local port pid t0 t1
+    python3 benches/gen_dataset.py journal "$OPS" "$FLOWS" "$KEYSPACE" "$VALUE" >"$WORK/journal.resp"
+    port=$(free_port)
+    start_redis ceil "$port"
+    pid=${PIDS[-1]}
+    local c0
+    c0=$(server_cpu "$port")
+    t0=$(date +%s.%N)
+    redis-cli -p "$port" --pipe <"$WORK/journal.resp" >"$WORK/ceil.out"
+    t1=$(date +%s.%N)
+    CEIL_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
+    grep -q "errors: 0" "$WORK/ceil.out" || { cat "$WORK/ceil.out" >&2; exit 1; }
+    stop_pid "$pid"
+    CEIL_SECS=$(echo "$t1 - $t0" | bc)
+    CEIL_RATE=$(echo "$OPS / $CEIL_SECS" | bc)
+    rm -rf "$WORK/ceil" "$WORK/journal.resp"
+}
+
+run() { # rate ops -> RESULT (bench_master's line), R_HWM, R_CPU
+    local rate=$1 ops=$2 mp tp tgt bm repl timeout
+    mp=$(free_port)
+    tp=$(free_port)
+    start_redis "tgt-$rate" "$tp"
+    tgt=${PIDS[-1]}
+    timeout=$((SECONDS_PER_RATE * 4 + 120))
+    "$MASTER" --port "$mp" --flows "$FLOWS" --rate "$rate" --ops "$ops" --value-size "$VALUE" \
+        --keyspace "$KEYSPACE" --probe-ms "$PROBE_MS" --target "127.0.0.1:$tp" \
+        --timeout "$timeout" --dump "$WORK/lags-$rate.txt" >"$WORK/bm-$rate.out" 2>"$WORK/bm-$rate.err" &
+    bm=$!
+    PIDS+=($bm)
+    wait_ping "$mp" 10
+    cat >"$WORK/r-$rate.yaml" <<EOF
+source:
+  addr: 127.0.0.1:$mp
+target:
+  addr: 127.0.0.1:$tp
+checkpoint:
+  dir: $WORK/ckpt-$rate
+pipeline:
+  $(echo "${PIPELINE:-batch_commands: 512}" | sed "s/; */\n  /g")
+EOF
+    local c0
+    c0=$(server_cpu "$tp")
+    "$BIN/df2redis-sync" replicate "$WORK/r-$rate.yaml" --log-file "$WORK/replica-$rate.log" 2>/dev/null &
+    repl=$!
+    PIDS+=($repl)
+    if ! wait "$bm"; then
+        cat "$WORK/bm-$rate.err" >&2
+        tail -5 "$WORK/replica-$rate.log" >&2
+        exit 1
+    fi
+    RESULT=$(cat "$WORK/bm-$rate.out")
+    R_TCPU=$(echo "$(server_cpu "$tp") - $c0" | bc)
+    R_HWM=$(hwm_kib "$repl")
+    R_CPU=$(proc_cpu "$repl")
+    local got
+    got=$(redis-cli -p "$tp" dbsize)
+    stop_pid "$repl"
+    stop_pid "$tgt"
+    rm -rf "$WORK/tgt-$rate"
+    [ "$got" -gt 0 ] || { echo "nothing reached the target" >&2; exit 1; }
+}
+
+echo "# e2e stable sync: $(date -u +%FT%TZ), $(nproc) cores, load average $(loadavg), $FLOWS flows, SET of $VALUE-byte values"
+REPEAT=${REPEAT:-1}
+best_ceil="" best_rate=""
+for _ in $(seq "$REPEAT"); do
+    ceiling
+    echo "ceiling: redis-cli --pipe of $OPS SETs in ${CEIL_SECS}s = $CEIL_RATE SETs/s; target CPU ${CEIL_TCPU}s (load $(loadavg))"
+    if [ -z "$best_ceil" ] || [ "$CEIL_RATE" -gt "$best_ceil" ]; then best_ceil=$CEIL_RATE; fi
+    run 0 "$OPS"
+    applied=$(echo "$RESULT" | sed -n 's/.*applied in [0-9.]*s = \([0-9]*\)\/s.*/\1/p')
+    echo "max rate: $RESULT; ratio to ceiling $(echo "scale=2; $applied / $CEIL_RATE" | bc); peak RSS $((R_HWM / 1024)) MiB, CPU ${R_CPU}s, target CPU ${R_TCPU}s (load $(loadavg))"
+    if [ -z "$best_rate" ] || [ "$applied" -gt "$best_rate" ]; then best_rate=$applied; fi
+done
+CEIL_RATE=$best_ceil
+echo "SUMMARY best of $REPEAT: ceiling $best_ceil SETs/s, df2redis-sync $best_rate entries/s, ratio $(echo "scale=2; $best_rate / $best_ceil" | bc)"
+for f in $FRACTIONS; do
+    rate=$(echo "$CEIL_RATE * $f / 1" | bc)
+    ops=$((rate * SECONDS_PER_RATE))
+    run "$rate" "$ops"
+    echo "$f x ceiling: $RESULT; peak RSS $((R_HWM / 1024)) MiB, CPU ${R_CPU}s, target CPU ${R_TCPU}s (load $(loadavg))"
+done

@@ -1,0 +1,763 @@
+//! The Redis Cluster parts of a replication session: discovery at the start, one writer thread
+//! per master node (× `connections_per_node`), the shared slot map flows route by, the
+//! topology refresh (on a writer's `MOVED`/`READONLY` hint and every few seconds) that adds
+//! writers for new masters without a restart, and the per-flow low-water positions.
+//!
+//! How order and exactly-once hold (docs/cluster.md, docs/exactly-once.md):
+//! * a flow splits each batch per node and, inside a node part, groups commands per slot
+//!   (a stable sort: the per-slot order of the flow is kept); one flow always uses the same
+//!   connection of a node, so the parts of one (flow, slot) are applied in order;
+//! * a writer resolves redirects of what it holds itself, in reply order (`target::writer`);
+//! * when the slot map changes, a flow first waits until every batch it sent is acknowledged
+//!   (the *fence*), then routes by the new map: nothing it sends later can overtake what an old
+//!   owner still holds;
+//! * journal groups commit a per-(flow, slot) marker in their `MULTI`; the coordinator writes
+//!   the per-flow low-water position (everything before it acknowledged on every node) to
+//!   `<prefix>lowwater`; a resume asks the master for the low-water LSNs and skips what the
+//!   slot markers show as applied.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
+use parking_lot::RwLock;
+
+use crate::config::{Config, FlushPolicy};
+use crate::model::{Cmd, DbIndex, FlowId, Lsn};
+use crate::net::{Conn, Endpoint};
+use crate::route::split::{self, Routed, Transfer, TransferOutcome};
+use crate::route::Slot;
+use crate::target::cluster::{
+    self as tc, ClusterMarkers, Dest, SlotOwners, Ticket, TopologyHint, Tracker,
+};
+use crate::target::topology::{Topology, SLOT_COUNT};
+use crate::target::writer::{Applied, Batch, BatchKind, Group, Markers, Writer, WriterConfig};
+
+use super::{pick_core, pin, Event, SessionError};
+
+/// A node's writer connections and their threads.
+type NodeWriters = (Vec<Sender<Batch>>, Vec<JoinHandle<()>>);
+
+/// One node part of a flow batch: the writer connection, the commands, the slot groups.
+pub(super) type Part = (Sender<Batch>, Vec<(DbIndex, Cmd)>, Vec<Group>);
+
+/// What the session start learned about the cluster.
+pub(super) struct Setup {
+    /// Seed endpoint (credentials, TLS, timeouts) to derive node endpoints from.
+    pub seed: Endpoint,
+    /// Every configured seed.
+    pub seeds: Vec<Endpoint>,
+    /// Masters and slots at the start.
+    pub owners: SlotOwners,
+    /// Marker names.
+    pub markers: ClusterMarkers,
+}
+
+impl Setup {
+    /// Discovers the cluster from the first seed that answers.
+    pub fn discover(cfg: &Config, replid: &str) -> Result<Setup, SessionError> {
+        if cfg.checkpoint.marker_prefix.contains('{') {
+            return Err(SessionError::fatal(format!(
+                "checkpoint.marker_prefix `{}` contains `{{`: on a cluster target the marker keys \
+                 carry their own hashtag",
+                cfg.checkpoint.marker_prefix
+            )));
+        }
+        let seeds = cfg.target.endpoints();
+        let seed = seeds
+            .first()
+            .cloned()
+            .ok_or_else(|| SessionError::fatal("no target address"))?;
+        let topo = tc::discover_any(&seeds).map_err(|e| SessionError {
+            established: false,
+            ..SessionError::retry(format!("target: {e}"))
+        })?;
+        if !topo.cluster {
+            return Err(SessionError::fatal(format!(
+                "target.type is redis-cluster but {} has cluster support disabled",
+                seed.addr
+            )));
+        }
+        log::info!(
+            "target cluster: {} masters ({}), {} of 16384 slots covered",
+            topo.masters.len(),
+            topo.masters
+                .iter()
+                .map(|m| format!("{} {} slots", m.addr, m.slot_count()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            topo.covered_slots()
+        );
+        Ok(Setup {
+            seed,
+            seeds,
+            owners: SlotOwners::from_topology(&topo, None),
+            markers: ClusterMarkers {
+                prefix: cfg.checkpoint.marker_prefix.clone(),
+                replid: replid.to_string(),
+            },
+        })
+    }
+
+    /// An endpoint for node `addr`.
+    pub fn node(&self, addr: &str) -> Endpoint {
+        self.seed.with_addr(addr)
+    }
+
+    /// Endpoint of the first master (for probing the target's capabilities).
+    pub fn first_master(&self) -> Endpoint {
+        let addr = self
+            .owners
+            .masters()
+            .first()
+            .and_then(|&i| self.owners.nodes.get(i).cloned())
+            .unwrap_or_else(|| self.seed.addr.clone());
+        self.node(&addr)
+    }
+
+    /// Each flow's low-water position of this master, from `<prefix>lowwater`.
+    pub fn read_lowwater(&self, flows: u32) -> Result<Vec<Option<Lsn>>, String> {
+        let key = self.markers.lowwater_key();
+        let mut c = Cmd::new("HGETALL");
+        c.arg(&key);
+        let slot = Slot::of_key(&key).get();
+        let v = tc::request_slot(&self.seed, &self.owners, slot, &c).map_err(|e| e.to_string())?;
+        if let Some(e) = v.server_error() {
+            return Err(format!("HGETALL {}: {e}", String::from_utf8_lossy(&key)));
+        }
+        Ok(self.markers.parse_lowwater(&v, flows))
+    }
+
+    /// Per flow, the slot markers (skip table of a resume).
+    pub fn read_skip(&self, flows: u32) -> Result<Vec<HashMap<u16, Lsn>>, String> {
+        tc::read_slot_markers(&self.seed, &self.owners, &self.markers, flows)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `FLUSHALL` on every master.
+    pub fn flush_all(&self) -> Result<(), String> {
+        tc::on_every_master(&self.seed, &self.owners, &Cmd::new("FLUSHALL"))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Closes writer connections of an earlier session or process on every master
+    /// ([`Markers::retire_writers`]: their unread input must not run after the markers are
+    /// read).
+    pub fn retire_writers(&self, markers: &Markers) -> Result<usize, String> {
+        let mut n = 0;
+        for i in self.owners.masters() {
+            let Some(addr) = self.owners.nodes.get(i) else {
+                continue;
+            };
+            let mut c = Conn::connect(&self.node(addr)).map_err(|e| e.to_string())?;
+            n += markers.retire_writers(&mut c).map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+
+    /// Readies the cluster for a full sync, as `prepare_full_sync` does for one server: flush
+    /// every master when the policy asks for it (`auto`: when our owner marker or low-water
+    /// hash is there), delete every marker, set the owner marker.
+    pub fn prepare_full_sync(&self, policy: FlushPolicy) -> Result<(), String> {
+        let owner = Markers {
+            prefix: self.markers.prefix.clone(),
+            replid: self.markers.replid.clone(),
+        };
+        let mut ours = false;
+        for key in [owner.owner_key(), self.markers.lowwater_key()] {
+            let mut c = Cmd::new("EXISTS");
+            c.arg(&key);
+            let v = tc::request_slot(&self.seed, &self.owners, Slot::of_key(&key).get(), &c)
+                .map_err(|e| format!("reading the markers: {e}"))?;
+            ours |= v.as_int().is_some_and(|n| n > 0);
+        }
+        let flush = match policy {
+            FlushPolicy::Always => true,
+            FlushPolicy::Never => false,
+            FlushPolicy::Auto => ours,
+        };
+        if flush {
+            log::warn!(
+                "flushing every master of the target (FLUSHALL) before the full sync: {}",
+                if ours {
+                    "it holds data of an earlier df2redis-sync run, and keys the master deleted \
+                     meanwhile are in no snapshot"
+                } else {
+                    "target.flush_before_full_sync is `always`"
+                }
+            );
+            self.flush_all().map_err(|e| format!("FLUSHALL: {e}"))?;
+        } else if ours {
+            log::warn!(
+                "target.flush_before_full_sync is `never`: keys that an earlier run wrote and the \
+                 master deleted since stay in the target (check will report them)"
+            );
+        }
+        self.clear_markers()
+            .map_err(|e| format!("clearing the markers: {e}"))?;
+        let key = owner.owner_key();
+        let v = tc::request_slot(
+            &self.seed,
+            &self.owners,
+            Slot::of_key(&key).get(),
+            &owner.owner_cmd(),
+        )
+        .map_err(|e| format!("setting the owner marker: {e}"))?;
+        match v.server_error() {
+            Some(e) => Err(format!("setting the owner marker: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes every marker key on every master.
+    pub fn clear_markers(&self) -> Result<usize, String> {
+        tc::clear_markers(&self.seed, &self.owners, &self.markers).map_err(|e| e.to_string())
+    }
+}
+
+/// The slot map and the writers' senders, by node index.
+pub(super) struct Routes {
+    pub owners: SlotOwners,
+    /// Per node index: its writer connections (empty: no writer).
+    pub txs: Vec<Vec<Sender<Batch>>>,
+}
+
+/// State shared by the flows, the writers and the coordinator of a cluster session.
+pub(super) struct ClusterCtx {
+    pub setup: Setup,
+    pub tracker: Arc<Tracker>,
+    pub hint: Arc<TopologyHint>,
+    pub routes: RwLock<Routes>,
+    /// Bumped at every published slot-map change.
+    pub version: AtomicU64,
+    /// Flows (the tracker has one more lane, for global commands).
+    pub flows: u32,
+}
+
+impl ClusterCtx {
+    /// The lane of global commands in the tracker.
+    pub fn global_lane(&self) -> FlowId {
+        FlowId(self.flows)
+    }
+}
+
+/// Spawns writer threads.
+pub(super) struct Spawner {
+    pub cfg: Config,
+    pub applied: Arc<Applied>,
+    pub abort: Arc<AtomicBool>,
+    pub ev: Sender<Event>,
+    pub hint: Arc<TopologyHint>,
+    pub markers: Markers,
+    /// Writer threads spawned so far (for CPU pinning round-robin).
+    pub spawned: usize,
+    /// The status model: per-node writer counters.
+    pub ops: Arc<crate::ops::Stats>,
+}
+
+impl Spawner {
+    /// Connects and starts `connections_per_node` writers for node `addr`.
+    pub fn node(&mut self, ep: &Endpoint) -> Result<NodeWriters, SessionError> {
+        let conns = self.cfg.pipeline.connections_per_node.max(1);
+        let mut txs = Vec::new();
+        let mut handles = Vec::new();
+        for w in 0..conns {
+            let (tx, rx) = bounded::<Batch>(self.cfg.pipeline.channel_capacity.max(1));
+            let wcfg = WriterConfig {
+                endpoint: ep.clone(),
+                window: self.cfg.pipeline.inflight_batches.max(1),
+                markers: self.markers.clone(),
+                reply_timeout: self.cfg.target.io_timeout,
+                hint: Some(self.hint.clone()),
+            };
+            let writer = Writer::connect(wcfg, self.applied.clone()).map_err(|e| SessionError {
+                retryable: e.retryable,
+                ..SessionError::retry(e.to_string())
+            })?;
+            let name = if conns == 1 {
+                format!("writer-{}", ep.addr)
+            } else {
+                format!("writer-{}#{w}", ep.addr)
+            };
+            let wstats = self.ops.writer(name.trim_start_matches("writer-"));
+            wstats.capacity.store(
+                self.cfg.pipeline.channel_capacity.max(1) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let writer = writer.with_stats(wstats);
+            let ev = self.ev.clone();
+            let abort = self.abort.clone();
+            let core = pick_core(&self.cfg.cpu.writer_threads, self.spawned);
+            self.spawned += 1;
+            let tname = name.clone();
+            let h = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    pin(core, &tname);
+                    let r = writer.run(&rx, &abort);
+                    let _ = ev.send(Event::WriterEnded(tname, r.err()));
+                })
+                .map_err(|e| SessionError::fatal(format!("spawning {name}: {e}")))?;
+            txs.push(tx);
+            handles.push(h);
+        }
+        Ok((txs, handles))
+    }
+
+    /// Writers for every master of `owners`, into a fresh `Routes`.
+    pub fn all(
+        &mut self,
+        setup: &Setup,
+    ) -> Result<(Routes, Vec<JoinHandle<()>>, usize), SessionError> {
+        let owners = setup.owners.clone();
+        let mut txs = vec![Vec::new(); owners.nodes.len()];
+        let mut handles = Vec::new();
+        let mut count = 0;
+        for i in owners.masters() {
+            let Some(addr) = owners.nodes.get(i) else {
+                continue;
+            };
+            let (t, h) = self.node(&setup.node(addr))?;
+            count += t.len();
+            txs[i] = t;
+            handles.extend(h);
+        }
+        Ok((Routes { owners, txs }, handles, count))
+    }
+}
+
+/// One routed piece of an entry, in order.
+pub(super) enum Step {
+    /// A single-slot (or keyless) command for the pending batch.
+    Cmd(Cmd),
+    /// A cross-slot `RENAME`/`RENAMENX`/`COPY`, run in place (the original command with it).
+    Transfer(Transfer, Cmd),
+    /// A command refused on a cluster, with its rule (`docs/cluster-commands.md`).
+    Refused(Cmd, &'static str),
+}
+
+/// A flow's view of the routes and its resume skip table.
+pub(super) struct FlowRouting {
+    ctx: Arc<ClusterCtx>,
+    version: u64,
+    owners: SlotOwners,
+    txs: Vec<Vec<Sender<Batch>>>,
+    /// Resume: per slot, the flow's committed position; a journal command whose entry ends
+    /// at or before it was applied already.
+    skip: HashMap<u16, Lsn>,
+    /// The largest position in `skip` (past it, nothing is skipped and the table is dropped).
+    skip_until: Lsn,
+    /// The loss of atomicity of a cross-slot transaction was logged.
+    atomic_logged: bool,
+    /// Commands skipped because their slot marker showed them applied.
+    pub skipped: u64,
+    /// Cross-slot transfers run.
+    pub transfers: u64,
+}
+
+impl FlowRouting {
+    pub fn new(ctx: Arc<ClusterCtx>, skip: HashMap<u16, Lsn>) -> FlowRouting {
+        let (version, owners, txs) = {
+            let r = ctx.routes.read();
+            (
+                ctx.version.load(Ordering::SeqCst),
+                r.owners.clone(),
+                r.txs.clone(),
+            )
+        };
+        let skip_until = skip.values().copied().max().unwrap_or(Lsn(0));
+        FlowRouting {
+            ctx,
+            version,
+            owners,
+            txs,
+            skip,
+            skip_until,
+            atomic_logged: false,
+            skipped: 0,
+            transfers: 0,
+        }
+    }
+
+    /// True when the coordinator published another slot map.
+    pub fn outdated(&self) -> bool {
+        self.ctx.version.load(Ordering::SeqCst) != self.version
+    }
+
+    /// Batches of `flow` not acknowledged by every node yet.
+    pub fn in_flight(&self, flow: FlowId) -> usize {
+        self.ctx.tracker.pending(flow)
+    }
+
+    /// Takes the current slot map (call only when nothing is in flight: the fence).
+    pub fn reload(&mut self) {
+        let r = self.ctx.routes.read();
+        self.version = self.ctx.version.load(Ordering::SeqCst);
+        self.owners = r.owners.clone();
+        self.txs = r.txs.clone();
+    }
+
+    /// Routes the commands of one entry (journal entries carry `end`, their flow's `next`
+    /// after them) with `route::split`: single-slot commands in order, minus those a resume
+    /// finds applied already; cross-slot transfers (`RENAME`/`COPY`) to run in place; refused
+    /// commands with their rule.
+    pub fn route(
+        &mut self,
+        flow: FlowId,
+        cmds: Vec<Cmd>,
+        end: Option<Lsn>,
+        atomic: bool,
+    ) -> Vec<Step> {
+        let mut out = Vec::with_capacity(cmds.len());
+        let mut slots: Vec<u16> = Vec::new();
+        for c in cmds {
+            let pieces: Vec<(Option<u16>, Cmd)> = match split::split(&c) {
+                Routed::Single(s) => vec![(Some(s.get()), c)],
+                Routed::Keyless => vec![(None, c)],
+                Routed::Split(parts) => {
+                    parts.into_iter().map(|(s, p)| (Some(s.get()), p)).collect()
+                }
+                Routed::Transfer(t) => {
+                    let (a, b) = (Slot::of_key(&t.src).get(), Slot::of_key(&t.dst).get());
+                    // Applied synchronously with nothing in flight: a marker at or past the
+                    // entry on either slot means it ran.
+                    if end.is_some_and(|e| self.applied_before(a, e) || self.applied_before(b, e)) {
+                        self.skipped += 1;
+                    } else {
+                        out.push(Step::Transfer(t, c));
+                    }
+                    continue;
+                }
+                Routed::Refused { rule } => {
+                    out.push(Step::Refused(c, rule));
+                    continue;
+                }
+            };
+            for (s, pc) in pieces {
+                if let Some(s) = s {
+                    if atomic && !slots.contains(&s) {
+                        slots.push(s);
+                    }
+                    if end.is_some_and(|e| self.applied_before(s, e)) {
+                        self.skipped += 1;
+                        continue;
+                    }
+                }
+                out.push(Step::Cmd(pc));
+            }
+        }
+        if let Some(e) = end {
+            if !self.skip.is_empty() && e > self.skip_until {
+                log::info!(
+                    "{flow}: replay passed every slot marker (lsn {}): {} command(s) skipped as \
+                     already applied",
+                    self.skip_until.0,
+                    self.skipped
+                );
+                self.skip.clear();
+            }
+        }
+        if atomic && slots.len() > 1 && !self.atomic_logged {
+            self.atomic_logged = true;
+            log::warn!(
+                "{flow}: a transaction spans {} slots: on a cluster it is applied per slot, each \
+                 part atomically but not together (logged once per flow)",
+                slots.len()
+            );
+        }
+        out
+    }
+
+    /// True when the resume skip table shows the entry ending at `end` applied in `slot`.
+    fn applied_before(&self, slot: u16, end: Lsn) -> bool {
+        self.skip.get(&slot).is_some_and(|m| end <= *m)
+    }
+
+    /// Runs a cross-slot transfer now, on the owners of its slots (the caller drained the
+    /// flow first: every earlier write is applied).
+    pub fn transfer(&self, t: &Transfer) -> Result<TransferOutcome, String> {
+        let seed = &self.ctx.setup.seed;
+        t.run(|slot, cmds| {
+            cmds.iter()
+                .map(|c| {
+                    tc::request_slot(seed, &self.owners, slot.get(), c).map_err(|e| e.to_string())
+                })
+                .collect()
+        })
+    }
+
+    /// Splits a flow batch into node parts grouped per slot. Journal batches (`next` given)
+    /// commit the slot marker of each group in the group's transaction.
+    pub fn split(&self, flow: FlowId, cmds: Vec<(DbIndex, Cmd)>, next: Option<Lsn>) -> Vec<Part> {
+        // Per node index: (sort key, original position, command).
+        let masters = self.owners.masters();
+        let fallback = masters.first().copied().unwrap_or(0);
+        let mut per: Vec<Vec<(u32, Cmd)>> = vec![Vec::new(); self.owners.nodes.len().max(1)];
+        for (_, c) in cmds {
+            match tc::dest(&c) {
+                Dest::Slot(s) => {
+                    let i = self.owners.owner_of(s).unwrap_or(fallback);
+                    if let Some(p) = per.get_mut(i) {
+                        p.push((u32::from(s), c));
+                    }
+                }
+                Dest::AllMasters => {
+                    for &i in &masters {
+                        if let Some(p) = per.get_mut(i) {
+                            p.push((u32::from(SLOT_COUNT), c.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, mut part) in per.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            // Stable: the flow's order inside each slot is kept.
+            part.sort_by_key(|(k, _)| *k);
+            let mut groups: Vec<Group> = Vec::new();
+            let mut out_cmds = Vec::with_capacity(part.len());
+            for (j, (k, c)) in part.into_iter().enumerate() {
+                let slot = u16::try_from(k).ok().filter(|s| *s < SLOT_COUNT);
+                match groups.last_mut() {
+                    Some(g) if u32::from(g.slot) == k || (slot.is_none() && g.marker.is_none()) => {
+                        g.end = j + 1
+                    }
+                    _ => groups.push(Group {
+                        slot: slot.unwrap_or(0),
+                        end: j + 1,
+                        marker: match (slot, next) {
+                            (Some(s), Some(n)) => Some(self.ctx.setup.markers.zadd(s, flow, n)),
+                            _ => None,
+                        },
+                    }),
+                }
+                out_cmds.push((DbIndex(0), c));
+            }
+            let tx = self
+                .txs
+                .get(i)
+                .filter(|t| !t.is_empty())
+                .or_else(|| self.txs.iter().find(|t| !t.is_empty()));
+            let Some(conns) = tx else { continue };
+            let Some(tx) = conns.get(flow.0 as usize % conns.len()) else {
+                continue;
+            };
+            out.push((tx.clone(), out_cmds, groups));
+        }
+        out
+    }
+
+    /// A ticket for a batch of `parts` parts.
+    pub fn ticket(&self, flow: FlowId, parts: usize, next: Option<Lsn>) -> Ticket {
+        let seq = self.ctx.tracker.register(flow, parts, next);
+        Ticket {
+            tracker: self.ctx.tracker.clone(),
+            lane: flow,
+            seq,
+        }
+    }
+}
+
+/// The coordinator's side of a cluster session.
+pub(super) struct CoordCluster {
+    pub ctx: Arc<ClusterCtx>,
+    pub spawner: Spawner,
+    /// Writers spawned after the start (joined at the end).
+    pub late: Vec<JoinHandle<()>>,
+    pub last_refresh: Instant,
+    pub last_lowwater: Instant,
+    /// The last low-water positions written.
+    pub written: Vec<Lsn>,
+}
+
+/// How often the slot map is re-read without a hint.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// How often the low-water positions are written.
+const LOWWATER_EVERY: Duration = Duration::from_millis(500);
+
+impl CoordCluster {
+    /// Re-reads the topology when a writer hinted or every few seconds; publishes a changed
+    /// slot map (with writers for new masters). Returns how many writer threads it started.
+    pub fn maybe_refresh(&mut self) -> Result<usize, SessionError> {
+        let hinted = self.ctx.hint.take();
+        if !hinted && self.last_refresh.elapsed() < REFRESH_EVERY {
+            return Ok(0);
+        }
+        self.last_refresh = Instant::now();
+        // Seeds first, then every node we know (a seed may be the node that failed).
+        let mut eps = self.ctx.setup.seeds.clone();
+        {
+            let r = self.ctx.routes.read();
+            eps.extend(r.owners.nodes.iter().map(|a| self.ctx.setup.node(a)));
+        }
+        let topo: Topology = match tc::discover_any(&eps) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("target topology refresh failed: {e}");
+                if hinted {
+                    self.ctx.hint.mark();
+                }
+                return Ok(0);
+            }
+        };
+        if topo.covered_slots() < usize::from(SLOT_COUNT) {
+            // A failover or migration in progress: keep routing by the old map (redirects
+            // still lead the writers) and look again soon.
+            log::debug!(
+                "target topology covers {} slots: not switching yet",
+                topo.covered_slots()
+            );
+            self.ctx.hint.mark();
+            std::thread::sleep(Duration::from_millis(50));
+            return Ok(0);
+        }
+        let prev = self.ctx.routes.read().owners.clone();
+        let owners = SlotOwners::from_topology(&topo, Some(&prev));
+        if owners == prev {
+            return Ok(0);
+        }
+        let mut txs = self.ctx.routes.read().txs.clone();
+        txs.resize(owners.nodes.len(), Vec::new());
+        let mut started = 0;
+        for i in owners.masters() {
+            if txs.get(i).is_some_and(|t| !t.is_empty()) {
+                continue;
+            }
+            let Some(addr) = owners.nodes.get(i) else {
+                continue;
+            };
+            let ep = self.ctx.setup.node(addr);
+            let (t, h) = self.spawner.node(&ep)?;
+            started += t.len();
+            log::info!("target: new master {addr}: {} writer(s) started", t.len());
+            txs[i] = t;
+            self.late.extend(h);
+        }
+        let moved = owners
+            .owner
+            .iter()
+            .zip(prev.owner.iter())
+            .filter(|(a, b)| a != b)
+            .count();
+        log::info!(
+            "target topology changed: {moved} slot(s) have a new owner; masters now: {}",
+            owners
+                .masters()
+                .iter()
+                .filter_map(|&i| owners.nodes.get(i).cloned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        {
+            let mut r = self.ctx.routes.write();
+            r.owners = owners;
+            r.txs = txs;
+        }
+        self.ctx.version.fetch_add(1, Ordering::SeqCst);
+        Ok(started)
+    }
+
+    /// Writes the flows' low-water positions (`Some` only once every flow is in stable sync)
+    /// when due or `force`d.
+    pub fn maybe_lowwater(
+        &mut self,
+        positions: Option<Vec<Lsn>>,
+        force: bool,
+    ) -> Result<(), String> {
+        let Some(pos) = positions else { return Ok(()) };
+        if !force && (self.last_lowwater.elapsed() < LOWWATER_EVERY || pos == self.written) {
+            return Ok(());
+        }
+        self.last_lowwater = Instant::now();
+        let list: Vec<(FlowId, Lsn)> = pos
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (FlowId(i as u32), *l))
+            .collect();
+        let cmd = self.ctx.setup.markers.lowwater_cmd(&list);
+        let key = self.ctx.setup.markers.lowwater_key();
+        let owners = self.ctx.routes.read().owners.clone();
+        let v = tc::request_slot(
+            &self.ctx.setup.seed,
+            &owners,
+            Slot::of_key(&key).get(),
+            &cmd,
+        )
+        .map_err(|e| format!("writing the low-water positions: {e}"))?;
+        if let Some(e) = v.server_error() {
+            return Err(format!("writing the low-water positions: {e}"));
+        }
+        self.written = pos;
+        Ok(())
+    }
+
+    /// Sends a global command (FLUSHALL/FLUSHDB) to every master; completion is tracked on
+    /// the global lane.
+    pub fn send_global(&self, cmd: &Cmd, limit: Duration) -> Result<(), SessionError> {
+        let r = self.ctx.routes.read();
+        let masters = r.owners.masters();
+        let targets: Vec<Sender<Batch>> = masters
+            .iter()
+            .filter_map(|&i| r.txs.get(i).and_then(|t| t.first()).cloned())
+            .collect();
+        drop(r);
+        let lane = self.ctx.global_lane();
+        let seq = self.ctx.tracker.register(lane, targets.len(), None);
+        for tx in targets {
+            let batch = Batch {
+                flow: lane,
+                cmds: vec![(DbIndex(0), cmd.clone())],
+                kind: BatchKind::Tracked {
+                    groups: vec![Group {
+                        slot: 0,
+                        end: 1,
+                        marker: None,
+                    }],
+                    ticket: Ticket {
+                        tracker: self.ctx.tracker.clone(),
+                        lane,
+                        seq,
+                    },
+                },
+            };
+            tx.send_timeout(batch, limit)
+                .map_err(|_| SessionError::retry("a writer did not take the FLUSH"))?;
+        }
+        Ok(())
+    }
+
+    /// True once every master acknowledged the global command.
+    pub fn global_done(&self) -> bool {
+        self.ctx.tracker.pending(self.ctx.global_lane()) == 0
+    }
+
+    /// Drops the coordinator's senders: once the flows are gone too, the writers drain and end.
+    pub fn close(&self) {
+        let mut r = self.ctx.routes.write();
+        r.txs.clear();
+    }
+
+    /// Joins the writers started after the session start.
+    pub fn join_late(&mut self) -> bool {
+        let mut ok = true;
+        for h in self.late.drain(..) {
+            ok &= h.join().is_ok();
+        }
+        ok
+    }
+}
+
+/// The probe connection of a cluster session (to the first master).
+pub(super) fn probe(setup: &Setup) -> Result<Conn, SessionError> {
+    Conn::connect(&setup.first_master()).map_err(|e| SessionError {
+        retryable: !e.is_auth(),
+        established: false,
+        ..SessionError::retry(format!("target: {e}"))
+    })
+}
