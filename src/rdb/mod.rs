@@ -26,6 +26,15 @@
 //! master, and at most [`Limits::max_string`] bytes) comes whole in one piece; a list node
 //! counts as all its elements.
 //!
+//! ## Borrowed string keys (the fast path)
+//! Most keys of a real snapshot are small plain strings. [`SnapshotDecoder::step_ref`] and
+//! [`FlowDecoder::step_ref`] return such a key (type 0, raw key and value, complete in the
+//! input or in the decompressed blob being read, not inside a tagged chunk) as a
+//! [`StringRef`] that borrows its bytes instead of copying them into a [`Piece`]; everything
+//! else comes owned, exactly as from `step` (which is `step_ref` + `into_owned`). The flow
+//! thread rewrites a borrowed key straight into its `SET` command, so a 64-byte string costs
+//! no allocation in the decoder. Figures: `docs/performance.md`.
+//!
 //! ## Expired keys
 //! A key whose EXPIRETIME_MS already lies in the past is still sent by the master (§3.5). The
 //! decoder never looks at the clock (that would be I/O): it delivers the key with its absolute

@@ -1123,6 +1123,33 @@ mod tests {
         assert!(all(&over).is_err());
     }
 
+    /// The reused buffer is cleared, sized from a declared content size when there is one,
+    /// and frames without one still decode; the output cap still holds.
+    #[test]
+    fn lz4_frames_decode_into_a_reused_buffer() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let frame = |size: bool| {
+            let info =
+                lz4_flex::frame::FrameInfo::new().content_size(size.then_some(data.len() as u64));
+            let mut e = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        let (with, without) = (frame(true), frame(false));
+        assert_eq!(lz4_content_size(&with), Some(data.len() as u64));
+        assert_eq!(lz4_content_size(&without), None);
+        let dirty = vec![7u8; 10];
+        let out = lz4_frame(&with, 1 << 20, dirty).unwrap();
+        assert_eq!(out, data);
+        assert!(out.capacity() >= data.len());
+        assert_eq!(lz4_frame(&without, 1 << 20, out).unwrap(), data);
+        assert!(matches!(
+            lz4_frame(&with, 1000, Vec::new()),
+            Err(ErrorKind::TooLarge { .. })
+        ));
+    }
+
     #[test]
     fn flow_checks_the_eof_token_then_reads_the_journal() {
         let mut v = b"REDIS0009".to_vec();
