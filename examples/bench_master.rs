@@ -65,6 +65,10 @@ struct Args {
     /// The target the replica writes to (for the probe subscriber).
     #[arg(long)]
     target: Option<String>,
+    /// No keyspace notifications (they cost the target CPU on every write): only the final
+    /// probes are looked for, by polling the target every millisecond; no lag figures.
+    #[arg(long)]
+    no_lag: bool,
     /// Write every probe as `<ms since the journal started> <lag µs>` to this file.
     #[arg(long)]
     dump: Option<String>,
@@ -121,7 +125,11 @@ fn run(args: Args) -> io::Result<()> {
     });
     if let Some(t) = sh.args.target.clone() {
         let s2 = sh.clone();
-        subscribe(&t, &s2)?;
+        if sh.args.no_lag {
+            poll_final(&t, &s2)?;
+        } else {
+            subscribe(&t, &s2)?;
+        }
     }
     {
         let sh = sh.clone();
@@ -212,6 +220,44 @@ fn report(sh: &Shared) {
         lags.len()
     );
     let _ = writeln!(io::stdout().lock(), "{line}");
+}
+
+/// Without notifications: polls the target for each flow's final probe key.
+fn poll_final(target: &str, sh: &Arc<Shared>) -> io::Result<()> {
+    let mut conn = TcpStream::connect(target)?;
+    conn.set_nodelay(true)?;
+    let n = sh.args.flows.max(1);
+    let sh = sh.clone();
+    thread::spawn(move || {
+        let mut rb = ReadBuf::default();
+        let mut left: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("probe:{i}:last").into_bytes())
+            .collect();
+        while !left.is_empty() {
+            let mut still = Vec::new();
+            for key in left {
+                let v = Value::Array(Some(vec![
+                    Value::bulk(b"EXISTS".to_vec()),
+                    Value::bulk(key.clone()),
+                ]));
+                if conn.write_all(&v.to_bytes()).is_err() {
+                    return;
+                }
+                match rb.read_value(&mut conn) {
+                    Ok(r) if r.as_int() == Some(1) => {
+                        if let Ok(mut m) = sh.last_seen.lock() {
+                            m.insert(key, Instant::now());
+                        }
+                    }
+                    Ok(_) => still.push(key),
+                    Err(_) => return,
+                }
+            }
+            left = still;
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    Ok(())
 }
 
 /// The probe subscriber on the target.
