@@ -319,6 +319,7 @@ fn serve(mut s: TcpStream, sh: &Arc<Shared>) -> io::Result<()> {
     s.set_nodelay(true)?;
     let mut rb = ReadBuf::default();
     let n = sh.args.flows.max(1);
+    let mut session = false;
     while let Some(args) = rb.read_request(&mut s)? {
         let up: Vec<String> = args
             .iter()
@@ -338,16 +339,19 @@ fn serve(mut s: TcpStream, sh: &Arc<Shared>) -> io::Result<()> {
                 );
                 reply(&mut s, Value::bulk(text.into_bytes()))?
             }
-            ("REPLCONF", "CAPA") if args.get(2).is_some_and(|a| a == b"dragonfly") => reply(
-                &mut s,
-                Value::Array(Some(vec![
-                    simple(&sh.replid),
-                    simple("SYNC1"),
-                    Value::Int(n as i64),
-                    Value::Int(5),
-                    simple(&sh.replid),
-                ])),
-            )?,
+            ("REPLCONF", "CAPA") if args.get(2).is_some_and(|a| a == b"dragonfly") => {
+                session = true;
+                reply(
+                    &mut s,
+                    Value::Array(Some(vec![
+                        simple(&sh.replid),
+                        simple("SYNC1"),
+                        Value::Int(n as i64),
+                        Value::Int(5),
+                        simple(&sh.replid),
+                    ])),
+                )?
+            }
             ("REPLCONF", "ACK") => {}
             ("REPLCONF", _) => reply(&mut s, Value::ok())?,
             ("DFLY", "FLOW") => {
@@ -363,6 +367,7 @@ fn serve(mut s: TcpStream, sh: &Arc<Shared>) -> io::Result<()> {
                     )?;
                     continue;
                 };
+                session = true;
                 if let Ok(mut f) = sh.flows.lock() {
                     f[id] = Some(s.try_clone()?);
                 }
@@ -410,6 +415,12 @@ fn serve(mut s: TcpStream, sh: &Arc<Shared>) -> io::Result<()> {
             }
             _ => reply(&mut s, Value::err("unknown command"))?,
         }
+    }
+    // The replica closed its main or a flow connection: like Dragonfly, end the whole session
+    // (the replica waits for the master's FIN on every connection when it stops). Other
+    // connections (a PING probe) just end.
+    if session {
+        std::process::exit(0)
     }
     Ok(())
 }
