@@ -28,6 +28,7 @@ pub mod emulator;
 pub mod journal;
 pub mod model;
 pub mod net;
+pub mod ops;
 pub mod pipeline;
 pub mod rdb;
 pub mod resp;

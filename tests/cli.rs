@@ -140,26 +140,27 @@ fn bad_config_exits_2_with_the_message() {
 }
 
 #[test]
-fn unimplemented_subcommands_say_so_and_exit_2() {
+fn status_with_nothing_to_report_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         dir.path(),
-        "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:2\n",
+        &format!(
+            "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:2\ncheckpoint:\n  dir: {}\n",
+            dir.path().join("ckpt").display()
+        ),
     );
-    // `check` is implemented; its exit codes are tested in tests/check.rs. `replicate` too
-    // (tests/replicate.rs, and `replicate_unreachable_master_exits_1` below).
-    let cmd = "status";
-    let r = run(&[cmd, &path]);
-    assert_eq!(r.code, 2, "{cmd}: {}", r.stderr);
+    // No running replicate, no checkpoint: nothing to report, and nothing made up.
+    let r = run(&["status", &path]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains(&format!("`{cmd}` is not implemented yet; nothing was done")),
-        "{cmd}: {}",
+        r.stderr.contains("no running replicate answered")
+            && r.stderr.contains("there is no checkpoint at"),
+        "{}",
         r.stderr
     );
     assert!(
         r.stdout.is_empty(),
-        "{cmd} must not print fake output: {}",
+        "status must not print fake output: {}",
         r.stdout
     );
 }

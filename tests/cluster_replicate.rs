@@ -302,6 +302,27 @@ fn cluster_target_every_type_and_live_workload_converge() {
         assert!(k > keys / 10, "{} holds only {k} keys", n.addr());
     }
     let work = spawn_work(&emu, "3000", "9000");
+    // RENAME/COPY across slots: those within one Dragonfly shard are journaled as they are and
+    // run as read-then-write transfers; the others arrive as DEL + RESTORE.
+    let mut c = Conn::connect(&plain(&emu)).unwrap();
+    for i in 0..60 {
+        let r = c
+            .request(&Cmd::from_args([
+                "RENAME",
+                &format!("s:{i}"),
+                &format!("renamed:{i}"),
+            ]))
+            .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        let r = c
+            .request(&Cmd::from_args([
+                "COPY",
+                &format!("h:{}", i % 40),
+                &format!("copied:{i}"),
+            ]))
+            .unwrap();
+        assert_eq!(r.as_int(), Some(1), "{r:?}");
+    }
     assert!(work.join().unwrap());
     if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
         panic!(
@@ -311,6 +332,10 @@ fn cluster_target_every_type_and_live_workload_converge() {
     }
     let text = log_text(&log);
     assert!(text.contains("target cluster: 3 masters"), "{text}");
+    assert!(
+        text.contains("ran as single-slot DUMP/RESTORE/DEL"),
+        "{text}"
+    );
     assert!(!text.contains("replication session ended"), "{text}");
     assert!(cluster_keys(&cluster) >= keys, "{}", cluster_keys(&cluster));
 }

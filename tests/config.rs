@@ -684,3 +684,82 @@ fn junk_values_never_panic() {
         )
         .unwrap();
 }
+
+/// Every `Example` cell of `docs/configuration.md` is a valid setting: placed in its section of
+/// a minimal config (TLS examples under `source.tls`, file paths pointed at files that exist),
+/// it parses.
+#[test]
+fn configuration_reference_examples_parse() {
+    let doc = include_str!("../docs/configuration.md");
+    let existing = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let mut section: Option<String> = None;
+    let mut checked = 0;
+    for line in doc.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            section = if h.starts_with("TLS") {
+                Some("tls".into())
+            } else {
+                h.strip_prefix('`')
+                    .and_then(|r| r.split('`').next())
+                    .map(str::to_string)
+            };
+            continue;
+        }
+        let Some(sec) = section.as_deref() else {
+            continue;
+        };
+        if !line.starts_with("| `") {
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').collect();
+        let example = cells
+            .get(cells.len().saturating_sub(2))
+            .map(|c| c.trim().trim_matches('`'))
+            .unwrap_or("");
+        assert!(example.contains(':'), "no example in: {line}");
+        let example = example.replace("/etc/df2redis/ca.pem", existing);
+        let example = example
+            .replace("/etc/df2redis/client.pem", existing)
+            .replace("/etc/df2redis/client.key", existing);
+        let key = example.split(':').next().unwrap_or("").trim().to_string();
+        // `username` needs a password beside it, `cert` and `key` each other (the table says
+        // so).
+        let example = match (sec, key.as_str()) {
+            (_, "username") => format!("{example}\n  password: pw"),
+            ("tls", "cert") => format!("{example}\n    key: {existing}"),
+            ("tls", "key") => format!("{example}\n    cert: {existing}"),
+            _ => example,
+        };
+        let source = "source:\n  addr: 127.0.0.1:6380\n";
+        let yaml = match sec {
+            "source" => format!(
+                "source:\n  {}\n{MIN_TARGET}",
+                if key == "addr" {
+                    example.clone()
+                } else {
+                    format!("addr: 127.0.0.1:6380\n  {example}")
+                }
+            ),
+            "target" => {
+                let body = match key.as_str() {
+                    "addr" | "seed" => example.clone(),
+                    "seeds" | "cluster" => format!("type: redis-cluster\n  {example}"),
+                    "type" => format!("{example}\n  addr: 127.0.0.1:7000"),
+                    _ => format!("addr: 127.0.0.1:6379\n  {example}"),
+                };
+                format!("{source}target:\n  {body}\n")
+            }
+            "tls" => {
+                format!("source:\n  addr: 127.0.0.1:6380\n  tls:\n    {example}\n{MIN_TARGET}")
+            }
+            other => format!("{source}{MIN_TARGET}{other}:\n  {example}\n"),
+        };
+        let env = |n: &str| Some(format!("value-of-{n}"));
+        let origin = concat!(env!("CARGO_MANIFEST_DIR"), "/x.yaml");
+        if let Err(e) = Config::from_yaml_str_with_env(&yaml, origin, &env) {
+            panic!("docs/configuration.md example `{example}` ({sec}) does not parse: {e}\n{yaml}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 60, "only {checked} examples found");
+}

@@ -541,8 +541,9 @@ fn frozen_target_stops_cleanly_before_the_master_timeout() {
     // Freeze the target once the full sync is writing.
     let end = std::time::Instant::now() + Duration::from_secs(20);
     loop {
+        // More than the owner marker (set before any writer starts): data is arriving.
         let n = probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0);
-        if n > 0 {
+        if n > 1 {
             break;
         }
         assert!(
@@ -610,7 +611,8 @@ fn second_signal_exits_130_at_once() {
         .spawn()
         .unwrap();
     let end = std::time::Instant::now() + Duration::from_secs(20);
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+    // More than the owner marker (set before any writer starts): data is arriving.
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
         assert!(
             std::time::Instant::now() < end,
             "the full sync never started"
@@ -825,8 +827,8 @@ fn throughput_figures_on_a_synthetic_session() {
     assert_eq!(st.code(), Some(0));
     assert_eq!(
         probe.cmd(&[b"DBSIZE"]).int(),
-        Some(keys as i64 + 2),
-        "keys + 2 markers"
+        Some(keys as i64 + 3),
+        "keys + 2 flow markers + the owner marker"
     );
     let last = sets - 1;
     let got = probe.cmd(&[b"GET", format!("key:{}", last % keys).as_bytes()]);
@@ -906,7 +908,8 @@ fn lost_target_connection_during_full_sync_converges() {
     );
     let mut probe = redis::Conn::connect(server.port()).unwrap();
     let end = std::time::Instant::now() + Duration::from_secs(20);
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+    // More than the owner marker (set before any writer starts): data is arriving.
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
         assert!(
             std::time::Instant::now() < end,
             "the full sync never started"
@@ -1126,7 +1129,7 @@ fn tls_target_with_password() {
             .iter()
             .filter(|((d, _), st)| *d == db && !matches!(st.value, keyspace::Value::Unholdable(_)))
             .count()
-            + usize::from(db == 0) * 2; // the two position markers
+            + usize::from(db == 0) * 3; // two position markers and the owner marker
         let got: usize = server
             .cli(&["-n", &db.to_string(), "DBSIZE"])
             .parse()
@@ -1165,7 +1168,8 @@ fn frozen_target_stop_then_resume_converges() {
         .to_string();
     let mut engine = Engine::start(cfg, opts);
     let end = std::time::Instant::now() + Duration::from_secs(20);
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) == 0 {
+    // More than the owner marker (set before any writer starts): data is arriving.
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
         assert!(
             std::time::Instant::now() < end,
             "the full sync never started"

@@ -9,12 +9,14 @@ Examples:
   df2redis-sync replicate --dry-run replicate.yaml   validate the config, test source and target
   df2redis-sync replicate -c replicate.yaml          replicate (the Go df2redis spelling)
   RUST_LOG=debug df2redis-sync replicate -v replicate.yaml
+  df2redis-sync status replicate.yaml                where it stands: phase, LSNs, lag, verdict
+  df2redis-sync status --json replicate.yaml         the same as JSON (GET /status)
   df2redis-sync version
 
 Exit codes:
   0    success
   1    runtime failure (a server unreachable, refused, or not what was expected)
-  2    usage or configuration error, or a command that is not implemented yet
+  2    usage or configuration error
   130  interrupted (Ctrl-C)
 
 Logging goes to stderr (and to --log-file / logging.file when set); results go to stdout.
@@ -80,10 +82,20 @@ Exit codes: 0 equal, 1 different, 2 error (config, connection, server).")]
         #[command(flatten)]
         opts: CheckArgs,
     },
-    /// Show the state of a replication from its checkpoint (not implemented yet).
+    /// Show where a replication stands: per-flow phase, LSNs, lag, rates, errors and a
+    /// one-word verdict, live from the running replicate or from its checkpoint.
+    #[command(after_help = "\
+The live figures come from the running replicate's status endpoint: the address in
+<checkpoint.dir>/status.addr (written while it runs), else metrics.listen. When nothing answers,
+the checkpoint file is reported instead. The first line is the verdict: syncing, streaming, lag N,
+caught up, or stopped. Exit codes: 0 reported, 1 nothing to report (no running replicate and no
+checkpoint), 2 configuration error.")]
     Status {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print the report as JSON (the same document as GET /status).
+        #[arg(long)]
+        json: bool,
     },
     /// Decode a recorded flow stream (a conn-NNN.s2c.bin file, or a recording folder) and
     /// print one JSON line per entry and journal op, then a summary.

@@ -23,6 +23,8 @@ pub struct LogSettings<'a> {
     pub config_level: LevelFilter,
     /// `--log-file`, else `logging.file`.
     pub file: Option<&'a Path>,
+    /// Progress bars are drawn on stderr: log lines go above them (`progress::write_stderr`).
+    pub board: bool,
 }
 
 /// Installs the global logger. Fails only when the log file cannot be opened.
@@ -51,18 +53,26 @@ pub fn init(s: &LogSettings) -> io::Result<()> {
                 .filter_module(crate_name, s.config_level);
         }
     }
-    if let Some(path) = s.file {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot open log file {}: {e}", path.display()),
-                )
-            })?;
-        b.target(env_logger::Target::Pipe(Box::new(Tee { file })));
+    let file = match s.file {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot open log file {}: {e}", path.display()),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    if file.is_some() || s.board {
+        b.target(env_logger::Target::Pipe(Box::new(Tee {
+            file,
+            board: s.board,
+        })));
     } else {
         b.target(env_logger::Target::Stderr);
     }
@@ -71,17 +81,28 @@ pub fn init(s: &LogSettings) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes every log line to stderr and to the log file. A failing stderr (closed pipe) must
-/// not stop the file copy, and vice versa, so each error is swallowed separately and only a
-/// failure of both is reported.
+/// Writes every log line to stderr (above the progress bars when they are drawn) and to the
+/// log file. A failing stderr (closed pipe) must not stop the file copy, and vice versa, so
+/// each error is swallowed separately and only a failure of both is reported.
 struct Tee {
-    file: File,
+    file: Option<File>,
+    board: bool,
 }
 
 impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let a = io::stderr().write_all(buf);
-        let b = self.file.write_all(buf);
+        let a = if self.board {
+            super::progress::write_stderr(buf)
+        } else {
+            io::stderr().write_all(buf)
+        };
+        let b = match &mut self.file {
+            Some(f) => f.write_all(buf),
+            None => a
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
+        };
         match (a, b) {
             (Err(_), Err(e)) => Err(e),
             _ => Ok(buf.len()),
@@ -90,6 +111,9 @@ impl Write for Tee {
 
     fn flush(&mut self) -> io::Result<()> {
         let _ = io::stderr().flush();
-        self.file.flush()
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
     }
 }

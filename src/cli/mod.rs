@@ -10,13 +10,15 @@ mod args;
 mod dry_run;
 pub mod inspect;
 mod logging;
+mod progress;
+mod status;
 
 use crate::config::Config;
 use args::{Cli, Command};
 use clap::Parser;
 use std::error::Error as StdError;
 use std::fmt;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -27,7 +29,7 @@ pub enum Exit {
     Ok = 0,
     /// 1: runtime failure (unreachable or refusing server, unexpected server).
     Failure = 1,
-    /// 2: usage or configuration error, or a command not implemented yet; for `check`, any
+    /// 2: usage or configuration error; for `check`, any
     /// error (its codes are 0 equal, 1 different, 2 error).
     Usage = 2,
     /// 130: interrupted by SIGINT (128 + 2, the shell convention).
@@ -124,13 +126,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Replicate { config, dry_run } => {
             let cfg = load(config.path())?;
-            init_logging(cli, Some(&cfg))?;
+            // Bars only for a person watching: a terminal on stderr and no --quiet.
+            let bars = !*dry_run && !cli.quiet && std::io::stderr().is_terminal();
+            init_logging_with(cli, Some(&cfg), bars)?;
             if *dry_run {
                 exit_130_on_ctrl_c();
                 dry_run::run(&cfg, &mut |line| println_out(line))
                     .map_err(|m| Failure::runtime(Message(m)))
             } else {
-                replicate(&cfg)
+                replicate(&cfg, bars)
             }
         }
         Command::Check { config, opts } => {
@@ -138,16 +142,30 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             init_logging(cli, Some(&cfg))?;
             check(&cfg, opts)
         }
-        Command::Status { .. } => Err(not_implemented(
-            "status",
-            "It will report the replication state from the checkpoint.",
-        )),
+        Command::Status { config, json } => {
+            let cfg = load(config.path())?;
+            init_logging(cli, Some(&cfg))?;
+            let (report, origin) =
+                status::report(&cfg).map_err(|m| Failure::runtime(Message(m)))?;
+            if *json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Failure::runtime(Message(format!("encoding the report: {e}"))))?;
+                println_out(&text);
+            } else {
+                for line in status::render(&report, &origin) {
+                    println_out(&line);
+                }
+            }
+            Ok(())
+        }
     }
 }
 
 /// `replicate`: runs the engine until SIGINT/SIGTERM (drain, final checkpoint, exit 0) or a
-/// failure retrying cannot fix (exit 1). A second signal exits 130 at once.
-fn replicate(cfg: &Config) -> Result<(), Failure> {
+/// failure retrying cannot fix (exit 1). A second signal exits 130 at once. The metrics/status
+/// endpoint (when configured) runs around the engine; `bars` draws live progress on stderr
+/// instead of the periodic `progress:` log lines.
+fn replicate(cfg: &Config, bars: bool) -> Result<(), Failure> {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let stop = Arc::new(AtomicBool::new(false));
@@ -164,7 +182,50 @@ fn replicate(cfg: &Config) -> Result<(), Failure> {
             error: Box::new(Message(format!("installing the signal handlers: {e}"))),
         })?;
     }
-    let r = crate::pipeline::run(cfg, &crate::pipeline::Options::default(), &stop);
+    let stats = Arc::new(crate::ops::Stats::new());
+    let ckpt_dir = cfg
+        .checkpoint
+        .enabled
+        .then_some(cfg.checkpoint.dir.as_path());
+    // Tells `status` that replicate runs (removed at exit).
+    let _pid = ckpt_dir.and_then(|d| match crate::ops::status::PidFile::create(d) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::warn!(
+                "cannot write {}: {e}",
+                d.join(crate::ops::status::PID_FILE).display()
+            );
+            None
+        }
+    });
+    let server = match &cfg.metrics.listen {
+        Some(l) => Some(
+            crate::ops::http::Server::start(l, stats.clone(), ckpt_dir)
+                .map_err(|m| Failure::runtime(Message(m)))?,
+        ),
+        None => None,
+    };
+    let mut opts = crate::pipeline::Options {
+        progress_interval: cfg.logging.progress_interval,
+        ..crate::pipeline::Options::default()
+    };
+    let display = if bars {
+        // The bars replace the periodic lines (a century is "never").
+        opts.progress_interval = std::time::Duration::from_secs(100 * 365 * 86_400);
+        match progress::Display::start(stats.clone()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                log::warn!("cannot start the progress display ({e}); logging progress lines");
+                opts.progress_interval = cfg.logging.progress_interval;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let r = crate::pipeline::run_with_stats(cfg, &opts, &stop, &stats);
+    drop(display);
+    drop(server);
     match r {
         Ok(()) => {
             log::info!("stopped: writers drained, checkpoint saved");
@@ -303,6 +364,11 @@ fn load(path: Option<&Path>) -> Result<Config, Failure> {
 
 /// Sets up logging from flags, `RUST_LOG` and the config, then logs the config's warnings.
 fn init_logging(cli: &Cli, cfg: Option<&Config>) -> Result<(), Failure> {
+    init_logging_with(cli, cfg, false)
+}
+
+/// [`init_logging`]; `board` routes stderr log lines above the progress bars.
+fn init_logging_with(cli: &Cli, cfg: Option<&Config>, board: bool) -> Result<(), Failure> {
     let file = cli
         .log_file
         .as_deref()
@@ -315,6 +381,7 @@ fn init_logging(cli: &Cli, cfg: Option<&Config>) -> Result<(), Failure> {
             .filter(|s| !s.trim().is_empty()),
         config_level: cfg.map_or(log::LevelFilter::Info, |c| c.logging.level),
         file,
+        board,
     };
     logging::init(&settings).map_err(Failure::usage)?;
     if let Some(cfg) = cfg {
@@ -323,12 +390,6 @@ fn init_logging(cli: &Cli, cfg: Option<&Config>) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-fn not_implemented(cmd: &str, hint: &str) -> Failure {
-    Failure::usage(Message(format!(
-        "`{cmd}` is not implemented yet; nothing was done. {hint}"
-    )))
 }
 
 /// Makes Ctrl-C end the process at once with the documented exit code 130 (the default

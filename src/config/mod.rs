@@ -14,17 +14,18 @@
 //! Resolution does no network I/O. It does check that TLS files exist, because a typo there
 //! otherwise surfaces only as a handshake failure much later.
 
+mod dbmap;
 mod error;
 mod resolve;
 mod tree;
 
+pub use dbmap::{keyspace_dbs, DbMapping, MapError};
 pub use error::{Error, ErrorKind, Problem};
 /// Duration syntax of the config (`500ms`, `5s`, `1m`), for command-line flags too.
 pub(crate) use tree::parse_duration;
 
 use crate::model::DbIndex;
 use crate::net::{Endpoint, Secret, TlsOptions};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -200,51 +201,6 @@ pub struct CpuConfig {
     pub writer_threads: Vec<usize>,
 }
 
-/// Where each source database's keys go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbMapping {
-    /// The target is a cluster: every database maps to db 0.
-    cluster: bool,
-    /// Explicit source → target entries; other databases keep their index (standalone).
-    map: BTreeMap<DbIndex, DbIndex>,
-    /// Per-source-db key prefix (the way to keep databases apart in a cluster).
-    key_prefix: BTreeMap<DbIndex, Vec<u8>>,
-}
-
-impl DbMapping {
-    /// Identity mapping without prefixes.
-    pub fn identity(cluster: bool) -> DbMapping {
-        DbMapping {
-            cluster,
-            map: BTreeMap::new(),
-            key_prefix: BTreeMap::new(),
-        }
-    }
-
-    /// The target database for keys of source database `src`.
-    pub fn target_db(&self, src: DbIndex) -> DbIndex {
-        if self.cluster {
-            return DbIndex(0);
-        }
-        self.map.get(&src).copied().unwrap_or(src)
-    }
-
-    /// The prefix put in front of every key of source database `src`, if any.
-    pub fn key_prefix(&self, src: DbIndex) -> Option<&[u8]> {
-        self.key_prefix.get(&src).map(Vec::as_slice)
-    }
-
-    /// The explicit mapping entries.
-    pub fn explicit(&self) -> &BTreeMap<DbIndex, DbIndex> {
-        &self.map
-    }
-
-    /// All configured prefixes.
-    pub fn prefixes(&self) -> &BTreeMap<DbIndex, Vec<u8>> {
-        &self.key_prefix
-    }
-}
-
 /// Settings of `df2redis-sync check` (section `check`); see `docs/check.md`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckConfig {
@@ -326,6 +282,9 @@ pub struct LoggingConfig {
     pub level: log::LevelFilter,
     /// Also append logs to this file.
     pub file: Option<PathBuf>,
+    /// How often a plain progress line is logged (when stderr is not a terminal; a terminal
+    /// gets live progress bars instead).
+    pub progress_interval: Duration,
 }
 
 /// Metrics/status listener.

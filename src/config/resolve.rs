@@ -88,7 +88,7 @@ const PIPELINE_KEYS: &[&str] = &[
 ];
 const CPU_KEYS: &[&str] = &["flow_threads", "writer_threads"];
 const DATABASES_KEYS: &[&str] = &["map", "key_prefix"];
-const LOGGING_KEYS: &[&str] = &["level", "file"];
+const LOGGING_KEYS: &[&str] = &["level", "file", "progress_interval"];
 const METRICS_KEYS: &[&str] = &["listen"];
 const CHECK_KEYS: &[&str] = &[
     "mode",
@@ -784,6 +784,12 @@ impl Resolver<'_> {
                 }
             }
         }
+        if ok {
+            if let Err(e) = m.validate() {
+                ctx.problem(&path, None, e);
+                ok = false;
+            }
+        }
         ok.then_some(m)
     }
 
@@ -856,9 +862,19 @@ impl Resolver<'_> {
                 }
             }
         }
+        let progress_interval = match s.get("progress_interval") {
+            Some((k, v)) => ctx.duration(
+                &k,
+                v,
+                Duration::from_millis(100),
+                Duration::from_secs(86_400),
+            ),
+            None => Some(Duration::from_secs(10)),
+        };
         Some(LoggingConfig {
             level: level?,
             file: file?,
+            progress_interval: progress_interval?,
         })
     }
 

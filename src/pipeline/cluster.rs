@@ -28,6 +28,7 @@ use parking_lot::RwLock;
 use crate::config::{Config, FlushPolicy};
 use crate::model::{Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Endpoint};
+use crate::route::split::{self, Routed, Transfer, TransferOutcome};
 use crate::route::Slot;
 use crate::target::cluster::{
     self as tc, ClusterMarkers, Dest, SlotOwners, Ticket, TopologyHint, Tracker,
@@ -253,6 +254,8 @@ pub(super) struct Spawner {
     pub markers: Markers,
     /// Writer threads spawned so far (for CPU pinning round-robin).
     pub spawned: usize,
+    /// The status model: per-node writer counters.
+    pub ops: Arc<crate::ops::Stats>,
 }
 
 impl Spawner {
@@ -279,6 +282,12 @@ impl Spawner {
             } else {
                 format!("writer-{}#{w}", ep.addr)
             };
+            let wstats = self.ops.writer(name.trim_start_matches("writer-"));
+            wstats.capacity.store(
+                self.cfg.pipeline.channel_capacity.max(1) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let writer = writer.with_stats(wstats);
             let ev = self.ev.clone();
             let abort = self.abort.clone();
             let core = pick_core(&self.cfg.cpu.writer_threads, self.spawned);
@@ -320,6 +329,16 @@ impl Spawner {
     }
 }
 
+/// One routed piece of an entry, in order.
+pub(super) enum Step {
+    /// A single-slot (or keyless) command for the pending batch.
+    Cmd(Cmd),
+    /// A cross-slot `RENAME`/`RENAMENX`/`COPY`, run in place (the original command with it).
+    Transfer(Transfer, Cmd),
+    /// A command refused on a cluster, with its rule (`docs/cluster-commands.md`).
+    Refused(Cmd, &'static str),
+}
+
 /// A flow's view of the routes and its resume skip table.
 pub(super) struct FlowRouting {
     ctx: Arc<ClusterCtx>,
@@ -335,6 +354,8 @@ pub(super) struct FlowRouting {
     atomic_logged: bool,
     /// Commands skipped because their slot marker showed them applied.
     pub skipped: u64,
+    /// Cross-slot transfers run.
+    pub transfers: u64,
 }
 
 impl FlowRouting {
@@ -357,6 +378,7 @@ impl FlowRouting {
             skip_until,
             atomic_logged: false,
             skipped: 0,
+            transfers: 0,
         }
     }
 
@@ -379,37 +401,52 @@ impl FlowRouting {
     }
 
     /// Routes the commands of one entry (journal entries carry `end`, their flow's `next`
-    /// after them): single-slot commands, minus those a resume finds applied already.
-    /// `Err` entries are commands refused on a cluster (with the reason).
+    /// after them) with `route::split`: single-slot commands in order, minus those a resume
+    /// finds applied already; cross-slot transfers (`RENAME`/`COPY`) to run in place; refused
+    /// commands with their rule.
     pub fn route(
         &mut self,
         flow: FlowId,
         cmds: Vec<Cmd>,
         end: Option<Lsn>,
         atomic: bool,
-    ) -> (Vec<Cmd>, Vec<(Cmd, String)>) {
+    ) -> Vec<Step> {
         let mut out = Vec::with_capacity(cmds.len());
-        let mut refused = Vec::new();
-        let mut slots = Vec::new();
+        let mut slots: Vec<u16> = Vec::new();
         for c in cmds {
-            match tc::route(&c) {
-                Ok(parts) => {
-                    for (d, pc) in parts {
-                        if let Dest::Slot(s) = d {
-                            if atomic && !slots.contains(&s) {
-                                slots.push(s);
-                            }
-                            if let Some(e) = end {
-                                if self.skip.get(&s).is_some_and(|m| e <= *m) {
-                                    self.skipped += 1;
-                                    continue;
-                                }
-                            }
-                        }
-                        out.push(pc);
+            let pieces: Vec<(Option<u16>, Cmd)> = match split::split(&c) {
+                Routed::Single(s) => vec![(Some(s.get()), c)],
+                Routed::Keyless => vec![(None, c)],
+                Routed::Split(parts) => {
+                    parts.into_iter().map(|(s, p)| (Some(s.get()), p)).collect()
+                }
+                Routed::Transfer(t) => {
+                    let (a, b) = (Slot::of_key(&t.src).get(), Slot::of_key(&t.dst).get());
+                    // Applied synchronously with nothing in flight: a marker at or past the
+                    // entry on either slot means it ran.
+                    if end.is_some_and(|e| self.applied_before(a, e) || self.applied_before(b, e)) {
+                        self.skipped += 1;
+                    } else {
+                        out.push(Step::Transfer(t, c));
+                    }
+                    continue;
+                }
+                Routed::Refused { rule } => {
+                    out.push(Step::Refused(c, rule));
+                    continue;
+                }
+            };
+            for (s, pc) in pieces {
+                if let Some(s) = s {
+                    if atomic && !slots.contains(&s) {
+                        slots.push(s);
+                    }
+                    if end.is_some_and(|e| self.applied_before(s, e)) {
+                        self.skipped += 1;
+                        continue;
                     }
                 }
-                Err(why) => refused.push((c, why)),
+                out.push(Step::Cmd(pc));
             }
         }
         if let Some(e) = end {
@@ -431,7 +468,25 @@ impl FlowRouting {
                 slots.len()
             );
         }
-        (out, refused)
+        out
+    }
+
+    /// True when the resume skip table shows the entry ending at `end` applied in `slot`.
+    fn applied_before(&self, slot: u16, end: Lsn) -> bool {
+        self.skip.get(&slot).is_some_and(|m| end <= *m)
+    }
+
+    /// Runs a cross-slot transfer now, on the owners of its slots (the caller drained the
+    /// flow first: every earlier write is applied).
+    pub fn transfer(&self, t: &Transfer) -> Result<TransferOutcome, String> {
+        let seed = &self.ctx.setup.seed;
+        t.run(|slot, cmds| {
+            cmds.iter()
+                .map(|c| {
+                    tc::request_slot(seed, &self.owners, slot.get(), c).map_err(|e| e.to_string())
+                })
+                .collect()
+        })
     }
 
     /// Splits a flow batch into node parts grouped per slot. Journal batches (`next` given)

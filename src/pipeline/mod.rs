@@ -37,6 +37,7 @@ use crate::config::{Config, FlushPolicy, TargetKind};
 use crate::journal::{EntryKind, JournalItem, LsnCounter};
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Stream};
+use crate::ops::{self, Phase as OpsPhase};
 use crate::rdb::{EventRef, FlowEvent, Limits, SnapshotItem};
 use crate::rewrite::{self, Rewriter, Rewritten};
 use crate::source::{self, FlowReader, Master};
@@ -143,9 +144,31 @@ impl SessionError {
 /// Replicates until `stop` is set (then drains, checkpoints and returns `Ok`) or a failure
 /// that retrying cannot fix.
 pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), Error> {
-    if !cfg.databases.prefixes().is_empty() {
-        return Err(Error::Unsupported("databases key prefixes".into()));
+    run_with_stats(cfg, opts, stop, &Arc::new(ops::Stats::new()))
+}
+
+/// [`run`], publishing the live figures in `stats` (read by the status endpoint and the
+/// progress display); `stats` ends in the stopped state.
+pub fn run_with_stats(
+    cfg: &Config,
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<ops::Stats>,
+) -> Result<(), Error> {
+    let r = run_sessions(cfg, opts, stop, stats);
+    if let Err(e) = &r {
+        stats.session_failed(&e.to_string());
     }
+    stats.stopped();
+    r
+}
+
+fn run_sessions(
+    cfg: &Config,
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<ops::Stats>,
+) -> Result<(), Error> {
     let mut force_full = false;
     let mut failures = 0u32;
     // Until one session got through the handshake, a failure is reported at once (exit 1:
@@ -156,7 +179,8 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        match run_session(cfg, opts, stop, force_full) {
+        stats.connecting();
+        match run_session(cfg, opts, stop, force_full, stats) {
             Ok(progress) => {
                 let _ = progress;
                 return Ok(());
@@ -178,6 +202,7 @@ pub fn run(cfg: &Config, opts: &Options, stop: &Arc<AtomicBool>) -> Result<(), E
                     )));
                 }
                 force_full = e.force_full;
+                stats.session_failed(&e.msg);
                 log::warn!(
                     "replication session ended: {}; reconnecting in {:?}{}",
                     e.msg,
@@ -282,15 +307,22 @@ fn target_key_count(probe: &mut Conn) -> u64 {
         .sum()
 }
 
-/// Per-flow counters read by the coordinator for progress lines.
-#[derive(Debug, Default)]
-struct FlowStats {
-    bytes: AtomicU64,
-    keys: AtomicU64,
-    entries: AtomicU64,
-    /// The flow's received `next` (stable sync), for the lag.
-    received_next: AtomicU64,
-    skipped: AtomicU64,
+/// Refuses to start when the source has keys in a db the mapping does not replicate (a
+/// Redis Cluster target has only db 0, `docs/cluster-commands.md`), or in two dbs that would
+/// collide in one target db. Reads the master's `INFO keyspace` on a normal connection.
+fn check_source_dbs(cfg: &Config, src: &crate::net::Endpoint) -> Result<(), SessionError> {
+    let mut c = Conn::connect(src).map_err(|e| SessionError::early(format!("source: {e}")))?;
+    let info = c
+        .request(&Cmd::from_args(["INFO", "keyspace"]))
+        .map_err(|e| SessionError::early(format!("source: INFO keyspace: {e}")))?;
+    let Some(text) = info.as_bytes() else {
+        return Err(SessionError::early(format!(
+            "source: INFO keyspace answered {info:?}"
+        )));
+    };
+    cfg.databases
+        .check_keyspace(text)
+        .map_err(|e| SessionError::fatal(e.to_string()))
 }
 
 /// Everything a flow reports to the coordinator.
@@ -327,7 +359,8 @@ struct Shared {
     /// Set by the coordinator when the session must end (a failure somewhere).
     abort: Arc<AtomicBool>,
     applied: Arc<Applied>,
-    stats: Vec<FlowStats>,
+    /// Per-flow live counters (the status model's, `ops`).
+    stats: Arc<[ops::FlowStats]>,
     /// `DFLY STARTSTABLE` was answered: ACKs may flow (the real replica sends none before).
     stable_started: AtomicBool,
 }
@@ -345,6 +378,7 @@ fn run_session(
     opts: &Options,
     stop: &Arc<AtomicBool>,
     force_full: bool,
+    ops_stats: &Arc<ops::Stats>,
 ) -> Result<bool, (SessionError, bool)> {
     let fail = |e: SessionError| (e, false);
     let store = cfg
@@ -358,6 +392,7 @@ fn run_session(
         None => None,
     };
     let src = cfg.source.endpoint();
+    check_source_dbs(cfg, &src).map_err(fail)?;
     let master = Master::handshake(&src, &cfg.replica)
         .map_err(|e| fail(SessionError::early(e.to_string())))?;
     let hello = master.hello().clone();
@@ -494,11 +529,23 @@ fn run_session(
         _ => vec![Lsn(0); n as usize],
     };
 
+    let applied = Arc::new(Applied::new(&start));
+    let session = ops_stats.begin_session(
+        ops::SessionInfo {
+            replid: hello.replid.clone(),
+            sync_id: hello.sync_id.clone(),
+            version: hello.version_text.clone(),
+            master_keys: hello.master_keys,
+            partial: partial && !old_procedure,
+        },
+        n,
+        applied.clone(),
+    );
     let shared = Arc::new(Shared {
         stop: stop.clone(),
         abort: Arc::new(AtomicBool::new(false)),
-        applied: Arc::new(Applied::new(&start)),
-        stats: (0..n).map(|_| FlowStats::default()).collect(),
+        applied,
+        stats: session.flows.clone(),
         stable_started: AtomicBool::new(false),
     });
     let (ev_tx, ev_rx) = bounded::<Event>(n as usize * 4 + 16);
@@ -532,6 +579,7 @@ fn run_session(
             hint: hint.clone(),
             markers: markers.clone(),
             spawned: 0,
+            ops: ops_stats.clone(),
         };
         let (routes, handles, count) = spawner.all(&setup).map_err(fail)?;
         writer_handles.extend(handles);
@@ -588,6 +636,12 @@ fn run_session(
         } else {
             format!("writer-{}#{w}", target_ep.addr)
         };
+        let wstats = ops_stats.writer(name.trim_start_matches("writer-"));
+        wstats.capacity.store(
+            cfg.pipeline.channel_capacity.max(1) as u64,
+            Ordering::Relaxed,
+        );
+        let writer = writer.with_stats(wstats);
         let ev = ev_tx.clone();
         let abort = shared.abort.clone();
         let core = pick_core(&cfg.cpu.writer_threads, w);
@@ -664,6 +718,7 @@ fn run_session(
         cfg: cfg.clone(),
         opts: opts.clone(),
         shared: shared.clone(),
+        ops: ops_stats.clone(),
         master: Some(master),
         hello: hello.clone(),
         store,
@@ -762,9 +817,14 @@ fn pick_core(cores: &[usize], i: usize) -> Option<usize> {
     }
 }
 
+/// Largest CPU number + 1 that `core_affinity` can put in a `cpu_set_t` (glibc's
+/// `CPU_SETSIZE`); a larger id makes its `CPU_SET` index out of bounds inside a function that
+/// cannot unwind, which aborts the process. The config accepts up to 4095.
+const CPU_SETSIZE: usize = 1024;
+
 fn pin(core: Option<usize>, name: &str) {
     if let Some(id) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+        if id >= CPU_SETSIZE || !core_affinity::set_for_current(core_affinity::CoreId { id }) {
             log::warn!("{name}: could not pin to CPU {id}");
         }
     }
@@ -823,6 +883,11 @@ impl FlowCtx {
         if let Some(f) = &failure {
             log::debug!("{}: ended: {}", self.id, f.msg);
         }
+        let st = &self.shared.stats[self.id.0 as usize];
+        if failure.is_some() && !self.shared.stopping() {
+            st.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        st.phase.set(OpsPhase::Stopped);
         let _ = self.ev.send(Event::FlowEnded(self.id, failure));
         drop(self.tx);
         self.reader.into_stream()
@@ -905,6 +970,9 @@ impl FlowCtx {
             FlowEvent::EofToken => {
                 self.flush()?;
                 self.phase = Phase::Stable;
+                self.shared.stats[self.id.0 as usize]
+                    .phase
+                    .set(OpsPhase::Stable);
                 // A marker-only batch: once it is acknowledged, every snapshot batch before it
                 // is too, and the flow's position becomes JOURNAL_OFFSET.
                 let next = self.counter.next();
@@ -1017,7 +1085,10 @@ impl FlowCtx {
                 log::warn!("{}: skipped {key} ({}): {}", self.id, rw.db, s.reason);
             }
         }
-        let db = self.databases.target_db(rw.db);
+        let (db, cmds) = self
+            .databases
+            .apply(rw.db, rw.cmds)
+            .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
         if let Some(cl) = self.cluster.as_mut() {
             // Single-slot commands; on a resume, minus what the slot markers show applied.
             let end = if self.phase == Phase::Snapshot {
@@ -1025,24 +1096,30 @@ impl FlowCtx {
             } else {
                 next
             };
-            let (cmds, refused) = cl.route(self.id, rw.cmds, end, rw.atomic);
-            for (c, why) in refused {
-                self.shared.stats[self.id.0 as usize]
-                    .skipped
-                    .fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "{}: {} {} not applied: {why}",
-                    self.id,
-                    escape_bytes(c.name()),
-                    c.get(1).map(escape_bytes).unwrap_or_default()
-                );
-            }
-            for c in cmds {
-                self.pending_bytes += c.resp_len();
-                self.pending.push((db, c));
+            let steps = cl.route(self.id, cmds, end, rw.atomic);
+            for step in steps {
+                match step {
+                    cluster::Step::Cmd(c) => {
+                        self.pending_bytes += c.resp_len();
+                        self.pending.push((db, c));
+                    }
+                    cluster::Step::Refused(c, rule) => {
+                        self.shared.stats[self.id.0 as usize]
+                            .skipped
+                            .fetch_add(1, Ordering::Relaxed);
+                        log::warn!(
+                            "{}: {} {} not applied on the cluster (rule {rule}, \
+                             docs/cluster-commands.md)",
+                            self.id,
+                            escape_bytes(c.name()),
+                            c.get(1).map(escape_bytes).unwrap_or_default()
+                        );
+                    }
+                    cluster::Step::Transfer(t, c) => self.transfer(&t, &c)?,
+                }
             }
         } else {
-            for c in rw.cmds {
+            for c in cmds {
                 self.pending_bytes += c.resp_len();
                 self.pending.push((db, c));
             }
@@ -1101,24 +1178,7 @@ impl FlowCtx {
             _ => None,
         };
         if self.cluster.as_ref().is_some_and(|c| c.outdated()) {
-            let started = Instant::now();
-            while self
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.in_flight(self.id) > 0)
-            {
-                self.maybe_ack()?;
-                if self.shared.abort.load(Ordering::SeqCst) {
-                    return Err(self.fail(format!("{}: session aborted", self.id)));
-                }
-                if started.elapsed() > self.stall_limit {
-                    return Err(self.fail(format!(
-                        "{}: batches sent before a topology change not acknowledged within {:?}",
-                        self.id, self.stall_limit
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            self.drain_cluster("a topology change")?;
             if let Some(c) = self.cluster.as_mut() {
                 c.reload();
             }
@@ -1141,6 +1201,78 @@ impl FlowCtx {
                     },
                 },
             )?;
+        }
+        Ok(())
+    }
+
+    /// Cluster: a cross-slot `RENAME`/`RENAMENX`/`COPY` as a read-then-write transfer, after
+    /// everything the flow sent before it is applied (`route::split::Transfer::run`).
+    fn transfer(
+        &mut self,
+        t: &crate::route::split::Transfer,
+        cmd: &Cmd,
+    ) -> Result<(), FlowFailure> {
+        // The pending commands come before it. Their position is the transfer's own entry
+        // (`next - 1`): everything before that entry is in them or was sent already. (Commands
+        // of a pre-v1.21 atomic group that precede the transfer inside the same entry are
+        // marked with that position too, so a crash right here would apply them again.)
+        let cmds = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if !cmds.is_empty() {
+            let kind = if self.phase == Phase::Snapshot {
+                BatchKind::Plain
+            } else {
+                let at = Lsn(self.counter.next().0.saturating_sub(1)).max(self.last_sent_next);
+                self.last_sent_next = at;
+                BatchKind::Journal { next: at }
+            };
+            self.send(Batch {
+                flow: self.id,
+                cmds,
+                kind,
+            })?;
+        }
+        self.drain_cluster("a cross-slot transfer")?;
+        let Some(cl) = self.cluster.as_ref() else {
+            return Ok(());
+        };
+        let outcome = cl
+            .transfer(t)
+            .map_err(|e| self.fail(format!("{}: {cmd:?} across slots: {e}", self.id)))?;
+        if let Some(cl) = self.cluster.as_mut() {
+            cl.transfers += 1;
+            if cl.transfers == 1 {
+                log::info!(
+                    "{}: a cross-slot {} ran as single-slot DUMP/RESTORE/DEL (every cross-slot \
+                     RENAME/RENAMENX/COPY does; logged once per flow): {outcome:?}",
+                    self.id,
+                    escape_bytes(cmd.name())
+                );
+            }
+        }
+        log::debug!("{}: {cmd:?} across slots: {outcome:?}", self.id);
+        Ok(())
+    }
+
+    /// Cluster: waits until every batch the flow sent is acknowledged by every node.
+    fn drain_cluster(&mut self, why: &str) -> Result<(), FlowFailure> {
+        let started = Instant::now();
+        while self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.in_flight(self.id) > 0)
+        {
+            self.maybe_ack()?;
+            if self.shared.abort.load(Ordering::SeqCst) {
+                return Err(self.fail(format!("{}: session aborted", self.id)));
+            }
+            if started.elapsed() > self.stall_limit {
+                return Err(self.fail(format!(
+                    "{}: batches sent before {why} not acknowledged within {:?}",
+                    self.id, self.stall_limit
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }
@@ -1188,9 +1320,11 @@ impl FlowCtx {
             })?;
         }
         self.last_sent_next = self.counter.next();
-        let db = self.databases.target_db(rw.db);
-        let cmd = rw
-            .cmds
+        let (db, cmds) = self
+            .databases
+            .apply(rw.db, rw.cmds)
+            .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
+        let cmd = cmds
             .into_iter()
             .next()
             .unwrap_or_else(|| Cmd::new("FLUSHALL"));
@@ -1280,6 +1414,8 @@ struct Coordinator {
     cfg: Config,
     opts: Options,
     shared: Arc<Shared>,
+    /// The status model (lag in time, rates, checkpoint time).
+    ops: Arc<ops::Stats>,
     master: Option<Master>,
     hello: source::Hello,
     store: Option<Store>,
@@ -1353,8 +1489,6 @@ impl Coordinator {
         let started = self.started;
         let mut last_save = Instant::now();
         let mut last_progress = Instant::now();
-        let mut last_bytes: Vec<u64> = vec![0; self.n as usize];
-        let mut behind_since: Vec<Option<Instant>> = vec![None; self.n as usize];
         let mut flows_left = self.n;
         let mut writers_left = self.writers;
         let mut global: Option<PendingGlobal> = None;
@@ -1463,11 +1597,13 @@ impl Coordinator {
                 last_save = Instant::now();
                 self.save();
             }
-            self.track_lag(&mut behind_since);
+            self.ops.tick();
             if last_progress.elapsed() >= self.opts.progress_interval {
-                let secs = last_progress.elapsed().as_secs_f64();
                 last_progress = Instant::now();
-                self.progress(&mut last_bytes, secs, &behind_since);
+                log::info!(
+                    "{}",
+                    ops::status::StatusReport::live(&self.ops, None).progress_line()
+                );
             }
         }
         self.save();
@@ -1639,80 +1775,14 @@ impl Coordinator {
         let Some(store) = &self.store else { return };
         let cp = self.checkpoint();
         match store.save(&cp) {
-            Ok(()) => log::debug!(
-                "checkpoint saved: {:?}",
-                cp.flows.iter().map(|f| f.next_lsn).collect::<Vec<_>>()
-            ),
+            Ok(()) => {
+                self.ops.checkpoint_saved(cp.written_at_ms);
+                log::debug!(
+                    "checkpoint saved: {:?}",
+                    cp.flows.iter().map(|f| f.next_lsn).collect::<Vec<_>>()
+                )
+            }
             Err(e) => log::error!("{e}"),
         }
-    }
-
-    /// Per flow: since when the target has been behind what was received (stable sync), the
-    /// measure of lag in time.
-    fn track_lag(&self, behind_since: &mut [Option<Instant>]) {
-        for (i, s) in self.shared.stats.iter().enumerate() {
-            let applied = self.shared.applied.get(FlowId(i as u32)).0;
-            let recv = s.received_next.load(Ordering::Relaxed);
-            let behind = self.stable_at[i].is_some() && recv > applied;
-            match (&behind_since[i], behind) {
-                (None, true) => behind_since[i] = Some(Instant::now()),
-                (Some(_), false) => behind_since[i] = None,
-                _ => {}
-            }
-        }
-    }
-
-    fn progress(&self, last_bytes: &mut [u64], secs: f64, behind_since: &[Option<Instant>]) {
-        let mut parts = Vec::new();
-        let keys: u64 = self
-            .shared
-            .stats
-            .iter()
-            .map(|s| s.keys.load(Ordering::Relaxed))
-            .sum();
-        if self.stable_at.iter().any(Option::is_none) {
-            if let Some(total) = self.hello.master_keys.filter(|t| *t > 0) {
-                let done = keys.min(total) as f64 / total as f64;
-                let elapsed = self.started.elapsed().as_secs_f64();
-                let eta = if done > 0.0 {
-                    format!("{:.0}s", elapsed * (1.0 - done) / done)
-                } else {
-                    "?".into()
-                };
-                parts.push(format!(
-                    "full sync {keys}/{total} keys ({:.0}%, ETA {eta})",
-                    done * 100.0
-                ));
-            }
-        }
-        for (i, s) in self.shared.stats.iter().enumerate() {
-            let bytes = s.bytes.load(Ordering::Relaxed);
-            let rate = (bytes.saturating_sub(last_bytes[i])) as f64 / secs.max(0.001) / 1e6;
-            last_bytes[i] = bytes;
-            let applied = self.shared.applied.get(FlowId(i as u32)).0;
-            let recv = s.received_next.load(Ordering::Relaxed);
-            if self.stable_at[i].is_some() {
-                let lag_ms = behind_since[i].map_or(0, |t| t.elapsed().as_millis());
-                parts.push(format!(
-                    "flow {i}: lsn {applied}, lag {} entries / {lag_ms} ms, {:.2} MB/s",
-                    recv.saturating_sub(applied),
-                    rate
-                ));
-            } else {
-                parts.push(format!(
-                    "flow {i}: {} keys, {:.1} MB, {:.2} MB/s",
-                    s.keys.load(Ordering::Relaxed),
-                    bytes as f64 / 1e6,
-                    rate
-                ));
-            }
-        }
-        let a = &self.shared.applied;
-        log::info!(
-            "progress: {}; target: {} commands applied, {} refused",
-            parts.join("; "),
-            a.commands.load(Ordering::Relaxed),
-            a.refused.load(Ordering::Relaxed)
-        );
     }
 }

@@ -288,6 +288,8 @@ pub struct SnapshotDecoder {
     journal: JournalDecoder,
     /// Whole raw string keys take the fast path (off only in tests, to compare).
     fast: bool,
+    /// The buffer of the last decompressed blob, reused for the next one.
+    spare: Vec<u8>,
 }
 
 impl SnapshotDecoder {
@@ -313,6 +315,7 @@ impl SnapshotDecoder {
             queue: VecDeque::new(),
             journal: JournalDecoder::new(limits),
             fast: true,
+            spare: Vec::new(),
         }
     }
 
@@ -495,6 +498,11 @@ impl SnapshotDecoder {
                         0,
                         ErrorKind::Corrupt("key entry crosses the end of a compressed blob"),
                     ));
+                }
+                // Keep the buffer for the next blob (Dragonfly's are at most ~1 MiB; a
+                // bigger one is not kept).
+                if blob.data.capacity() <= SPARE_MAX {
+                    self.spare = blob.data;
                 }
                 Ok(None)
             }
@@ -801,7 +809,7 @@ impl SnapshotDecoder {
                 let out = if op == OP_COMPRESSED_ZSTD_BLOB_START {
                     zstd_frame(data, lim.max_blob)
                 } else {
-                    lz4_frame(data, lim.max_blob)
+                    lz4_frame(data, lim.max_blob, std::mem::take(&mut self.spare))
                 };
                 let data = out.map_err(|kind| Fail::Bad { at, kind })?;
                 self.inner = Some(Blob {
@@ -953,9 +961,29 @@ fn zstd_frame(data: &[u8], max: usize) -> Result<Vec<u8>, ErrorKind> {
     Ok(out)
 }
 
-/// Decompresses one LZ4 frame, refusing more than `max` bytes of output.
-fn lz4_frame(data: &[u8], max: usize) -> Result<Vec<u8>, ErrorKind> {
-    let mut out = Vec::new();
+/// Largest decompression buffer kept for reuse between blobs.
+const SPARE_MAX: usize = 4 << 20;
+
+/// The content size an LZ4 frame declares in its header, if it does (LZ4 frame format:
+/// magic `04 22 4D 18`, FLG with bit 3 = content size present, BD, then the size as u64 LE).
+fn lz4_content_size(data: &[u8]) -> Option<u64> {
+    let h = data.get(..14)?;
+    if h[..4] != [0x04, 0x22, 0x4D, 0x18] || h[4] & 0x08 == 0 {
+        return None;
+    }
+    Some(u64::from_le_bytes([
+        h[6], h[7], h[8], h[9], h[10], h[11], h[12], h[13],
+    ]))
+}
+
+/// Decompresses one LZ4 frame into `out` (cleared first, its allocation reused), refusing
+/// more than `max` bytes of output.
+fn lz4_frame(data: &[u8], max: usize, mut out: Vec<u8>) -> Result<Vec<u8>, ErrorKind> {
+    out.clear();
+    if let Some(n) = lz4_content_size(data) {
+        // Declared by the remote: only a hint, capped (the output is capped below anyway).
+        out.reserve((n.min(max as u64) as usize).min(SPARE_MAX));
+    }
     lz4_flex::frame::FrameDecoder::new(data)
         .take(max as u64 + 1)
         .read_to_end(&mut out)

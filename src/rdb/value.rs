@@ -904,8 +904,12 @@ fn stream_entries(
             ms: master.ms.wrapping_add(ms_diff as u64),
             seq: master.seq.wrapping_add(seq_diff as u64),
         };
-        let mut fields = Blobs::new();
+        let mut fields;
         if flags & STREAM_ITEM_FLAG_SAMEFIELDS != 0 {
+            // Sized once: the fields are the master's, the values about as long (an integer
+            // element is at most 20 digits).
+            let bytes: usize = master_fields.iter().map(|f| 2 * f.text_len()).sum();
+            fields = Blobs::with_capacity(2 * master_fields.len(), bytes);
             for f in &master_fields {
                 let v = it.next().ok_or("stream listpack ends in an entry")?;
                 push_elem(&mut fields, *f);
@@ -916,6 +920,7 @@ fn stream_entries(
             if n < 0 || n as usize > items.len() {
                 return Err("stream entry field count out of range");
             }
+            fields = Blobs::with_capacity(2 * n as usize, 0);
             for _ in 0..n {
                 let f = it.next().ok_or("stream listpack ends in an entry")?;
                 let v = it.next().ok_or("stream listpack ends in an entry")?;

@@ -16,7 +16,7 @@ use super::{Global, Options, RewriteError, Rewritten, Skip, SkipReason, UnknownP
 /// Redis (≥ 6.2) write commands that a Dragonfly journal can carry and that are replayed as
 /// they are. Blocking commands are absent on purpose: the master journals their effect
 /// (`LPOP`, `ZPOPMIN` …), and a blocking command must never reach the writer connection.
-const PASS_THROUGH: &[&str] = &[
+pub(crate) const PASS_THROUGH: &[&str] = &[
     // strings
     "SET",
     "SETNX",

@@ -31,6 +31,8 @@ use crate::model::{Cmd, DbIndex};
 use crate::rdb::{FlowEvent, Piece, SnapshotItem, StringRef};
 
 pub use command::is_known_write_command;
+#[cfg(test)]
+pub(crate) use command::PASS_THROUGH;
 
 /// What to do with a journal command the rewrite does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -5,6 +5,8 @@
 //! between the first `{` and the first `}` after it, if there is at least one byte between them
 //! (Redis `cluster.c`, `keyHashSlot`). Keys sharing a hashtag always land in the same slot.
 
+pub mod split;
+
 use std::fmt;
 
 /// Number of slots in a Redis Cluster.

@@ -1,4 +1,4 @@
-//! Redis Cluster specifics of the target: which slot a command goes to, the position markers
+//! Redis Cluster specifics of the target: which node a routed command goes to, the position markers
 //! that make a cluster replay exactly-once, the per-flow completion [`Tracker`], and the few
 //! blocking node operations the session start needs (read, clear markers; flush every master).
 //!
@@ -14,7 +14,7 @@
 //! acknowledged everything before it: a resume asks the master for the low-water LSN and skips
 //! each command whose slot marker shows it was already applied.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use crate::model::{Cmd, FlowId, Lsn};
 use crate::net::{self, Conn, Endpoint};
 use crate::resp::{ErrorKind, Value};
+use crate::route::split::{self, Routed};
 use crate::route::Slot;
 
 use super::topology::{Topology, SLOT_COUNT};
@@ -173,96 +174,16 @@ pub enum Dest {
     AllMasters,
 }
 
-/// A command routed for a cluster: single-slot commands, or why it cannot be.
-pub type Routed = Result<Vec<(Dest, Cmd)>, String>;
-
-/// Key argument positions of a command (upper-case name), for routing.
-fn key_positions(cmd: &Cmd) -> Vec<usize> {
-    let name = cmd.name().to_ascii_uppercase();
-    let n = cmd.len();
-    let num = |i: usize| {
-        cmd.get(i)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| s.parse::<usize>().ok())
-    };
-    match name.as_slice() {
-        b"SCRIPT" | b"FUNCTION" | b"FLUSHALL" | b"FLUSHDB" | b"PING" => Vec::new(),
-        b"MSET" | b"MSETNX" => (1..n).step_by(2).collect(),
-        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"SINTERSTORE" | b"SUNIONSTORE"
-        | b"SDIFFSTORE" | b"PFMERGE" => (1..n).collect(),
-        b"BITOP" => (2..n).collect(),
-        b"XGROUP" => vec![2],
-        b"RENAME" | b"RENAMENX" | b"COPY" | b"SMOVE" | b"LMOVE" | b"RPOPLPUSH"
-        | b"GEOSEARCHSTORE" | b"ZRANGESTORE" => vec![1, 2],
-        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
-            let k = num(2).unwrap_or(0).min(n.saturating_sub(3));
-            std::iter::once(1).chain(3..3 + k).collect()
-        }
-        // `EVAL <script> <numkeys> key…` (the rewrite's exact INCRBYFLOAT form).
-        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
-            let k = num(2).unwrap_or(0).min(n.saturating_sub(3));
-            (3..3 + k).collect()
-        }
-        b"LMPOP" | b"ZMPOP" | b"SINTERCARD" => {
-            let k = num(1).unwrap_or(0).min(n.saturating_sub(2));
-            (2..2 + k).collect()
-        }
-        _ => vec![1],
-    }
-    .into_iter()
-    .filter(|&i| i < n)
-    .collect()
-}
-
-/// Routes one command (the fallback rule until `route::split` lands): a command whose keys
-/// share a slot goes there; `MSET`, `DEL`, `UNLINK`, `EXISTS`, `TOUCH` across slots are split
-/// into one command per slot (exact: each key's effect is independent); keyless commands go to
-/// every master; any other command across slots is refused with the reason (counted by the
-/// caller).
-pub fn route(cmd: &Cmd) -> Routed {
-    let pos = key_positions(cmd);
-    let Some(&first) = pos.first() else {
-        return Ok(vec![(Dest::AllMasters, cmd.clone())]);
-    };
-    let slot_at = |i: usize| Slot::of_key(cmd.get(i).unwrap_or(&[])).get();
-    let s0 = slot_at(first);
-    if pos.iter().all(|&i| slot_at(i) == s0) {
-        return Ok(vec![(Dest::Slot(s0), cmd.clone())]);
-    }
-    let name = cmd.name().to_ascii_uppercase();
-    let stride = match name.as_slice() {
-        b"MSET" => 2,
-        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => 1,
-        _ => {
-            return Err(format!(
-                "{} with keys in different slots cannot run on a cluster",
-                String::from_utf8_lossy(&name)
-            ))
-        }
-    };
-    // One command per slot, keys in their original order within it.
-    let mut per: BTreeMap<u16, (usize, Cmd)> = BTreeMap::new();
-    for (order, &i) in pos.iter().enumerate() {
-        let s = slot_at(i);
-        let e = per.entry(s).or_insert_with(|| (order, Cmd::default()));
-        if e.1.is_empty() {
-            e.1.arg(cmd.name());
-        }
-        for j in i..(i + stride).min(cmd.len()) {
-            e.1.arg(cmd.get(j).unwrap_or(&[]));
-        }
-    }
-    let mut v: Vec<(usize, u16, Cmd)> = per.into_iter().map(|(s, (o, c))| (o, s, c)).collect();
-    v.sort_by_key(|(o, _, _)| *o);
-    Ok(v.into_iter().map(|(_, s, c)| (Dest::Slot(s), c)).collect())
-}
-
-/// Where a single-slot command (as [`route`] returns them) goes: its first key's slot, or
-/// every master when it has no key.
+/// Where a single-slot command (as `route::split` leaves them) goes: its slot, or every
+/// master when it has no key (`SCRIPT LOAD`, `FUNCTION LOAD`). A command that is not
+/// single-slot (the caller split or refused it before) goes by its first argument's slot.
 pub fn dest(cmd: &Cmd) -> Dest {
-    match key_positions(cmd).first() {
-        Some(&i) => Dest::Slot(Slot::of_key(cmd.get(i).unwrap_or(&[])).get()),
-        None => Dest::AllMasters,
+    match split::split(cmd) {
+        Routed::Single(s) => Dest::Slot(s.get()),
+        Routed::Keyless => Dest::AllMasters,
+        Routed::Split(parts) => Dest::Slot(parts.first().map_or(0, |(s, _)| s.get())),
+        Routed::Transfer(t) => Dest::Slot(Slot::of_key(&t.src).get()),
+        Routed::Refused { .. } => Dest::Slot(Slot::of_key(cmd.get(1).unwrap_or(&[])).get()),
     }
 }
 
@@ -670,39 +591,19 @@ mod tests {
     }
 
     #[test]
-    fn routing_splits_what_is_exact_and_refuses_the_rest() {
-        let r = route(&Cmd::from_args(["SET", "foo", "1"])).unwrap();
+    fn destinations() {
         assert_eq!(
-            r,
-            vec![(Dest::Slot(12182), Cmd::from_args(["SET", "foo", "1"]))]
+            dest(&Cmd::from_args(["SET", "foo", "1"])),
+            Dest::Slot(12182)
         );
-        let r = route(&Cmd::from_args([
-            "MSET", "foo", "1", "bar", "2", "{foo}x", "3",
-        ]))
-        .unwrap();
         assert_eq!(
-            r,
-            vec![
-                (
-                    Dest::Slot(12182),
-                    Cmd::from_args(["MSET", "foo", "1", "{foo}x", "3"])
-                ),
-                (Dest::Slot(5061), Cmd::from_args(["MSET", "bar", "2"])),
-            ]
+            dest(&Cmd::from_args(["EVAL", "return 1", "1", "foo", "x"])),
+            Dest::Slot(12182)
         );
-        let r = route(&Cmd::from_args(["DEL", "foo", "bar"])).unwrap();
-        assert_eq!(r.len(), 2);
-        assert!(route(&Cmd::from_args(["RENAME", "foo", "bar"])).is_err());
-        assert!(route(&Cmd::from_args(["RENAME", "{a}1", "{a}2"])).is_ok());
-        let r = route(&Cmd::from_args(["SCRIPT", "LOAD", "return 1"])).unwrap();
-        assert_eq!(r[0].0, Dest::AllMasters);
-        let r = route(&Cmd::from_args(["EVAL", "return 1", "1", "foo", "x"])).unwrap();
-        assert_eq!(r[0].0, Dest::Slot(12182));
-        let r = route(&Cmd::from_args(["XGROUP", "CREATE", "foo", "g", "$"])).unwrap();
-        assert_eq!(r[0].0, Dest::Slot(12182));
-        // A numkeys larger than the command is capped, not trusted.
-        let r = route(&Cmd::from_args(["ZUNIONSTORE", "foo", "99", "{foo}a"])).unwrap();
-        assert_eq!(r[0].0, Dest::Slot(12182));
+        assert_eq!(
+            dest(&Cmd::from_args(["SCRIPT", "LOAD", "return 1"])),
+            Dest::AllMasters
+        );
     }
 
     #[test]

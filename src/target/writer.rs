@@ -38,6 +38,7 @@ use rustls::{ClientConnection, StreamOwned};
 
 use crate::model::{escape_bytes, Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Endpoint, Stream};
+use crate::ops::WriterStats;
 use crate::resp::{self, ErrorKind, NextAction, ServerError, Value};
 
 use super::cluster::{fix_addr, Ticket, TopologyHint};
@@ -396,6 +397,8 @@ pub struct Writer {
     db: Option<DbIndex>,
     applied: Arc<Applied>,
     limits: resp::Limits,
+    /// Live counters for the status model (ops, errors, in-flight, channel fill).
+    stats: Arc<WriterStats>,
     /// Blocking connections to other nodes, for redirected commands.
     side: std::collections::HashMap<String, Conn>,
 }
@@ -447,8 +450,15 @@ impl Writer {
             db: None,
             applied,
             limits: resp::Limits::default(),
+            stats: Arc::new(WriterStats::new(&addr)),
             side: std::collections::HashMap::new(),
         })
+    }
+
+    /// Publishes this writer's counters in `stats` (shared with the status model).
+    pub fn with_stats(mut self, stats: Arc<WriterStats>) -> Writer {
+        self.stats = stats;
+        self
     }
 
     fn err(&self, detail: impl Into<String>, retryable: bool) -> WriterError {
@@ -466,6 +476,10 @@ impl Writer {
         let mut open = true;
         let mut last_progress = Instant::now();
         loop {
+            self.stats
+                .inflight
+                .store(self.inflight.len() as u64, Ordering::Relaxed);
+            self.stats.queued.store(rx.len() as u64, Ordering::Relaxed);
             if abort.load(Ordering::SeqCst) {
                 return Err(self.err(
                     format!(
@@ -659,7 +673,10 @@ impl Writer {
         while self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(self.err("connection closed while writing", true)),
-                Ok(n) => self.wpos += n,
+                Ok(n) => {
+                    self.wpos += n;
+                    self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.err(format!("write: {e}"), true)),
@@ -853,6 +870,9 @@ impl Writer {
                     .commands
                     .fetch_add(f.batch.cmds.len() as u64, Ordering::Relaxed);
                 self.applied.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .ops
+                    .fetch_add(f.batch.cmds.len() as u64, Ordering::Relaxed);
                 match &f.batch.kind {
                     BatchKind::Plain => {}
                     BatchKind::Journal { next } => self.applied.advance(f.batch.flow, *next),
@@ -919,6 +939,7 @@ impl Writer {
             hops += 1;
             match &err.kind {
                 ErrorKind::Moved { addr: a, .. } => {
+                    self.stats.redirects.fetch_add(1, Ordering::Relaxed);
                     if let Some(h) = &self.cfg.hint {
                         h.mark();
                     }
@@ -940,6 +961,7 @@ impl Writer {
                     asking = false;
                 }
                 ErrorKind::Ask { addr: a, .. } => {
+                    self.stats.redirects.fetch_add(1, Ordering::Relaxed);
                     addr = fix_addr(a, &addr);
                     asking = true;
                 }
@@ -948,6 +970,7 @@ impl Writer {
                 | ErrorKind::Loading
                 | ErrorKind::Busy
                 | ErrorKind::ReadOnly => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     if err.kind == ErrorKind::ReadOnly {
                         if let Some(h) = &self.cfg.hint {
                             h.mark();
@@ -1091,6 +1114,7 @@ impl Writer {
         match e.next_action() {
             NextAction::CommandFailed => {
                 self.applied.refused.fetch_add(1, Ordering::Relaxed);
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "target {}: {flow}: {name} {key} refused, skipped: {}",
                     self.cfg.endpoint.addr,

@@ -502,6 +502,14 @@ impl Blobs {
         Blobs::default()
     }
 
+    /// An empty list with room for `strings` strings totalling `bytes` bytes.
+    pub fn with_capacity(strings: usize, bytes: usize) -> Blobs {
+        Blobs {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(strings),
+        }
+    }
+
     /// Appends one string.
     pub fn push(&mut self, s: &[u8]) {
         self.data.extend_from_slice(s);

@@ -24,6 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod cluster_ops;
+pub mod emu;
 pub mod replay;
 
 use df2redis_sync::net::{Endpoint, Secret, TlsOptions};
@@ -618,6 +620,8 @@ impl RedisClusterBuilder {
         nodes[0].cli(&refs);
         let c = RedisCluster {
             nodes,
+            password: self.password.clone(),
+            certs,
             _certs_dir: certs_dir,
         };
         c.wait_ok(Duration::from_secs(60));
@@ -629,6 +633,10 @@ impl RedisClusterBuilder {
 pub struct RedisCluster {
     // Field order = drop order: the servers go before the certificates they read.
     nodes: Vec<RedisServer>,
+    /// `requirepass`/`masterauth` of every node, for nodes added later.
+    password: Option<String>,
+    /// The cluster's certificates (TLS clusters), for nodes added later.
+    certs: Option<TlsCerts>,
     _certs_dir: tempfile::TempDir,
 }
 

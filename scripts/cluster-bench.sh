@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Full-sync throughput into a 3-master Redis Cluster vs. into one standalone redis-server, on
+# this machine, same dataset, same emulated master: builds the release binaries, starts
+# dfly-emulator (--bench-source: each flow's snapshot is serialized before DFLY SYNC is
+# answered, so the timing is the replica's), writes KEYS keys of the plain types into db 0 of
+# its backing server (a cluster has only db 0), then replicates it twice: into a fresh
+# standalone redis-server and into a fresh 3-master cluster (redis-cli --cluster create). For
+# each: seconds from "full sync started" to "stable sync" and keys/s; the cluster run is
+# checked with `check --mode full` (must say equal).
+#
+#   scripts/cluster-bench.sh              # KEYS=500000 SHARDS=4 by default
+#
+# Everything binds 127.0.0.1; every process started here is stopped on exit; bounded waits.
+set -euo pipefail
+KEYS=${KEYS:-500000}
+SHARDS=${SHARDS:-4}
+CONNS=${CONNS:-1}
+BASE_PORT=${BASE_PORT:-17390}
+cd "$(dirname "$0")/.."
+cargo build --release --bins >&2
+BIN=target/release
+WORK=$(mktemp -d /tmp/cluster-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+wait_ping() { # port
+    for _ in $(seq 1 200); do
+        redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "nothing answers on port $1" >&2
+    exit 1
+}
+
+server() { # port dir extra-args...
+    local port=$1 dir=$2
+    shift 2
+    mkdir -p "$dir"
+    redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$dir" \
+        --daemonize no --logfile "$dir/redis.log" "$@" &
+    PIDS+=($!)
+    wait_ping "$port"
+}
+
+EMU_PORT=$BASE_PORT
+STD_PORT=$((BASE_PORT + 1))
+C1=$((BASE_PORT + 2))
+C2=$((BASE_PORT + 3))
+C3=$((BASE_PORT + 4))
+
+RUST_LOG=info "$BIN/dfly-emulator" --port "$EMU_PORT" --shards "$SHARDS" --bench-source \
+    2>"$WORK/emulator.log" &
+PIDS+=($!)
+wait_ping "$EMU_PORT"
+BACKEND=$(redis-cli -p "$EMU_PORT" EMULATOR BACKEND)
+BPORT=${BACKEND##*:}
+awk -v n="$KEYS" 'BEGIN {
+    for (i = 0; i < n; i++) {
+        k = "bulk:" i;
+        s = i % 8;
+        if (s == 0) print "SET " k " value-" i "-abcdefghijklmnopqrstuvwxyz";
+        else if (s == 1) print "SET " k " " i * 7919;
+        else if (s == 2) print "RPUSH " k " a" i " b" i " c" i;
+        else if (s == 3) print "SADD " k " " i " " i + 1 " " i + 2;
+        else if (s == 4) print "SADD " k " m" i " n" i;
+        else if (s == 5) print "ZADD " k " 1.5 x" i " " i " y" i;
+        else if (s == 6) print "HSET " k " f1 v" i " f2 " i;
+        else print "SET " k " " i " PX 86400000";
+    }
+}' | redis-cli -p "$BPORT" --pipe >/dev/null
+total=$(redis-cli -p "$BPORT" dbsize)
+echo "dataset: $total keys in db 0 (8 plain shapes), $SHARDS flows, $CONNS writer connection(s) per node"
+
+# Target 1: one standalone node.
+server "$STD_PORT" "$WORK/std"
+# Target 2: a 3-master cluster.
+for p in $C1 $C2 $C3; do
+    server "$p" "$WORK/c$p" --cluster-enabled yes --cluster-config-file nodes.conf \
+        --cluster-node-timeout 3000
+done
+redis-cli --cluster create 127.0.0.1:$C1 127.0.0.1:$C2 127.0.0.1:$C3 --cluster-yes >/dev/null
+for _ in $(seq 1 300); do
+    ok=1
+    for p in $C1 $C2 $C3; do
+        redis-cli -p "$p" cluster info | grep -q "cluster_state:ok" || ok=0
+    done
+    [ "$ok" = 1 ] && break
+    sleep 0.1
+done
+
+run() { # name target-yaml-section
+    local name=$1 section=$2
+    cat >"$WORK/$name.yaml" <<EOF
+source:
+  addr: 127.0.0.1:$EMU_PORT
+target:
+$section
+checkpoint:
+  dir: $WORK/ckpt-$name
+  interval: 1s
+pipeline:
+  connections_per_node: $CONNS
+EOF
+    local log="$WORK/$name.log"
+    local start synced="" stable
+    start=$(date +%s.%N)
+    "$BIN/df2redis-sync" replicate "$WORK/$name.yaml" --log-file "$log" 2>/dev/null &
+    local repl=$!
+    PIDS+=($repl)
+    for _ in $(seq 1 3000); do
+        if [ -z "$synced" ] && grep -q "full sync started" "$log" 2>/dev/null; then
+            synced=$(date +%s.%N)
+        fi
+        grep -q "stable sync: following the journal" "$log" 2>/dev/null && break
+        kill -0 "$repl" 2>/dev/null || { cat "$log"; exit 1; }
+        sleep 0.05
+    done
+    grep -q "stable sync: following the journal" "$log" || {
+        echo "$name: no stable sync after 150 s" >&2
+        tail -20 "$log" >&2
+        exit 1
+    }
+    stable=$(date +%s.%N)
+    synced=${synced:-$start}
+    local secs
+    secs=$(echo "scale=2; ($stable - $synced) / 1" | bc)
+    echo "$name: full sync of $total keys in $secs s -> $(echo "$total / $secs" | bc) keys/s"
+    if [ "$name" = cluster ]; then
+        if timeout 600 "$BIN/df2redis-sync" -q check "$WORK/$name.yaml" --mode full --rounds 1 \
+            --result-dir "$WORK/check" >"$WORK/check.out"; then
+            echo "  check --mode full: $(grep -o 'result: [a-z]*' "$WORK/check.out")"
+        else
+            echo "  check --mode full: NOT equal" >&2
+            cat "$WORK/check.out" >&2
+            exit 1
+        fi
+        for p in $C1 $C2 $C3; do
+            echo "  master 127.0.0.1:$p holds $(redis-cli -p "$p" dbsize) keys"
+        done
+    fi
+    kill -TERM "$repl"
+    wait "$repl" || true
+}
+
+run standalone "  addr: 127.0.0.1:$STD_PORT"
+run cluster "  type: redis-cluster
+  seeds: [127.0.0.1:$C1]"

@@ -1,0 +1,182 @@
+//! The metrics/status HTTP endpoint: `GET /metrics` (Prometheus/OpenMetrics text), `GET
+//! /status` (the JSON [`StatusReport`]), `GET /` (a list of both). One thread, a small
+//! synchronous server (`tiny_http`), no async runtime.
+//!
+//! It is off unless `metrics.listen` is set, and the config resolver keeps it on the loopback
+//! unless an address says otherwise. The bound address (useful with port 0) is written to
+//! `<checkpoint.dir>/status.addr`, where `df2redis-sync status` looks first; the file is
+//! removed when the server stops. The server lives outside the engine: started by the CLI
+//! before the engine and stopped after it, it only reads [`Stats`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::metrics;
+use super::status::{addr_file, CheckpointStatus, StatusReport};
+use super::Stats;
+use crate::checkpoint::Store;
+
+/// A running endpoint; stopped (and its address file removed) on drop.
+pub struct Server {
+    addr: String,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    addr_file: Option<PathBuf>,
+}
+
+impl Server {
+    /// Binds `listen` and serves `stats` on a thread named `ops-http`. `checkpoint_dir` (when
+    /// checkpoints are on) gets the address file, and `/status` reports its checkpoint.
+    pub fn start(
+        listen: &str,
+        stats: Arc<Stats>,
+        checkpoint_dir: Option<&Path>,
+    ) -> Result<Server, String> {
+        let server = tiny_http::Server::http(listen)
+            .map_err(|e| format!("metrics endpoint: cannot listen on {listen}: {e}"))?;
+        let addr = match server.server_addr().to_ip() {
+            Some(a) => a.to_string(),
+            None => listen.to_string(),
+        };
+        let addr_file = match checkpoint_dir {
+            Some(dir) => {
+                let path = addr_file(dir);
+                let written = std::fs::create_dir_all(dir)
+                    .and_then(|_| std::fs::write(&path, format!("{addr}\n")));
+                match written {
+                    Ok(()) => Some(path),
+                    Err(e) => {
+                        log::warn!(
+                            "metrics endpoint: cannot write {} ({e}); `status` will use metrics.listen",
+                            path.display()
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let dir = checkpoint_dir.map(Path::to_path_buf);
+        let handle = std::thread::Builder::new()
+            .name("ops-http".into())
+            .spawn(move || serve(&server, &stats, dir.as_deref(), &st))
+            .map_err(|e| format!("metrics endpoint: spawning its thread: {e}"))?;
+        log::info!("metrics on http://{addr}/metrics, status on http://{addr}/status");
+        Ok(Server {
+            addr,
+            stop,
+            handle: Some(handle),
+            addr_file,
+        })
+    }
+
+    /// The bound `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        if let Some(p) = &self.addr_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn serve(server: &tiny_http::Server, stats: &Arc<Stats>, dir: Option<&Path>, stop: &AtomicBool) {
+    let registry = metrics::registry(stats.clone());
+    while !stop.load(Ordering::SeqCst) {
+        let req = match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                log::warn!("metrics endpoint: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        let path = req.url().split('?').next().unwrap_or("").to_string();
+        let (code, ctype, body) = if *req.method() != tiny_http::Method::Get {
+            (405, "text/plain", "only GET\n".to_string())
+        } else {
+            match path.as_str() {
+                "/metrics" => match metrics::render(&registry) {
+                    Ok(t) => (
+                        200,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        t,
+                    ),
+                    Err(_) => (500, "text/plain", "encoding failed\n".into()),
+                },
+                "/status" => {
+                    let cp = dir.and_then(|d| {
+                        let store = Store::new(d);
+                        store
+                            .load()
+                            .ok()
+                            .flatten()
+                            .map(|c| CheckpointStatus::from_checkpoint(&c, &store.path()))
+                    });
+                    let r = StatusReport::live(stats, cp);
+                    match serde_json::to_string_pretty(&r) {
+                        Ok(t) => (200, "application/json", t),
+                        Err(e) => (500, "text/plain", format!("{e}\n")),
+                    }
+                }
+                "/" => (
+                    200,
+                    "text/plain",
+                    "df2redis-sync: /metrics (Prometheus), /status (JSON)\n".into(),
+                ),
+                _ => (
+                    404,
+                    "text/plain",
+                    "not found: try /metrics or /status\n".into(),
+                ),
+            }
+        };
+        let mut resp = tiny_http::Response::from_string(body).with_status_code(code);
+        if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes()) {
+            resp = resp.with_header(h);
+        }
+        if let Err(e) = req.respond(resp) {
+            log::debug!("metrics endpoint: answering {path}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::status::http_get;
+
+    #[test]
+    fn serves_metrics_status_and_404_then_removes_its_address_file() {
+        let d = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::new());
+        let s = Server::start("127.0.0.1:0", stats, Some(d.path())).unwrap();
+        let file = std::fs::read_to_string(addr_file(d.path())).unwrap();
+        assert_eq!(file.trim(), s.addr());
+        let t = Duration::from_secs(5);
+        let m = http_get(s.addr(), "/metrics", t).unwrap();
+        assert!(m.contains("df2redis_up 1"), "{m}");
+        let j = http_get(s.addr(), "/status", t).unwrap();
+        let r: StatusReport = serde_json::from_str(&j).unwrap();
+        assert_eq!(r.state, "handshake");
+        assert!(r.live);
+        let e = http_get(s.addr(), "/nope", t).unwrap_err();
+        assert!(e.contains("404"), "{e}");
+        drop(s);
+        assert!(!addr_file(d.path()).exists());
+    }
+}

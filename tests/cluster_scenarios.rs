@@ -1,0 +1,309 @@
+//! Cluster change and multi-key scenarios, end to end: the emulator (3 shards) with its
+//! dataset in dbs 0, 1, 3 and 7 (dbs 1/3/7 mapped into the cluster's db 0 by key prefixes),
+//! the real `replicate` binary into a real Redis Cluster, and `check --mode full` equal at the
+//! end, with no restart of the tool:
+//! * slots migrated between masters (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE) while
+//!   the full sync runs, and again during stable sync under the live workload;
+//! * a new master added and given slots during stable sync;
+//! * a journal mix of multi-key commands (MSET/DEL/UNLINK over many slots, same-shard RENAME,
+//!   RENAMENX, COPY, SMOVE, LMOVE, *STORE, BITOP, PFMERGE, MOVE between prefixed dbs, FLUSHDB of
+//!   a prefixed db) and MULTI/EXEC transactions across slots.
+
+use std::time::Duration;
+
+use crate::support::cluster_ops::MigrateOpts;
+use crate::support::emu::{
+    call, connect, spawn_replica, spawn_work, start_emulator, wait_check_equal, wait_log,
+    write_config,
+};
+use crate::support::RedisCluster;
+
+/// The `databases` section that maps the emulator's dbs into the cluster's db 0.
+const PREFIXES: &str = "databases:\n  key_prefix: {1: \"db1:\", 3: \"db3:\", 7: \"db7:\"}\n";
+
+fn cluster_target(c: &RedisCluster) -> String {
+    format!(
+        "  type: redis-cluster\n  seeds: [\"{}\", \"{}\"]\n",
+        c.nodes()[0].addr(),
+        c.nodes()[1].addr()
+    )
+}
+
+fn assert_equal(cfg: &std::path::Path, dir: &std::path::Path, log: &std::path::Path) {
+    if let Err(last) = wait_check_equal(cfg, dir, 40) {
+        panic!(
+            "source and target never compared equal:\n{last}\nreplica log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        !text.contains("not applied"),
+        "commands were refused:\n{text}"
+    );
+    // One session from start to end: no restart, no second full sync.
+    assert_eq!(
+        text.matches("stable sync: following the journal").count(),
+        1,
+        "{text}"
+    );
+}
+
+/// Slots move from one master to another while the full sync writes the snapshot (slow
+/// migration: the slots stay MIGRATING/IMPORTING for seconds, writes meet ASK and MOVED), then
+/// other slots move during stable sync under the emulator's workload.
+#[test]
+fn slots_migrated_during_full_sync_and_stable_sync_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "2");
+    let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
+    let log = dir.path().join("replica.log");
+    let a = cluster.owner_of(0).unwrap();
+    let b = (a + 1) % 3;
+    let _r = std::thread::scope(|s| {
+        let mig = s.spawn(|| {
+            cluster.migrate_slots(
+                0..=399,
+                a,
+                b,
+                MigrateOpts {
+                    keys_per_batch: 5,
+                    pause: Duration::from_millis(8),
+                },
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let r = spawn_replica(&cfg, &log);
+        assert!(mig.join().unwrap() > 0, "no key moved during the full sync");
+        r
+    });
+    assert!(
+        wait_log(&log, "stable sync: following the journal", 60),
+        "no stable sync: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Stable sync: workload and multi-key mix (cross-slot transfers meet ASK redirects) while
+    // another range moves the other way round.
+    let work = spawn_work(&emu_addr, "2000", "8000");
+    let mix = {
+        let addr = emu_addr.clone();
+        std::thread::spawn(move || multi_key_mix(&addr, 30))
+    };
+    let c = (b + 1) % 3;
+    let first_of_c = *cluster.master_slots(c)[0].start();
+    let moved = cluster.migrate_slots(
+        first_of_c..=first_of_c + 299,
+        c,
+        a,
+        MigrateOpts {
+            keys_per_batch: 3,
+            pause: Duration::from_millis(5),
+        },
+    );
+    assert!(moved > 0);
+    mix.join().unwrap();
+    assert!(work.join().unwrap());
+    cluster.wait_ok(Duration::from_secs(30));
+    assert_equal(&cfg, dir.path(), &log);
+}
+
+/// A fourth master joins during stable sync and takes 500 slots (with their keys) while the
+/// workload runs: the tool picks the new node up without a restart.
+#[test]
+fn new_master_given_slots_during_stable_sync_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = RedisCluster::start();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
+    let log = dir.path().join("replica.log");
+    let _r = spawn_replica(&cfg, &log);
+    assert!(
+        wait_log(&log, "stable sync: following the journal", 60),
+        "no stable sync: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let work = spawn_work(&emu_addr, "2000", "8000");
+    let new = cluster.add_master();
+    let from = cluster.owner_of(16383).unwrap();
+    let moved = cluster.migrate_slots(
+        15884..=16383,
+        from,
+        new,
+        MigrateOpts {
+            keys_per_batch: 10,
+            pause: Duration::from_millis(2),
+        },
+    );
+    assert!(moved > 0);
+    assert!(work.join().unwrap());
+    cluster.wait_ok(Duration::from_secs(30));
+    assert_equal(&cfg, dir.path(), &log);
+    // The new master really holds replicated keys.
+    let keys: u64 = cluster.nodes()[new].cli(&["DBSIZE"]).parse().unwrap();
+    assert!(keys > 0);
+}
+
+/// Multi-key commands and cross-slot transactions written to the emulator during stable sync.
+fn multi_key_mix(addr: &str, rounds: usize) {
+    let mut c = connect(addr);
+    for r in 0..rounds {
+        let k = |n: usize| format!("mx:{r}:{n}");
+        // MSET / DEL / UNLINK over keys of many slots.
+        let mut mset = vec!["MSET".to_string()];
+        for n in 0..12 {
+            mset.push(k(n));
+            mset.push(format!("v{n}"));
+        }
+        call(&mut c, &mset.iter().map(String::as_str).collect::<Vec<_>>());
+        call(&mut c, &["DEL", &k(0), &k(1), &k(2), "mx:nosuch"]);
+        call(&mut c, &["UNLINK", &k(3), &k(4)]);
+        // Renames: same shard or not, same slot or not (the emulator journals a same-shard
+        // rename as is: across slots it runs as a transfer).
+        call(&mut c, &["SET", &k(20), "ttl", "PX", "3600000"]);
+        call(&mut c, &["RENAME", &k(20), &k(21)]);
+        call(&mut c, &["RPUSH", &k(22), "a", "b", "c"]);
+        call(&mut c, &["RENAME", &k(22), &k(23)]);
+        call(&mut c, &["RENAMENX", &k(5), &k(6)]); // k(6) exists: no-op
+        call(&mut c, &["RENAMENX", &k(7), &k(24)]);
+        call(&mut c, &["COPY", &k(8), &k(25)]);
+        call(&mut c, &["COPY", &k(9), &k(8), "REPLACE"]);
+        call(&mut c, &["HSET", &k(26), "f", "1", "g", "2"]);
+        call(&mut c, &["RENAME", &k(26), &format!("{{mx{r}}}h")]);
+        // Moves and stores (journaled as single-key commands).
+        call(&mut c, &["SADD", &k(30), "a", "b", "c"]);
+        call(&mut c, &["SMOVE", &k(30), &k(31), "b"]);
+        call(&mut c, &["SUNIONSTORE", &k(32), &k(30), &k(31)]);
+        call(&mut c, &["ZADD", &k(33), "1", "x", "2.5", "y"]);
+        call(&mut c, &["ZUNIONSTORE", &k(34), "2", &k(33), &k(33)]);
+        call(&mut c, &["LMOVE", &k(23), &k(35), "LEFT", "RIGHT"]);
+        call(&mut c, &["SET", &k(36), "ab"]);
+        call(&mut c, &["BITOP", "OR", &k(37), &k(36), &k(10)]);
+        call(&mut c, &["PFADD", &k(38), "a", "b"]);
+        call(&mut c, &["PFMERGE", &k(39), &k(38)]);
+        // A transaction over several slots.
+        call(&mut c, &["MULTI"]);
+        for n in 40..45 {
+            call(&mut c, &["INCRBY", &k(n), "3"]);
+        }
+        call(&mut c, &["LPUSH", &k(45), "t"]);
+        call(&mut c, &["DEL", &k(11), &k(41)]);
+        call(&mut c, &["EXEC"]);
+        // Between prefixed dbs: MOVE becomes RENAMENX across the prefixes (a transfer).
+        call(&mut c, &["SELECT", "1"]);
+        call(&mut c, &["SET", &k(50), "moved"]);
+        call(&mut c, &["MOVE", &k(50), "3"]);
+        call(&mut c, &["MSET", &k(51), "1", &k(52), "2"]);
+        call(&mut c, &["SELECT", "0"]);
+    }
+    // FLUSHDB of one prefixed db: only its keys go, on every master.
+    call(&mut c, &["SELECT", "7"]);
+    call(&mut c, &["FLUSHDB"]);
+    call(&mut c, &["SET", "after:flush", "7"]);
+    call(&mut c, &["SELECT", "0"]);
+}
+
+/// A journal mix of multi-key commands and cross-slot transactions (with the workload running)
+/// converges exactly on a cluster.
+#[test]
+fn multi_key_commands_and_cross_slot_transactions_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
+    let log = dir.path().join("replica.log");
+    let _r = spawn_replica(&cfg, &log);
+    assert!(
+        wait_log(&log, "stable sync: following the journal", 60),
+        "no stable sync: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let work = spawn_work(&emu_addr, "1000", "3000");
+    multi_key_mix(&emu_addr, 40);
+    assert!(work.join().unwrap());
+    assert_equal(&cfg, dir.path(), &log);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("across slots runs as a read-then-write transfer"),
+        "no cross-slot rename ran as a transfer: {text}"
+    );
+    // Spot checks through the cluster: the prefixed MOVE and the FLUSHDB of db 7.
+    let mut cl = crate::cluster_split::SlotClient::new(&cluster);
+    let get = |cl: &mut crate::cluster_split::SlotClient, k: &str| {
+        let s = df2redis_sync::route::Slot::of_key(k.as_bytes());
+        cl.exec(s, &[df2redis_sync::model::Cmd::from_args(["GET", k])])
+            .unwrap()
+            .remove(0)
+    };
+    assert_eq!(get(&mut cl, "db3:mx:0:50").as_bytes(), Some(&b"moved"[..]));
+    assert_eq!(get(&mut cl, "db7:after:flush").as_bytes(), Some(&b"7"[..]));
+    let db7: usize = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            n.cli(&["KEYS", "db7:*"])
+                .lines()
+                .filter(|l| !l.is_empty())
+                .count()
+        })
+        .sum();
+    assert_eq!(db7, 1, "FLUSHDB of db 7 left keys");
+}
+
+/// `kill -9` of the tool twice while the multi-key mix (cross-slot renames run as transfers,
+/// MULTI/EXEC with INCRBY, MSET/DEL over many slots) and the workload run: each restart resumes
+/// PARTIAL, and nothing is lost or applied twice (`check --mode full` compares every value).
+#[test]
+fn kill_9_during_transfers_and_multi_key_mix_converges_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
+    let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
+    let log = dir.path().join("replica.log");
+    let mut r = spawn_replica(&cfg, &log);
+    assert!(
+        wait_log(&log, "stable sync: following the journal", 60),
+        "no stable sync: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let work = spawn_work(&emu_addr, "1000", "6000");
+    let mix = {
+        let addr = emu_addr.clone();
+        std::thread::spawn(move || multi_key_mix(&addr, 400))
+    };
+    for i in 0..2 {
+        // Kill once this run follows the journal again and has had time to apply a part of
+        // the mix, while the mix still runs.
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("stable sync: following the journal")
+            .count()
+            < i + 1
+        {
+            assert!(std::time::Instant::now() < end, "restart {i} never resumed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!mix.is_finished(), "the mix ended before kill {i}");
+        let _ = r.0.kill();
+        let _ = r.0.wait();
+        std::thread::sleep(Duration::from_millis(300));
+        r = spawn_replica(&cfg, &log);
+    }
+    mix.join().unwrap();
+    assert!(work.join().unwrap());
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
+        panic!(
+            "never equal after kill -9:\n{last}\nreplica log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        text.matches("partial sync: stable sync resumed").count(),
+        2,
+        "{text}"
+    );
+    assert!(!text.contains("not applied"), "{text}");
+}
