@@ -109,6 +109,8 @@ replica:
 pipeline:
   $(echo "${PIPELINE:-batch_commands: 512}" | sed "s/; */\n  /g")
 EOF
+    # A repeated run must not find the previous run's log lines or checkpoint.
+    rm -rf "$WORK/replica-$ds-$shards.log" "$WORK/ckpt-$ds-$shards"
     local wrap=()
     [ -n "${PERF:-}" ] && wrap=(perf record -F 1999 -g -o "$PERF.$ds.$shards" --)
     "${wrap[@]}" "$BIN/df2redis-sync" replicate "$WORK/r-$ds-$shards.yaml" \

@@ -3,9 +3,13 @@
 
   fullsync_timer.py LOG TARGET_PORT FLOWS PID [TIMEOUT_S] [MARKER_PREFIX]
 
-start = the moment the replica's log says "full sync started" (logged when `DFLY SYNC` was
-        answered; with the emulator's --bench-source the snapshot is serialized by then, so
-        what follows is the replica's time);
+start = the first of: the replica's log says "full sync started" (logged when `DFLY SYNC`
+        was answered), or a first key of the snapshot is visible in the target. The second
+        matters with `dfly-emulator --bench-source`: it serializes the flows one after the
+        other inside `DFLY SYNC` and each flow starts sending as soon as its own snapshot is
+        ready, so the first flows are applied before `+OK`. Starting at the first key is
+        conservative: the emulator's serialization of the remaining flows then competes with
+        the replica for the CPUs, and counts against the replica;
 end   = the moment every flow's position marker exists in the target: a flow's marker is
         committed by the batch that follows its last snapshot batch, so every key is applied.
 
@@ -37,6 +41,39 @@ def read_int(sock):
     if not data.startswith(b":"):
         raise RuntimeError("unexpected reply %r" % data)
     return int(data[1:-2])
+
+
+def read_reply(sock, buf):
+    """One RESP reply (integer or bulk string) -> (value, rest of buf)."""
+    while b"\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("target closed the connection")
+        buf += chunk
+    line, _, rest = buf.partition(b"\r\n")
+    if line.startswith(b":"):
+        return int(line[1:]), rest
+    if line.startswith(b"$"):
+        n = int(line[1:])
+        while len(rest) < n + 2:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("target closed the connection")
+            rest += chunk
+        return rest[:n], rest[n + 2:]
+    raise RuntimeError("unexpected reply %r" % line)
+
+
+def keys_beyond_markers(sock, markers_q):
+    """Keys in the target that are not the tool's markers."""
+    sock.sendall(resp_cmd("INFO", "keyspace") + markers_q)
+    info, rest = read_reply(sock, b"")
+    markers, _ = read_reply(sock, rest)
+    total = 0
+    for line in info.decode().splitlines():
+        if line.startswith("db") and "keys=" in line:
+            total += int(line.split("keys=")[1].split(",")[0])
+    return total - markers
 
 
 def proc_figures(pid):
@@ -71,6 +108,9 @@ def main():
     start = None
     pos = 0
     tail = b""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    markers_q = resp_cmd("EXISTS", prefix + "owner", *["%s%d" % (prefix, i) for i in range(flows)])
     while start is None:
         if time.time() > deadline or not alive(pid):
             print("timeout or exit before the full sync started", file=sys.stderr)
@@ -83,13 +123,11 @@ def main():
         except FileNotFoundError:
             new = b""
         tail += new
-        if b"full sync started" in tail:
+        if b"full sync started" in tail or keys_beyond_markers(sock, markers_q) > 0:
             start = time.time()
             break
         tail = tail[-200:]
         time.sleep(0.002)
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     q = resp_cmd("EXISTS", *["%s%d" % (prefix, i) for i in range(flows)])
     while True:
         sock.sendall(q)

@@ -17,6 +17,10 @@ both sides hold exactly the same data.
                                            the SETs examples/bench_master.rs journals
                                            (`SET k:<flow>:<n % KEYSPACE> <value>`), for
                                            the stable-sync ceiling
+  gen_dataset.py journal-tx OPS FLOWS KEYSPACE VALUE_BYTES BATCH
+                                           the same SETs framed the way df2redis-sync
+                                           applies a journal batch: MULTI, BATCH SETs,
+                                           SET <marker> <position>, EXEC
 """
 
 import random
@@ -146,6 +150,18 @@ def journal(ops, flows, keyspace, vbytes):
             emit("SET", "k:%d:%d" % (f, n % keyspace), val)
 
 
+def journal_tx(ops, flows, keyspace, vbytes, batch):
+    for f in range(flows):
+        mine = ops // flows + (1 if f < ops % flows else 0)
+        val = value(f, vbytes)
+        for start in range(0, mine, batch):
+            emit("MULTI")
+            for n in range(start, min(mine, start + batch)):
+                emit("SET", "k:%d:%d" % (f, n % keyspace), val)
+            emit("SET", "df2redis-sync:ckpt:%d" % f, "replid:%d" % (start + batch))
+            emit("EXEC")
+
+
 def main():
     kind = sys.argv[1] if len(sys.argv) > 1 else ""
     arg = int(sys.argv[2]) if len(sys.argv) > 2 else 0
@@ -157,6 +173,8 @@ def main():
         huge(arg)
     elif kind == "bighash":
         bighash(arg)
+    elif kind == "journal-tx":
+        journal_tx(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
     elif kind == "journal":
         journal(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     else:

@@ -65,6 +65,10 @@ struct Args {
     /// The target the replica writes to (for the probe subscriber).
     #[arg(long)]
     target: Option<String>,
+    /// No keyspace notifications (they cost the target CPU on every write): only the final
+    /// probes are looked for, by polling the target every millisecond; no lag figures.
+    #[arg(long)]
+    no_lag: bool,
     /// Write every probe as `<ms since the journal started> <lag µs>` to this file.
     #[arg(long)]
     dump: Option<String>,
@@ -121,7 +125,11 @@ fn run(args: Args) -> io::Result<()> {
     });
     if let Some(t) = sh.args.target.clone() {
         let s2 = sh.clone();
-        subscribe(&t, &s2)?;
+        if sh.args.no_lag {
+            poll_final(&t, &s2)?;
+        } else {
+            subscribe(&t, &s2)?;
+        }
     }
     {
         let sh = sh.clone();
@@ -214,6 +222,44 @@ fn report(sh: &Shared) {
     let _ = writeln!(io::stdout().lock(), "{line}");
 }
 
+/// Without notifications: polls the target for each flow's final probe key.
+fn poll_final(target: &str, sh: &Arc<Shared>) -> io::Result<()> {
+    let mut conn = TcpStream::connect(target)?;
+    conn.set_nodelay(true)?;
+    let n = sh.args.flows.max(1);
+    let sh = sh.clone();
+    thread::spawn(move || {
+        let mut rb = ReadBuf::default();
+        let mut left: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("probe:{i}:last").into_bytes())
+            .collect();
+        while !left.is_empty() {
+            let mut still = Vec::new();
+            for key in left {
+                let v = Value::Array(Some(vec![
+                    Value::bulk(b"EXISTS".to_vec()),
+                    Value::bulk(key.clone()),
+                ]));
+                if conn.write_all(&v.to_bytes()).is_err() {
+                    return;
+                }
+                match rb.read_value(&mut conn) {
+                    Ok(r) if r.as_int() == Some(1) => {
+                        if let Ok(mut m) = sh.last_seen.lock() {
+                            m.insert(key, Instant::now());
+                        }
+                    }
+                    Ok(_) => still.push(key),
+                    Err(_) => return,
+                }
+            }
+            left = still;
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    Ok(())
+}
+
 /// The probe subscriber on the target.
 fn subscribe(target: &str, sh: &Arc<Shared>) -> io::Result<()> {
     let mut conn = TcpStream::connect(target)?;
@@ -273,6 +319,7 @@ fn serve(mut s: TcpStream, sh: &Arc<Shared>) -> io::Result<()> {
     s.set_nodelay(true)?;
     let mut rb = ReadBuf::default();
     let n = sh.args.flows.max(1);
+    let mut session = false;
     while let Some(args) = rb.read_request(&mut s)? {
         let up: Vec<String> = args
             .iter()
@@ -292,16 +339,19 @@ fn serve(mut s: TcpStream, sh: &Arc<Shared>) -> io::Result<()> {
                 );
                 reply(&mut s, Value::bulk(text.into_bytes()))?
             }
-            ("REPLCONF", "CAPA") if args.get(2).is_some_and(|a| a == b"dragonfly") => reply(
-                &mut s,
-                Value::Array(Some(vec![
-                    simple(&sh.replid),
-                    simple("SYNC1"),
-                    Value::Int(n as i64),
-                    Value::Int(5),
-                    simple(&sh.replid),
-                ])),
-            )?,
+            ("REPLCONF", "CAPA") if args.get(2).is_some_and(|a| a == b"dragonfly") => {
+                session = true;
+                reply(
+                    &mut s,
+                    Value::Array(Some(vec![
+                        simple(&sh.replid),
+                        simple("SYNC1"),
+                        Value::Int(n as i64),
+                        Value::Int(5),
+                        simple(&sh.replid),
+                    ])),
+                )?
+            }
             ("REPLCONF", "ACK") => {}
             ("REPLCONF", _) => reply(&mut s, Value::ok())?,
             ("DFLY", "FLOW") => {
@@ -317,6 +367,7 @@ fn serve(mut s: TcpStream, sh: &Arc<Shared>) -> io::Result<()> {
                     )?;
                     continue;
                 };
+                session = true;
                 if let Ok(mut f) = sh.flows.lock() {
                     f[id] = Some(s.try_clone()?);
                 }
@@ -364,6 +415,12 @@ fn serve(mut s: TcpStream, sh: &Arc<Shared>) -> io::Result<()> {
             }
             _ => reply(&mut s, Value::err("unknown command"))?,
         }
+    }
+    // The replica closed its main or a flow connection: like Dragonfly, end the whole session
+    // (the replica waits for the master's FIN on every connection when it stops). Other
+    // connections (a PING probe) just end.
+    if session {
+        std::process::exit(0)
     }
     Ok(())
 }
