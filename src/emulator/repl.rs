@@ -326,11 +326,11 @@ pub fn dfly_sync(m: &Arc<Master>, sync_id: &[u8]) -> Value {
     *sess.state.lock() = SyncState::FullSync;
     let used_mem = m.backend_used_memory();
     let mut per_shard = per_shard;
+    // Benchmark source mode: serialize every flow's whole snapshot before any flow sends a
+    // byte (and before answering), so the replica's timing starts on equal terms for all flows.
+    let mut jobs = Vec::with_capacity(flows.len());
     for f in flows {
         let keys = std::mem::take(&mut per_shard[f.id]);
-        let lsn = lsns[f.id];
-        let (m2, s2) = (m.clone(), sess.clone());
-        // Benchmark source mode: serialize the whole snapshot before answering.
         let pre = if m.cfg.bench_source {
             let mut w = m.snap_writer();
             w.header(&aux_fields(m, f.id, used_mem));
@@ -340,6 +340,11 @@ pub fn dfly_sync(m: &Arc<Master>, sync_id: &[u8]) -> Value {
         } else {
             None
         };
+        jobs.push((f, keys, pre));
+    }
+    for (f, keys, pre) in jobs {
+        let lsn = lsns[f.id];
+        let (m2, s2) = (m.clone(), sess.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("flow-{}", f.id))
             .spawn(move || full_writer(&m2, &s2, &f, keys, lsn, used_mem, pre));
