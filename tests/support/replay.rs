@@ -501,6 +501,9 @@ fn serve_conn(sh: Arc<Shared>, mut s: TcpStream) {
     let mut chunk = vec![0u8; 64 << 10];
     let mut flow_id: Option<u32> = None;
     let mut last_ack: Option<u64> = None;
+    // Only a connection of the replication session (main after `capa dragonfly`, or a flow)
+    // ends the session when it closes, as on Dragonfly; a plain client (an INFO probe) does not.
+    let mut in_session = false;
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     loop {
@@ -525,6 +528,10 @@ fn serve_conn(sh: Arc<Shared>, mut s: TcpStream) {
             if args.is_empty() {
                 continue;
             }
+            let name = upper(&args[0]);
+            in_session |= (name == "REPLCONF"
+                && args.iter().any(|a| a.eq_ignore_ascii_case(b"dragonfly")))
+                || (name == "DFLY" && args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"FLOW")));
             let reply = handle(&sh, &s, &mut flow_id, &mut last_ack, &args);
             if let Some(r) = reply {
                 if s.write_all(&r).is_err() {
@@ -534,7 +541,9 @@ fn serve_conn(sh: Arc<Shared>, mut s: TcpStream) {
         }
     }
     sh.obs.lock().unwrap().closed += 1;
-    sh.end_session();
+    if in_session {
+        sh.end_session();
+    }
 }
 
 fn upper(a: &[u8]) -> String {
