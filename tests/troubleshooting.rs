@@ -1027,7 +1027,20 @@ impl Emulator {
 }
 
 impl Drop for Emulator {
+    /// SIGTERM first: the emulator then stops the backing redis-server it started (a SIGKILL
+    /// would leave that server orphaned).
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
