@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use df2redis_sync::model::Cmd;
 use df2redis_sync::net::{Conn, Endpoint};
 
-use crate::support::{free_port, run_bounded, RedisCluster};
+use crate::support::{run_bounded, RedisCluster};
 
 /// A child process terminated (SIGTERM, then SIGKILL) on drop.
 struct Proc(std::process::Child);
@@ -44,27 +44,6 @@ fn plain(addr: &str) -> Endpoint {
     let mut ep = Endpoint::plain(addr);
     ep.io_timeout = Some(Duration::from_secs(20));
     ep
-}
-
-/// The emulator with 3 shards, its log in `dir/emulator.log`.
-fn start_emulator(dir: &Path) -> (Proc, String) {
-    let port = free_port(false);
-    let p = Proc(
-        Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["--port", &port.to_string(), "--shards", "3"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("emulator.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}");
-    let end = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < end, "emulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (p, addr)
 }
 
 /// Writes a db-0 dataset of every type through the emulator (a cluster has only db 0):
@@ -288,7 +267,7 @@ fn all_output(p: &Path) -> String {
 fn cluster_target_every_type_and_live_workload_converge() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start();
-    let (_emu, emu) = start_emulator(dir.path());
+    let (_emu, emu) = crate::support::emu::start_empty_emulator(dir.path(), &[]);
     let keys = load_every_type(&emu, 1);
     let cfg = cluster_config(dir.path(), &emu, &cluster.nodes()[0].addr(), "");
     let log = dir.path().join("replica.log");
@@ -348,7 +327,7 @@ fn cluster_target_every_type_and_live_workload_converge() {
 fn cluster_failover_during_stable_sync_converges_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::builder().masters(3).replicas(1).start();
-    let (_emu, emu) = start_emulator(dir.path());
+    let (_emu, emu) = crate::support::emu::start_empty_emulator(dir.path(), &[]);
     load_every_type(&emu, 1);
     let cfg = cluster_config(dir.path(), &emu, &cluster.nodes()[0].addr(), "");
     let log = dir.path().join("replica.log");
@@ -384,7 +363,7 @@ fn cluster_failover_during_stable_sync_converges_without_restart() {
 fn cluster_kill_9_mid_stream_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start();
-    let (_emu, emu) = start_emulator(dir.path());
+    let (_emu, emu) = crate::support::emu::start_empty_emulator(dir.path(), &[]);
     load_every_type(&emu, 1);
     let cfg = cluster_config(dir.path(), &emu, &cluster.nodes()[1].addr(), "");
     let log = dir.path().join("replica.log");

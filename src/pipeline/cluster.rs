@@ -174,27 +174,8 @@ impl Setup {
                 .map_err(|e| format!("reading the markers: {e}"))?;
             ours |= v.as_int().is_some_and(|n| n > 0);
         }
-        let flush = match policy {
-            FlushPolicy::Always => true,
-            FlushPolicy::Never => false,
-            FlushPolicy::Auto => ours,
-        };
-        if flush {
-            log::warn!(
-                "flushing every master of the target (FLUSHALL) before the full sync: {}",
-                if ours {
-                    "it holds data of an earlier df2redis-sync run, and keys the master deleted \
-                     meanwhile are in no snapshot"
-                } else {
-                    "target.flush_before_full_sync is `always`"
-                }
-            );
+        if super::flush_decision(policy, ours, "every master of the target") {
             self.flush_all().map_err(|e| format!("FLUSHALL: {e}"))?;
-        } else if ours {
-            log::warn!(
-                "target.flush_before_full_sync is `never`: keys that an earlier run wrote and the \
-                 master deleted since stay in the target (check will report them)"
-            );
         }
         self.clear_markers()
             .map_err(|e| format!("clearing the markers: {e}"))?;

@@ -238,30 +238,11 @@ fn prepare_full_sync(
     let ours = markers
         .ours(probe, flows)
         .map_err(|e| format!("reading the markers: {e}"))?;
-    let flush = match policy {
-        FlushPolicy::Always => true,
-        FlushPolicy::Never => false,
-        FlushPolicy::Auto => ours,
-    };
-    if flush {
-        log::warn!(
-            "flushing the target (FLUSHALL) before the full sync: {}",
-            if ours {
-                "it holds data of an earlier df2redis-sync run, and keys the master deleted \
-                 meanwhile are in no snapshot"
-            } else {
-                "target.flush_before_full_sync is `always`"
-            }
-        );
+    if flush_decision(policy, ours, "the target") {
         probe
             .request_ok(&Cmd::new("FLUSHALL"))
             .map_err(|e| format!("FLUSHALL: {e}"))?;
-    } else if ours {
-        log::warn!(
-            "target.flush_before_full_sync is `never`: keys that an earlier run wrote and the \
-             master deleted since stay in the target (check will report them)"
-        );
-    } else {
+    } else if !ours {
         let keys = target_key_count(probe);
         if keys > 0 {
             log::warn!(
@@ -283,6 +264,34 @@ fn prepare_full_sync(
         .and_then(|_| probe.request_ok(&markers.owner_cmd()))
         .map_err(|e| format!("clearing the markers: {e}"))?;
     Ok(())
+}
+
+/// Whether a full sync empties the target first, under `policy`, given whether the target
+/// holds data of an earlier run (`ours`); logs the decision. `what` names the target in the
+/// log ("the target", "every master of the target"). Shared by standalone and cluster targets.
+pub(crate) fn flush_decision(policy: FlushPolicy, ours: bool, what: &str) -> bool {
+    let flush = match policy {
+        FlushPolicy::Always => true,
+        FlushPolicy::Never => false,
+        FlushPolicy::Auto => ours,
+    };
+    if flush {
+        log::warn!(
+            "flushing {what} (FLUSHALL) before the full sync: {}",
+            if ours {
+                "it holds data of an earlier df2redis-sync run, and keys the master deleted \
+                 meanwhile are in no snapshot"
+            } else {
+                "target.flush_before_full_sync is `always`"
+            }
+        );
+    } else if ours {
+        log::warn!(
+            "target.flush_before_full_sync is `never`: keys that an earlier run wrote and the \
+             master deleted since stay in the target (check will report them)"
+        );
+    }
+    flush
 }
 
 /// Keys in every database of the target (`INFO keyspace`); 0 when it cannot be read.
