@@ -1,90 +1,56 @@
 //! Integration tests: the `dfly-emulator` binary over a real redis-server.
 //!
-//! Each test starts its own redis-server (free loopback port, no persistence) and the emulator
-//! with `--backend` pointing at it; both are killed on drop. A minimal scripted replica (raw
+//! Each test starts its own redis-server (the `support` fixture: free loopback port, no
+//! persistence) and the emulator (`support::emu::Emulator`: a kernel-picked port) with
+//! `--backend` pointing at it; both are stopped on drop. A minimal scripted replica (raw
 //! sockets) speaks the replica side of the protocol.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use df2redis_sync::emulator::proto::{parse_value, Value};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+use crate::support::emu::Emulator;
+use crate::support::RedisServer;
+
+/// A plain redis-server from the shared fixture, with `DEBUG` enabled (`DEBUG DIGEST-VALUE`
+/// compares values) and keyspace notifications for expired keys (the emulator journals them).
+fn redis_server() -> RedisServer {
+    RedisServer::builder()
+        .args(&[
+            "--notify-keyspace-events",
+            "Ex",
+            "--enable-debug-command",
+            "yes",
+        ])
+        .start()
 }
 
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// redis-server + dfly-emulator, killed on drop.
+/// redis-server + dfly-emulator (`--backend` pointing at it), both stopped on drop.
 struct Emu {
-    redis: Child,
-    emu: Child,
+    // Field order = drop order: the emulator stops before its backend.
+    _emu: Emulator,
+    _redis: RedisServer,
     port: u16,
     backend_port: u16,
-    _dir: tempfile::TempDir,
 }
 
 impl Emu {
     fn start(extra: &[&str]) -> Emu {
-        let dir = tempfile::tempdir().unwrap();
-        let backend_port = free_port();
-        let redis = Command::new("redis-server")
-            .args([
-                "--port",
-                &backend_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args([
-                "--appendonly",
-                "no",
-                "--notify-keyspace-events",
-                "Ex",
-                "--enable-debug-command",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        wait_port(backend_port);
-        let port = free_port();
-        let emu = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--backend",
-                &format!("127.0.0.1:{backend_port}"),
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("dfly-emulator binary");
-        wait_port(port);
+        let redis = redis_server();
+        let backend = redis.addr();
+        let mut args = vec!["--backend", backend.as_str()];
+        args.extend_from_slice(extra);
+        let emu = Emulator::start_in_tempdir(&args);
         Emu {
-            redis,
-            emu,
-            port,
-            backend_port,
-            _dir: dir,
+            port: emu.port(),
+            backend_port: redis.port(),
+            _emu: emu,
+            _redis: redis,
         }
     }
 
@@ -98,15 +64,6 @@ impl Emu {
 
     fn conn(&self) -> Client {
         Client::new(self.port)
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.emu.kill();
-        let _ = self.emu.wait();
-        let _ = self.redis.kill();
-        let _ = self.redis.wait();
     }
 }
 
@@ -1741,16 +1698,6 @@ fn compare_manifest(manifest: &std::path::Path, port: &str, with_resume: bool) -
     diffs
 }
 
-/// Kills a child process when dropped (also when the test panics).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Redis's CRC-64 (Jones), for DUMP payloads.
 fn crc64(data: &[u8]) -> u64 {
     let mut crc: u64 = 0;
@@ -1812,26 +1759,8 @@ fn full_sync_values_reload_in_redis_to_the_same_data() {
             f.wait_for("FULLSYNC_END", has_fullsync_end);
         }
         r.start_stable();
-        let scratch_port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let scratch = Command::new("redis-server")
-            .args([
-                "--port",
-                &scratch_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--enable-debug-command", "yes"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let _scratch = KillOnDrop(scratch);
-        wait_port(scratch_port);
+        let scratch = redis_server();
+        let scratch_port = scratch.port();
         let mut s = Client::new(scratch_port);
         let mut b = Client::new(e.backend_port);
         let (mut checked, mut streams) = (0, 0);
@@ -2502,27 +2431,8 @@ fn snapshot_plus_journal_of_a_workload_replays_to_the_same_keyspace() {
     std::thread::sleep(Duration::from_millis(700));
     let mut c = e.conn();
     let lsns = info_field(&text(&c.call(&["INFO", "replication"])), "master_lsns").unwrap();
-    let scratch_port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let _scratch = KillOnDrop(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &scratch_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--enable-debug-command", "yes"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(scratch_port);
+    let scratch = redis_server();
+    let scratch_port = scratch.port();
     let mut s = Client::new(scratch_port);
     let mut applied = 0;
     let mut snapshot_streams = Vec::new();
@@ -2803,4 +2713,182 @@ fn resp3_clients_get_resp3_replies_and_are_journaled() {
             want
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up: a kernel-picked port reported two ways, and a backing redis-server start that
+// survives a taken port and explains itself when it gives up.
+
+/// Runs `dfly-emulator <args>` expecting it to fail fast; returns its exit status and stderr.
+fn emulator_failure(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = crate::support::run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(args)
+            .env("RUST_LOG", "info"),
+        Duration::from_secs(120),
+    );
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A stand-in for `redis-server` (a shell script in `dir`): its first `fail` runs write
+/// `log_line` to the `--logfile` they are given and exit 1, as a redis-server does when it
+/// cannot bind; later runs exec the real redis-server with the same arguments.
+fn flaky_redis_server(dir: &std::path::Path, fail: u32, log_line: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let real = crate::support::program("redis-server");
+    let count = dir.join("runs");
+    let script = dir.join("flaky-redis-server.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             n=$(cat '{count}' 2>/dev/null || echo 0)\n\
+             echo $((n + 1)) > '{count}'\n\
+             if [ \"$n\" -lt {fail} ]; then\n\
+             \x20 log=/dev/null\n\
+             \x20 prev=\n\
+             \x20 for a in \"$@\"; do [ \"$prev\" = --logfile ] && log=$a; prev=$a; done\n\
+             \x20 echo '{log_line}' >> \"$log\"\n\
+             \x20 exit 1\n\
+             fi\n\
+             exec '{real}' \"$@\"\n",
+            count = count.display(),
+            real = real.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script.to_string_lossy().into_owned()
+}
+
+const BIND_FAILED: &str = "# Warning: Could not create server TCP listening socket \
+                           127.0.0.1:1: bind: Address already in use";
+
+/// `--port 0`: the emulator binds a port the kernel picks, writes it whole to `--addr-file`
+/// once it serves, and prints the same `listening on` line on stdout; the address serves.
+#[test]
+fn port_zero_reports_the_bound_address_in_the_file_and_on_stdout() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let addr_file = dir.path().join("emu.addr");
+    let mut child = crate::support::emu::Proc(
+        Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(["--port", "0", "--shards", "1", "--addr-file"])
+            .arg(&addr_file)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The line comes after the file is in place: read it first, then the file must be there.
+    let stdout = child.0.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first stdout line: {line:?}"))
+        .to_string();
+    assert_eq!(
+        std::fs::read_to_string(&addr_file).unwrap(),
+        format!("{addr}\n")
+    );
+    let port: u16 = addr.strip_prefix("127.0.0.1:").unwrap().parse().unwrap();
+    assert_ne!(port, 0);
+    assert_eq!(cli(port, &["SET", "k", "v"]), "OK");
+    assert_eq!(cli(port, &["GET", "k"]), "v");
+    // No temporary file is left beside the address file.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["emu.addr".to_string()]);
+}
+
+/// A taken `--port` fails at once, naming the address, before any backend is started.
+#[test]
+fn a_taken_port_fails_at_once_naming_it() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let (status, err) = emulator_failure(&["--port", &port, "--redis-server", "/nonexistent"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("bind 127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("backend"), "{err}");
+}
+
+/// The backing redis-server cannot bind its port twice (as when another process takes the
+/// port between the free-port probe and the bind): the emulator tries other ports, says so,
+/// and serves.
+#[test]
+fn backend_start_retries_on_another_port_when_its_port_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = flaky_redis_server(dir.path(), 2, BIND_FAILED);
+    let e = Emulator::start(dir.path(), &["--shards", "1", "--redis-server", &script]);
+    assert_eq!(cli(e.port(), &["SET", "k", "v"]), "OK");
+    assert_eq!(cli(e.port(), &["GET", "k"]), "v");
+    let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    assert_eq!(runs.trim(), "3");
+    let log = e.log();
+    assert_eq!(log.matches("trying another port").count(), 2, "{log}");
+    assert!(log.contains("Address already in use"), "{log}");
+}
+
+/// When every port is taken the emulator gives up after a bounded number of ports, exits 1,
+/// and its error names the ports it tried and shows the redis-server log.
+#[test]
+fn backend_start_gives_up_after_bounded_ports_with_the_server_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = flaky_redis_server(dir.path(), 1000, BIND_FAILED);
+    let (status, err) = emulator_failure(&["--port", "0", "--redis-server", &script]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    let n = df2redis_sync::emulator::backend::START_ATTEMPTS;
+    assert_eq!(runs.trim(), n.to_string());
+    let last = err
+        .lines()
+        .find(|l| l.contains("did not start after"))
+        .unwrap_or_else(|| panic!("no give-up line: {err}"));
+    assert!(last.contains(&format!("after {n} ports (")), "{last}");
+    assert!(err.contains("bind: Address already in use"), "{err}");
+}
+
+/// A redis-server that fails for another reason (here: a bad option) is not retried: the
+/// error names the port and carries the server's own message.
+#[test]
+fn backend_start_failing_otherwise_stops_at_once_with_the_server_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = flaky_redis_server(dir.path(), 1000, "*** FATAL CONFIG FILE ERROR ***");
+    let (status, err) = emulator_failure(&["--port", "0", "--redis-server", &script]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    assert_eq!(runs.trim(), "1");
+    assert!(err.contains("on port "), "{err}");
+    assert!(err.contains("FATAL CONFIG FILE ERROR"), "{err}");
+}
+
+/// The shared test fixture does not wait in vain for an emulator that died: it panics with
+/// the exit status and the tail of the emulator's log.
+#[test]
+fn the_fixture_reports_an_emulator_that_exits_during_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = flaky_redis_server(dir.path(), 1000, "*** FATAL CONFIG FILE ERROR ***");
+    let d = dir.path().to_path_buf();
+    let started = std::time::Instant::now();
+    let err = std::panic::catch_unwind(move || {
+        Emulator::start(&d, &["--redis-server", &script]);
+    })
+    .expect_err("the fixture must panic");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_else(|| format!("{err:?}"));
+    assert!(msg.contains("exited with exit status: 1"), "{msg}");
+    assert!(msg.contains("FATAL CONFIG FILE ERROR"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{msg}");
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use df2redis_sync::ops::status::{http_get, StatusReport};
 
 use crate::recordings::redis;
+use crate::support::emu::Emulator;
 use crate::support::RedisServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_df2redis-sync");
@@ -36,31 +37,10 @@ impl Drop for Child {
 }
 
 /// An emulator with 3 shards (plus `args`), its dataset loaded at `scale`; its address.
-fn start_emulator(dir: &Path, args: &[&str], scale: Option<&str>) -> (Child, String) {
-    let port = crate::support::free_port(false);
-    let emu = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["--port", &port.to_string(), "--shards", "3"])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("emulator.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}");
-    let end = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < end, "emulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn start_emulator(dir: &Path, args: &[&str], scale: Option<&str>) -> (Emulator, String) {
+    let (emu, addr) = crate::support::emu::start_empty_emulator(dir, args);
     if let Some(scale) = scale {
-        let st = std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["load", "--scale", scale, "--target", &addr])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "dfly-emulator load");
+        emu.load(scale);
     }
     (emu, addr)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use df2redis_sync::model::Cmd;
 use df2redis_sync::net::{Conn, Endpoint};
 
+use crate::support::emu::{start_emulator, Emulator};
 use crate::support::replay::{RecordedSession, ReplayMaster};
 use crate::support::RedisServer;
 
@@ -1318,31 +1319,10 @@ fn emulator_writes_during_full_sync_and_kills_converge() {
 /// and converges.
 #[test]
 fn emulator_timeout_never_fires_under_a_frozen_target() {
-    let emu_port = crate::support::free_port(false);
     let dir = tempfile::tempdir().unwrap();
-    let emu_log = dir.path().join("emulator.log");
-    let _emu = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args([
-                "--port",
-                &emu_port.to_string(),
-                "--shards",
-                "3",
-                "--repl-timeout",
-                "6",
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&emu_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let emu_addr = format!("127.0.0.1:{emu_port}");
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&emu_addr).is_err() {
-        assert!(std::time::Instant::now() < end, "emulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let emu_proc = Emulator::start(dir.path(), &["--shards", "3", "--repl-timeout", "6"]);
+    let emu_log = emu_proc.log_path().to_path_buf();
+    let emu_addr = emu_proc.addr().to_string();
     let emu = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
             .args(args)
@@ -1414,36 +1394,6 @@ fn emulator_timeout_never_fires_under_a_frozen_target() {
         cancels.iter().all(|l| l.contains("closed by the replica")),
         "a session ended by the master's timeout: {cancels:#?}"
     );
-}
-
-/// An emulator (`--shards 3` plus `args`) with its log in `dir/emulator.log`, its dataset
-/// loaded at `scale`. Returns the process and its address.
-fn start_emulator(dir: &std::path::Path, args: &[&str], scale: &str) -> (Child, String) {
-    let emu_port = crate::support::free_port(false);
-    let emu = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["--port", &emu_port.to_string(), "--shards", "3"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("emulator.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let emu_addr = format!("127.0.0.1:{emu_port}");
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&emu_addr).is_err() {
-        assert!(std::time::Instant::now() < end, "emulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-        .args(["load", "--scale", scale, "--target", &emu_addr])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "dfly-emulator load");
-    (emu, emu_addr)
 }
 
 /// Writes `dir/replicate.yaml` for the emulator at `emu_addr` and the target at `target`.
@@ -1593,14 +1543,16 @@ fn emulator_redis_benchmark_and_scripted_mix_converge() {
 }
 
 /// A redis-server on `port` with its files in `dir` (AOF with fsync on every write when
-/// `aof`, else no persistence at all), started and answering PING.
-fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Child {
+/// `aof`, else no persistence at all), started and answering as itself (its `process_id`:
+/// another test's server may have taken the port). `Err` with the tail of its log otherwise.
+fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Result<Child, String> {
     let persist: &[&str] = if aof {
         &["--appendonly", "yes", "--appendfsync", "always"]
     } else {
         &["--appendonly", "no"]
     };
-    let child = Child(
+    let log = dir.join("redis.log");
+    let mut child = Child(
         std::process::Command::new(crate::support::program("redis-server"))
             .args([
                 "--bind",
@@ -1612,6 +1564,8 @@ fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Child {
             ])
             .arg("--dir")
             .arg(dir)
+            .arg("--logfile")
+            .arg(&log)
             .args(persist)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -1619,19 +1573,41 @@ fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Child {
             .spawn()
             .unwrap(),
     );
-    let end = std::time::Instant::now() + Duration::from_secs(15);
+    let pid = child.0.id();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(mut c) = redis::Conn::connect(port) {
-            if c.cmd(&[b"PING"]) == redis::Reply::Status("PONG".into()) {
-                return child;
-            }
+        if let Ok(Some(st)) = child.0.try_wait() {
+            return Err(format!(
+                "redis-server on {port} exited with {st}:\n{}",
+                crate::support::emu::log_tail(&log, 15)
+            ));
         }
-        assert!(
-            std::time::Instant::now() < end,
-            "redis-server on {port} not ready"
-        );
+        match crate::support::redis_process_id(port) {
+            Some(p) if p == pid => return Ok(child),
+            Some(p) => return Err(format!("port {port} is served by process {p}, not ours")),
+            None => {}
+        }
+        if std::time::Instant::now() > end {
+            return Err(format!(
+                "redis-server on {port} not ready after 30 s:\n{}",
+                crate::support::emu::log_tail(&log, 15)
+            ));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// [`target_on`] a free port, another one (5 at most) when the port turned out taken.
+fn target_on_free_port(dir: &std::path::Path, aof: bool) -> (u16, Child) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = crate::support::free_port(false);
+        match target_on(port, dir, aof) {
+            Ok(c) => return (port, c),
+            Err(e) => last = e,
+        }
+    }
+    panic!("no target redis-server after 5 ports: {last}")
 }
 
 /// In stable sync with the scripted mix running, the target redis-server is killed (SIGKILL)
@@ -1643,8 +1619,7 @@ fn target_restarted_mid_stream(aof: bool) -> String {
     let (_emu, emu_addr) = start_emulator(dir.path(), &[], "1");
     let tdir = dir.path().join("target");
     std::fs::create_dir_all(&tdir).unwrap();
-    let port = crate::support::free_port(false);
-    let mut target = target_on(port, &tdir, aof);
+    let (port, mut target) = target_on_free_port(&tdir, aof);
     let cfg = emulator_config(dir.path(), &emu_addr, &format!("127.0.0.1:{port}"));
     let log = dir.path().join("replica.log");
     let r = spawn_replica(&cfg, &log);
@@ -1654,7 +1629,9 @@ fn target_restarted_mid_stream(aof: bool) -> String {
     target.0.kill().unwrap();
     target.0.wait().unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    target = target_on(port, &tdir, aof);
+    // The same port (the engine's config names it): it is free again unless another process
+    // took it in the meantime, which the error would say.
+    target = target_on(port, &tdir, aof).unwrap_or_else(|e| panic!("restart: {e}"));
     assert!(work.join().unwrap(), "dfly-emulator work");
     let res = wait_check_equal(&cfg, dir.path(), 25);
     drop(r);

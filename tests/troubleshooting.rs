@@ -993,25 +993,14 @@ fn failed_sessions_in_a_row_give_up() {
 // ---------------------------------------------------------------------------------------------
 // Live refusals in stable sync: the emulator as the master, a real redis-server as the target.
 
-struct Emulator(std::process::Child, String);
+/// The shared emulator fixture (stopped on drop) and its address.
+struct Emulator(#[allow(dead_code)] support::emu::Emulator, String);
 
 impl Emulator {
     fn start(shards: &str) -> Emulator {
-        let port = support::free_port(false);
-        let child = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["--port", &port.to_string(), "--shards", shards])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}");
-        let e = Emulator(child, addr);
-        let end = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&e.1).is_err() {
-            assert!(Instant::now() < end, "emulator did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        e
+        let e = support::emu::Emulator::start_in_tempdir(&["--shards", shards]);
+        let addr = e.addr().to_string();
+        Emulator(e, addr)
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -1023,26 +1012,6 @@ impl Emulator {
             Duration::from_secs(30),
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Emulator {
-    /// SIGTERM first: the emulator then stops the backing redis-server it started (a SIGKILL
-    /// would leave that server orphaned).
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let end = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < end {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -1,8 +1,16 @@
 //! The backing redis-server: starting one from `PATH` on a free loopback port (killed when the
 //! emulator ends), and a blocking, pipelining client connection to it.
+//!
+//! Starting is the fragile part of every test run on a loaded machine: a port found free can
+//! be taken by another process before redis-server binds it, and a listener that answers PING
+//! on that port may then be somebody else's server. [`RedisProcess::start`] therefore checks
+//! that the server which answers is the child it spawned (`INFO server` `process_id`), watches
+//! the child for an early exit, and retries on a new port a few times before giving up with
+//! the ports it tried and the tail of the last redis-server log.
 
 use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,8 +18,7 @@ use super::proto::{ReadBuf, Value};
 
 /// Pids of the redis-server children we started, for the signal handler (which exits without
 /// running destructors).
-static CHILDREN: parking_lot::Mutex<Vec<(u32, std::path::PathBuf)>> =
-    parking_lot::Mutex::new(Vec::new());
+static CHILDREN: parking_lot::Mutex<Vec<(u32, PathBuf)>> = parking_lot::Mutex::new(Vec::new());
 
 /// Terminates every redis-server this process started and removes its directory (signal path).
 pub fn kill_registered() {
@@ -26,7 +33,7 @@ pub struct RedisProcess {
     child: Child,
     /// `127.0.0.1:<port>`.
     pub addr: String,
-    _dir: std::path::PathBuf,
+    dir: PathBuf,
 }
 
 /// Asks the kernel for a free loopback port.
@@ -34,16 +41,73 @@ pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// How many ports [`RedisProcess::start`] tries before giving up.
+pub const START_ATTEMPTS: usize = 5;
+
+/// How long one attempt waits for the server to answer. Generous: on a loaded 2-core machine
+/// a redis-server has been seen to take seconds to come up.
+const READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Why one start attempt failed.
+enum Attempt {
+    /// Worth another port: the port was taken (by the time redis-server bound it, or the
+    /// server answering on it is not ours).
+    PortTaken(String),
+    /// Not worth another port (the binary is missing, the server rejects its options, it never
+    /// answered).
+    Fatal(String),
+}
+
+/// The last `n` lines of a text.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 impl RedisProcess {
     /// Starts `redis-server` (from `bin`) on a free port, without persistence, with keyspace
     /// notifications for expired keys (the emulator journals them as `DEL`), and waits until it
-    /// answers PING (10 s at most).
+    /// answers PING as itself. A port that turns out taken is replaced by another, up to
+    /// [`START_ATTEMPTS`] ports; the error names the ports tried and shows the tail of the
+    /// last server log.
     pub fn start(bin: &str) -> io::Result<RedisProcess> {
-        let port = free_port()?;
-        let dir =
-            std::env::temp_dir().join(format!("dfly-emulator-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let child = Command::new(bin)
+        let mut tried = Vec::new();
+        let mut last = String::new();
+        for attempt in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            tried.push(port.to_string());
+            match RedisProcess::start_on(bin, port, attempt) {
+                Ok(p) => return Ok(p),
+                Err(Attempt::PortTaken(why)) => {
+                    log::warn!("backend redis-server on port {port}, trying another port: {why}");
+                    last = why;
+                }
+                Err(Attempt::Fatal(why)) => {
+                    return Err(io::Error::other(format!(
+                        "redis-server ({bin}) on port {port} did not start: {why}"
+                    )))
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "redis-server ({bin}) did not start after {START_ATTEMPTS} ports ({}): {last}",
+                tried.join(", ")
+            ),
+        ))
+    }
+
+    /// One attempt on `port`, in a fresh directory holding the server's log.
+    fn start_on(bin: &str, port: u16, attempt: usize) -> Result<RedisProcess, Attempt> {
+        let dir = std::env::temp_dir().join(format!(
+            "dfly-emulator-redis-{}-{port}-{attempt}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Attempt::Fatal(format!("cannot create {}: {e}", dir.display())))?;
+        let log = dir.join("redis.log");
+        let spawned = Command::new(bin)
             .args([
                 "--port",
                 &port.to_string(),
@@ -57,36 +121,80 @@ impl RedisProcess {
             .args(["--notify-keyspace-events", "Ex", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&dir)
+            .arg("--logfile")
+            .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {bin}: {e}")))?;
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(Attempt::Fatal(format!("cannot run {bin}: {e}")));
+            }
+        };
         CHILDREN.lock().push((child.id(), dir.clone()));
-        let p = RedisProcess {
+        let mut p = RedisProcess {
             child,
             addr: format!("127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // On any error `p` is dropped: the child is killed and its directory removed, after
+        // its log was read into the error.
+        p.wait_ready(&log, READY_LIMIT).map(|()| p)
+    }
+
+    /// Waits until the server on our port answers PING and says it is our child.
+    fn wait_ready(&mut self, log: &Path, limit: Duration) -> Result<(), Attempt> {
+        let deadline = Instant::now() + limit;
+        let pid = self.child.id();
+        let read_log = || tail(&std::fs::read_to_string(log).unwrap_or_default(), 15);
         loop {
-            if let Ok(mut c) = Backend::connect(&p.addr) {
-                if c.call(&[b"PING"])
-                    .map(|v| v.as_bytes() == Some(b"PONG"))
-                    .unwrap_or(false)
-                {
-                    return Ok(p);
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let text = read_log();
+                // The directory goes with `self`: quote the log rather than name its path.
+                let why = format!("exited with {status}; its log:\n{text}");
+                // "Could not create server TCP listening socket ...: bind: Address already in use"
+                return Err(if text.contains("Address already in use") {
+                    Attempt::PortTaken(why)
+                } else {
+                    Attempt::Fatal(why)
+                });
+            }
+            match server_pid(&self.addr) {
+                Some(p) if p == pid => return Ok(()),
+                // Somebody else's server holds the port; ours will fail to bind and exit.
+                Some(other) => {
+                    return Err(Attempt::PortTaken(format!(
+                        "{} is served by process {other}, not by our redis-server {pid}",
+                        self.addr
+                    )))
                 }
+                None => {}
             }
             if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "redis-server did not start within 10 s",
-                ));
+                return Err(Attempt::Fatal(format!(
+                    "no answer on {} within {} s; its log:\n{}",
+                    self.addr,
+                    limit.as_secs(),
+                    read_log()
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The `process_id` of the redis-server answering on `addr`, if one answers.
+fn server_pid(addr: &str) -> Option<u32> {
+    let mut c = Backend::connect(addr).ok()?;
+    let _ = c.stream().set_read_timeout(Some(Duration::from_secs(5)));
+    let v = c.call(&[&b"INFO"[..], b"server"]).ok()?;
+    let text = std::str::from_utf8(v.as_bytes()?).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 impl Drop for RedisProcess {
@@ -95,7 +203,7 @@ impl Drop for RedisProcess {
         CHILDREN.lock().retain(|(p, _)| *p != pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -70,9 +70,13 @@ pub enum CompressionArg {
     about = "A Dragonfly master (replication protocol) over a real redis-server"
 )]
 pub struct Opts {
-    /// Port to listen on (127.0.0.1).
+    /// Port to listen on; 0 = a free port picked by the kernel (see --addr-file).
     #[arg(long, default_value_t = 6390)]
     pub port: u16,
+    /// Once ready to serve, write the bound `host:port` (one line) to this file, atomically
+    /// (a temporary file renamed into place): a reader sees the whole address or no file.
+    #[arg(long, value_name = "PATH")]
+    pub addr_file: Option<std::path::PathBuf>,
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: String,
@@ -216,6 +220,15 @@ fn run(opts: Opts) -> Result<(), String> {
         None => {}
     }
     let cfg = Config::from_opts(&opts)?;
+    // Bind before starting the backend: a fixed port that is taken fails at once, and with
+    // `--port 0` the port is ours before anything else can pick it (no free-port guess).
+    let listener = TcpListener::bind((opts.bind.as_str(), opts.port))
+        .map_err(|e| format!("bind {}:{}: {e}", opts.bind, opts.port))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("bind {}:{}: {e}", opts.bind, opts.port))?;
+    // Before the backend starts: a SIGTERM while it starts must still stop it.
+    install_signal_exit();
     // Keep the child alive for the life of the process; killed on drop.
     let (_child, backend_addr) = match &opts.backend {
         Some(a) => (None, a.clone()),
@@ -226,8 +239,6 @@ fn run(opts: Opts) -> Result<(), String> {
             (Some(p), a)
         }
     };
-    let listener = TcpListener::bind((opts.bind.as_str(), opts.port))
-        .map_err(|e| format!("bind {}:{}: {e}", opts.bind, opts.port))?;
     let m = server::Master::new(cfg, backend_addr.clone())
         .map_err(|e| format!("backend {backend_addr}: {e}"))?;
     {
@@ -241,20 +252,40 @@ fn run(opts: Opts) -> Result<(), String> {
         }
     }
     log::info!(
-        "dfly-emulator ({}) listening on {}:{} with {} shards, backend {backend_addr}, master id {}",
+        "dfly-emulator ({}) listening on {bound} with {} shards, backend {backend_addr}, master id {}",
         m.cfg.version.df_ver(),
-        opts.bind,
-        opts.port,
         m.cfg.shards,
         m.replid.lock()
     );
-    let m = Arc::new(m);
-    install_signal_exit(&m);
-    server::serve(m, listener).map_err(|e| e.to_string())
+    // Announce readiness only now that the backend answers: whoever waits for the address
+    // may use the emulator as soon as it sees it.
+    if let Some(path) = &opts.addr_file {
+        write_atomically(path, format!("{bound}\n").as_bytes())
+            .map_err(|e| format!("--addr-file {}: {e}", path.display()))?;
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the emulator: the line is a convenience.
+        let _ = writeln!(out, "listening on {bound}").and_then(|()| out.flush());
+    }
+    server::serve(Arc::new(m), listener).map_err(|e| e.to_string())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, then renames it
+/// into place, so a reader never sees a partial file.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// SIGINT/SIGTERM: kill the backing redis-server we started, then exit with 130.
-fn install_signal_exit(_m: &Arc<server::Master>) {
+fn install_signal_exit() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;

@@ -1,7 +1,7 @@
 //! Emulator-driven end-to-end helpers: the Dragonfly emulator (`dfly-emulator`) with its
 //! dataset, the real `df2redis-sync replicate` binary against any target, and the
 //! `check --mode full` loop that waits for source and target to compare equal. Every process
-//! is a [`Proc`] killed on drop.
+//! is a [`Proc`] killed on drop; [`Emulator`] is the one way tests start an emulator.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,39 +32,183 @@ impl Drop for Proc {
     }
 }
 
+/// How long [`Emulator::start`] waits for the emulator to report its address. Generous: the
+/// emulator starts its own redis-server first, which takes seconds on a loaded machine.
+const EMULATOR_START_LIMIT: Duration = Duration::from_secs(90);
+
+/// A running `dfly-emulator` on a port the kernel picked (`--port 0 --addr-file`), so no other
+/// test or server can race it for the port; its stderr (`RUST_LOG=info`) in a log file.
+///
+/// Dropping it sends SIGTERM (the emulator then stops the redis-server it started; a SIGKILL
+/// would orphan it), then SIGKILL after 5 s. When the test is panicking, the tail of the
+/// emulator's log is printed first.
+pub struct Emulator {
+    // Field order = drop order: the process stops before its temporary directory goes.
+    proc: Proc,
+    addr: String,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Emulator {
+    /// Starts `dfly-emulator <args>` with its log in `dir/emulator.log` and waits until it
+    /// serves. Panics with its exit status and the tail of its log if it exits first, or
+    /// with the log tail if it is not ready within 90 s.
+    pub fn start(dir: &Path, args: &[&str]) -> Emulator {
+        Emulator::start_named(dir, "emulator", args)
+    }
+
+    /// [`Emulator::start`] with the log in `dir/<name>.log` (and the address file in
+    /// `dir/<name>.addr`), for a second emulator in one directory.
+    pub fn start_named(dir: &Path, name: &str, args: &[&str]) -> Emulator {
+        Emulator::spawn(dir, name, args, None)
+    }
+
+    /// [`Emulator::start`] in a temporary directory of its own (removed on drop).
+    pub fn start_in_tempdir(args: &[&str]) -> Emulator {
+        let tmp = tempfile::Builder::new()
+            .prefix("df2redis-emulator-")
+            .tempdir()
+            .expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        Emulator::spawn(&dir, "emulator", args, Some(tmp))
+    }
+
+    fn spawn(dir: &Path, name: &str, args: &[&str], tmp: Option<tempfile::TempDir>) -> Emulator {
+        let log = dir.join(format!("{name}.log"));
+        let addr_file = dir.join(format!("{name}.addr"));
+        // A leftover from an earlier emulator in this directory would be read as ours.
+        let _ = std::fs::remove_file(&addr_file);
+        let child = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(["--port", "0", "--addr-file"])
+            .arg(&addr_file)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(&log)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", log.display())),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn dfly-emulator: {e}"));
+        let mut proc = Proc(child);
+        let start = Instant::now();
+        let addr = loop {
+            // The file is renamed into place whole, so any content is the full address.
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                let a = a.trim();
+                if !a.is_empty() {
+                    break a.to_string();
+                }
+            }
+            if let Ok(Some(status)) = proc.0.try_wait() {
+                panic!(
+                    "dfly-emulator {args:?} exited with {status} before it served; \
+                     tail of {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 30)
+                );
+            }
+            if start.elapsed() > EMULATOR_START_LIMIT {
+                let tail = log_tail(&log, 30);
+                drop(proc);
+                panic!(
+                    "dfly-emulator {args:?} did not serve within {EMULATOR_START_LIMIT:?}; \
+                     tail of {}:\n{tail}",
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Emulator {
+            proc,
+            addr,
+            log,
+            _tmp: tmp,
+        }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("emulator address {} has no port", self.addr))
+    }
+
+    /// Process id of the emulator.
+    pub fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
+    /// Path of the emulator's log (its stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The emulator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fills the emulator with the deterministic dataset at `scale` (`dfly-emulator load`,
+    /// bounded at 5 minutes); panics with the loader's output if it fails.
+    pub fn load(&self, scale: &str) {
+        let out = super::run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+                .args(["load", "--scale", scale, "--target", &self.addr]),
+            Duration::from_secs(300),
+        );
+        assert!(
+            out.status.success(),
+            "dfly-emulator load --scale {scale} into {} failed ({}): {}",
+            self.addr,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- dfly-emulator {} log tail (test panicked) ---\n{}",
+                self.addr,
+                log_tail(&self.log, 20)
+            );
+        }
+    }
+}
+
+/// The last `n` lines of the file at `path` (empty if unreadable).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// An emulator with 3 shards (plus `args`), its log in `dir/emulator.log`, its dataset loaded
-/// at `scale` (dbs 0, 1, 3 and 7). Returns the process and its address.
-pub fn start_emulator(dir: &Path, args: &[&str], scale: &str) -> (Proc, String) {
+/// at `scale` (dbs 0, 1, 3 and 7). Returns the emulator and its address.
+pub fn start_emulator(dir: &Path, args: &[&str], scale: &str) -> (Emulator, String) {
     let (emu, addr) = start_empty_emulator(dir, args);
-    let st = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-        .args(["load", "--scale", scale, "--target", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "dfly-emulator load");
+    emu.load(scale);
     (emu, addr)
 }
 
 /// An emulator with 3 shards (plus `args`) and no data, its log in `dir/emulator.log`.
-pub fn start_empty_emulator(dir: &Path, args: &[&str]) -> (Proc, String) {
-    let port = super::free_port(false);
-    let emu = Proc(
-        Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["--port", &port.to_string(), "--shards", "3"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("emulator.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = format!("127.0.0.1:{port}");
-    let end = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < end, "emulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn start_empty_emulator(dir: &Path, args: &[&str]) -> (Emulator, String) {
+    let mut a = vec!["--shards", "3"];
+    a.extend_from_slice(args);
+    let emu = Emulator::start(dir, &a);
+    let addr = emu.addr().to_string();
     (emu, addr)
 }
 

@@ -81,6 +81,23 @@ pub fn free_port(bus: bool) -> u16 {
     panic!("no free loopback port found after 200 tries")
 }
 
+/// The `process_id` (`INFO server`) of the plain, password-less redis-server answering on
+/// loopback `port`, if one answers: tells our own server from another process that took the
+/// port.
+pub fn redis_process_id(port: u16) -> Option<u32> {
+    let mut ep = Endpoint::plain(format!("127.0.0.1:{port}"));
+    ep.connect_timeout = Duration::from_secs(2);
+    ep.io_timeout = Some(Duration::from_secs(5));
+    let mut c = df2redis_sync::net::Conn::connect(&ep).ok()?;
+    let v = c
+        .request(&df2redis_sync::model::Cmd::from_args(["INFO", "server"]))
+        .ok()?;
+    let text = String::from_utf8_lossy(v.as_bytes()?).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// Certificates for one TLS test setup, as PEM files in a directory.
 #[derive(Debug, Clone)]
 pub struct TlsCerts {
