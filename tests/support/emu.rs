@@ -190,9 +190,7 @@ impl Drop for Emulator {
 
 /// The last `n` lines of the file at `path` (empty if unreadable).
 pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    super::tail_lines(&std::fs::read_to_string(path).unwrap_or_default(), n)
 }
 
 /// An emulator with 3 shards (plus `args`), its log in `dir/emulator.log`, its dataset loaded

@@ -74,11 +74,24 @@ pub fn free_port(bus: bool) -> u16 {
             }
         }
         let mut t = taken().lock().unwrap_or_else(|e| e.into_inner());
+        if bus && t.contains(&(port + 10000)) {
+            continue;
+        }
         if t.insert(port) {
+            if bus {
+                // Never hand the bus port out as another server's port.
+                t.insert(port + 10000);
+            }
             return port;
         }
     }
     panic!("no free loopback port found after 200 tries")
+}
+
+/// The last `n` lines of `text`.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The `process_id` (`INFO server`) of the plain, password-less redis-server answering on
@@ -323,20 +336,27 @@ impl RedisServerBuilder {
                 opts: self.clone(),
                 certs: certs.clone(),
             };
-            match s.wait_ready(Duration::from_secs(15)) {
+            // Generous: a loaded 2-core machine has taken seconds to start one.
+            match s.wait_ready(Duration::from_secs(30)) {
                 Ok(()) => return s,
                 Err(log_text) if log_text.contains("Address already in use") => {
                     last_log = log_text;
                     // Dropping `s` kills the child but would delete the dir: take it back.
                     dir = s.take_dir();
+                    // A cluster node may have saved its config naming the port it lost.
+                    let _ = fs::remove_file(dir.path().join("nodes.conf"));
                     continue;
                 }
-                Err(log_text) => {
-                    panic!("redis-server on port {port} did not start; its log:\n{log_text}")
-                }
+                Err(log_text) => panic!(
+                    "redis-server on port {port} did not start; its log (tail):\n{}",
+                    tail_lines(&log_text, 30)
+                ),
             }
         }
-        panic!("redis-server could not bind a port after 5 tries; last log:\n{last_log}")
+        panic!(
+            "redis-server could not bind a port after 5 tries; last log (tail):\n{}",
+            tail_lines(&last_log, 30)
+        )
     }
 }
 
