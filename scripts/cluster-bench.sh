@@ -47,16 +47,24 @@ server() { # port dir extra-args...
     wait_ping "$port"
 }
 
-EMU_PORT=$BASE_PORT
 STD_PORT=$((BASE_PORT + 1))
 C1=$((BASE_PORT + 2))
 C2=$((BASE_PORT + 3))
 C3=$((BASE_PORT + 4))
 
-RUST_LOG=info "$BIN/dfly-emulator" --port "$EMU_PORT" --shards "$SHARDS" --bench-source \
-    2>"$WORK/emulator.log" &
-PIDS+=($!)
-wait_ping "$EMU_PORT"
+# --port 0: a free port picked by the kernel, read back from the address file once it serves.
+RUST_LOG=info "$BIN/dfly-emulator" --port 0 --addr-file "$WORK/emulator.addr" \
+    --shards "$SHARDS" --bench-source >/dev/null 2>"$WORK/emulator.log" &
+EMU_PID=$!
+PIDS+=($EMU_PID)
+for _ in $(seq 1 600); do
+    [ -s "$WORK/emulator.addr" ] && break
+    kill -0 "$EMU_PID" 2>/dev/null || { echo "dfly-emulator exited:" >&2; tail -n 20 "$WORK/emulator.log" >&2; exit 1; }
+    sleep 0.1
+done
+[ -s "$WORK/emulator.addr" ] || { echo "dfly-emulator did not serve within 60 s" >&2; exit 1; }
+EMU_ADDR=$(cat "$WORK/emulator.addr")
+EMU_PORT=${EMU_ADDR##*:}
 BACKEND=$(redis-cli -p "$EMU_PORT" EMULATOR BACKEND)
 BPORT=${BACKEND##*:}
 awk -v n="$KEYS" 'BEGIN {

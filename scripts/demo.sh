@@ -7,7 +7,8 @@
 #     SCALE     dataset size: about 1,000 keys per db and unit, every type (default 1)
 #     WORK_OPS  live writes sent through the emulator while replicating (default 5000)
 #
-# Everything listens on 127.0.0.1 on free ports, lives in a temp dir, and is stopped on exit.
+# Everything listens on 127.0.0.1 on free ports (the emulator's picked by the kernel), lives in
+# a temp dir, and is stopped on exit.
 # Exit status: that of `df2redis-sync check` (0 = equal).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,7 +45,6 @@ wait_ping() { # port what
 }
 
 TPORT=$(free_port)
-EPORT=$(free_port)
 
 mkdir -p "$DIR/target"
 redis-server --bind 127.0.0.1 --port "$TPORT" --dir "$DIR/target" --save "" --appendonly no \
@@ -52,9 +52,23 @@ redis-server --bind 127.0.0.1 --port "$TPORT" --dir "$DIR/target" --save "" --ap
 PIDS+=($!)
 wait_ping "$TPORT" "target redis-server"
 
-"$EMU" --port "$EPORT" --shards 2 2>"$DIR/emulator.log" &
-PIDS+=($!)
-wait_ping "$EPORT" "dfly-emulator"
+# --port 0: the emulator binds a port the kernel picks and writes it to the address file once
+# it serves (no free-port guess another process could take first).
+"$EMU" --port 0 --addr-file "$DIR/emulator.addr" --shards 2 >/dev/null 2>"$DIR/emulator.log" &
+EMU_PID=$!
+PIDS+=($EMU_PID)
+for _ in $(seq 600); do
+    [ -s "$DIR/emulator.addr" ] && break
+    if ! kill -0 "$EMU_PID" 2>/dev/null; then
+        echo "demo: dfly-emulator exited during start-up; its log:" >&2
+        tail -n 20 "$DIR/emulator.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+[ -s "$DIR/emulator.addr" ] || { echo "demo: dfly-emulator did not serve within 60 s" >&2; exit 1; }
+EADDR=$(cat "$DIR/emulator.addr")
+EPORT=${EADDR##*:}
 
 echo "demo: loading the dataset into the emulated Dragonfly (scale $SCALE)" >&2
 "$EMU" load --target "127.0.0.1:$EPORT" --scale "$SCALE"

@@ -14,7 +14,7 @@ set -euo pipefail
 KEYS=${KEYS:-1000000}
 SHARDS=${SHARDS:-4}
 SCALE=${SCALE:-10}
-EMU_PORT=${EMU_PORT:-16390}
+EMU_PORT=${EMU_PORT:-0} # 0: a free port picked by the kernel, read back from the address file
 TGT_PORT=${TGT_PORT:-16391}
 cd "$(dirname "$0")/.."
 cargo build --release --bins >&2
@@ -41,11 +41,19 @@ mkdir -p "$WORK/target"
 redis-server --bind 127.0.0.1 --port "$TGT_PORT" --save "" --appendonly no \
     --dir "$WORK/target" --daemonize no --logfile "$WORK/target/redis.log" &
 PIDS+=($!)
-RUST_LOG=info "$BIN/dfly-emulator" --port "$EMU_PORT" --shards "$SHARDS" --bench-source \
-    2>"$WORK/emulator.log" &
-PIDS+=($!)
+RUST_LOG=info "$BIN/dfly-emulator" --port "$EMU_PORT" --addr-file "$WORK/emulator.addr" \
+    --shards "$SHARDS" --bench-source >/dev/null 2>"$WORK/emulator.log" &
+EMU_PID=$!
+PIDS+=($EMU_PID)
 wait_ping "$TGT_PORT"
-wait_ping "$EMU_PORT"
+for _ in $(seq 1 600); do
+    [ -s "$WORK/emulator.addr" ] && break
+    kill -0 "$EMU_PID" 2>/dev/null || { echo "dfly-emulator exited:" >&2; tail -n 20 "$WORK/emulator.log" >&2; exit 1; }
+    sleep 0.1
+done
+[ -s "$WORK/emulator.addr" ] || { echo "dfly-emulator did not serve within 60 s" >&2; exit 1; }
+EMU_ADDR=$(cat "$WORK/emulator.addr")
+EMU_PORT=${EMU_ADDR##*:}
 BACKEND=$(redis-cli -p "$EMU_PORT" EMULATOR BACKEND)
 BPORT=${BACKEND##*:}
 t0=$(date +%s.%N)
