@@ -1249,7 +1249,12 @@ fn emulator_scenario(
         std::thread::sleep(Duration::from_millis(500));
         r = Some(spawn_replica(&cfg, &log));
     }
-    for d in kills {
+    for (i, d) in kills.iter().enumerate() {
+        if replica_first {
+            // The callers count partial resumes: each kill must hit a replica that reached
+            // stable sync (its full sync, then each resume), however slow the machine is.
+            wait_for_log_count(&log, "stable sync: following the journal", i + 1);
+        }
         std::thread::sleep(*d);
         if let Some(mut c) = r.take() {
             c.0.kill().unwrap();
@@ -1270,6 +1275,23 @@ fn emulator_scenario(
 
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
+}
+
+/// Waits (2 minutes at most) until the log at `log` holds `needle` at least `n` times; panics
+/// with the log otherwise.
+fn wait_for_log_count(log: &std::path::Path, needle: &str, n: usize) {
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if count(&text, needle) >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{needle:?} not {n} times in the log after 120 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Against the emulator: live workload at 3,000 ops/s while the replica is killed with
@@ -1623,7 +1645,8 @@ fn target_restarted_mid_stream(aof: bool) -> String {
     let cfg = emulator_config(dir.path(), &emu_addr, &format!("127.0.0.1:{port}"));
     let log = dir.path().join("replica.log");
     let r = spawn_replica(&cfg, &log);
-    std::thread::sleep(Duration::from_secs(3));
+    // The assertions count full syncs: the target must die in stable sync, not before.
+    wait_for_log_count(&log, "stable sync: following the journal", 1);
     let work = spawn_work(&emu_addr, "2000", "12000");
     std::thread::sleep(Duration::from_secs(2));
     target.0.kill().unwrap();
