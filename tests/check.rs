@@ -377,14 +377,20 @@ fn convergence_sampling_filters_and_db_mapping() {
     let mut o = opts(Mode::Full, dir.path());
     o.rounds = 3;
     o.interval = Duration::from_millis(700);
+    // Written from round 1's progress report, so it is there before round 2 however slow the
+    // machine (a timed writer thread could land after the last round on a loaded machine).
     let tep = t.endpoint();
-    let fixer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let mut c = Conn::connect(&tep).unwrap();
-        c.request(&Cmd::from_args(["SET", "late", "1"])).unwrap();
-    });
-    let out = check::run(&cfg, &o, &|_| {}).unwrap();
-    fixer.join().unwrap();
+    let fixed = std::sync::Once::new();
+    let fix = |p: &check::Progress| {
+        if p.round == 1 {
+            fixed.call_once(|| {
+                let mut c = Conn::connect(&tep).unwrap();
+                c.request(&Cmd::from_args(["SET", "late", "1"])).unwrap();
+            });
+        }
+    };
+    let out = check::run(&cfg, &o, &fix).unwrap();
+    assert!(fixed.is_completed(), "round 1 never reported progress");
     if out.report.rounds[0].differing == 1 {
         assert_eq!(out.report.rounds.len(), 2, "{:?}", out.report.rounds);
     }
