@@ -28,7 +28,8 @@ use parking_lot::RwLock;
 use crate::config::{Config, FlushPolicy};
 use crate::model::{Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Endpoint};
-use crate::route::split::{self, Routed, Transfer, TransferOutcome};
+use crate::resp::Value;
+use crate::route::split::{self, Routed, Transfer, TransferIo, TransferOutcome};
 use crate::route::Slot;
 use crate::target::cluster::{
     self as tc, ClusterMarkers, Dest, SlotOwners, Ticket, TopologyHint, Tracker,
@@ -314,8 +315,22 @@ impl Spawner {
 pub(super) enum Step {
     /// A single-slot (or keyless) command for the pending batch.
     Cmd(Cmd),
-    /// A cross-slot `RENAME`/`RENAMENX`/`COPY`, run in place (the original command with it).
-    Transfer(Transfer, Cmd),
+    /// A cross-slot `RENAME`/`RENAMENX`/`COPY`, run in place.
+    Transfer {
+        /// What to move or copy.
+        t: Transfer,
+        /// The original command (for messages).
+        cmd: Cmd,
+        /// The position its steps commit as slot markers (`Transfer::run`): the entry's end
+        /// when the transfer is the entry's last write; `None` (plain writes, no marker) in
+        /// the snapshot phase and when more pieces of the same entry follow it (a pre-v1.21
+        /// atomic group), whose skipping the marker would otherwise decide.
+        mark: Option<Lsn>,
+        /// Resume: its destination step was committed and its source step was not (the
+        /// destination slot's marker is at the entry, the source slot's is not): only
+        /// complete it (`Transfer::finish`).
+        finish: bool,
+    },
     /// A command refused on a cluster, with its rule (`docs/cluster-commands.md`).
     Refused(Cmd, &'static str),
 }
@@ -403,12 +418,21 @@ impl FlowRouting {
                 }
                 Routed::Transfer(t) => {
                     let (a, b) = (Slot::of_key(&t.src).get(), Slot::of_key(&t.dst).get());
-                    // Applied synchronously with nothing in flight: a marker at or past the
-                    // entry on either slot means it ran.
-                    if end.is_some_and(|e| self.applied_before(a, e) || self.applied_before(b, e)) {
+                    // A transfer runs with nothing in flight and commits its destination
+                    // step, then its source step, each with the slot marker at the entry
+                    // (`Transfer::run`); later entries are sent only once it returned. So the
+                    // source slot's marker at or past the entry means it is complete; the
+                    // destination's alone means its RESTORE ran and its DEL did not.
+                    if end.is_some_and(|e| self.applied_before(a, e)) {
                         self.skipped += 1;
                     } else {
-                        out.push(Step::Transfer(t, c));
+                        let finish = end.is_some_and(|e| self.applied_before(b, e));
+                        out.push(Step::Transfer {
+                            t,
+                            cmd: c,
+                            mark: None,
+                            finish,
+                        });
                     }
                     continue;
                 }
@@ -429,6 +453,15 @@ impl FlowRouting {
                 }
                 out.push(Step::Cmd(pc));
             }
+        }
+        // The entry's last write, when it is a transfer, commits the entry's position in its
+        // slots; an earlier one must not (the pieces after it would then look applied).
+        if let Some(Step::Transfer { mark, .. }) = out
+            .iter_mut()
+            .rev()
+            .find(|s| !matches!(s, Step::Refused(..)))
+        {
+            *mark = end;
         }
         if let Some(e) = end {
             if !self.skip.is_empty() && e > self.skip_until {
@@ -458,16 +491,26 @@ impl FlowRouting {
     }
 
     /// Runs a cross-slot transfer now, on the owners of its slots (the caller drained the
-    /// flow first: every earlier write is applied).
-    pub fn transfer(&self, t: &Transfer) -> Result<TransferOutcome, String> {
-        let seed = &self.ctx.setup.seed;
-        t.run(|slot, cmds| {
-            cmds.iter()
-                .map(|c| {
-                    tc::request_slot(seed, &self.owners, slot.get(), c).map_err(|e| e.to_string())
-                })
-                .collect()
-        })
+    /// flow first: every earlier write is applied). With `mark`, each committed step is one
+    /// `MULTI … ZADD <slot marker> GT <mark> … EXEC` in its slot; `finish` only completes one
+    /// whose destination step a previous session committed.
+    pub fn transfer(
+        &self,
+        flow: FlowId,
+        t: &Transfer,
+        mark: Option<Lsn>,
+        finish: bool,
+    ) -> Result<TransferOutcome, String> {
+        let mut io = SlotIo {
+            routing: self,
+            flow,
+            mark,
+        };
+        if finish {
+            t.finish(&mut io)
+        } else {
+            t.run(&mut io)
+        }
     }
 
     /// Splits a flow batch into node parts grouped per slot. Journal batches (`next` given)
@@ -541,6 +584,46 @@ impl FlowRouting {
             tracker: self.ctx.tracker.clone(),
             lane: flow,
             seq,
+        }
+    }
+}
+
+/// A transfer's way to the cluster: blocking requests to the slot owners by the flow's map
+/// (redirects followed), committed steps with the flow's slot marker.
+struct SlotIo<'a> {
+    routing: &'a FlowRouting,
+    flow: FlowId,
+    mark: Option<Lsn>,
+}
+
+impl TransferIo for SlotIo<'_> {
+    fn read(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String> {
+        let seed = &self.routing.ctx.setup.seed;
+        cmds.iter()
+            .map(|c| {
+                tc::request_slot(seed, &self.routing.owners, slot.get(), c)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    fn commit(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String> {
+        let Some(mark) = self.mark else {
+            return self.read(slot, cmds);
+        };
+        let ctx = &self.routing.ctx;
+        let mut tx = cmds.to_vec();
+        tx.push(ctx.setup.markers.zadd(slot.get(), self.flow, mark));
+        let v = tc::request_slot_atomic(&ctx.setup.seed, &self.routing.owners, slot.get(), &tx)
+            .map_err(|e| e.to_string())?;
+        match v {
+            Value::Array(mut items) if items.len() == tx.len() => {
+                if let Some(e) = items.pop().filter(Value::is_error) {
+                    return Err(format!("the marker of {slot}: {e:?}"));
+                }
+                Ok(items)
+            }
+            other => Err(format!("{cmds:?} with the marker of {slot}: {other:?}")),
         }
     }
 }

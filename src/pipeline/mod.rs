@@ -1124,7 +1124,12 @@ impl FlowCtx {
                             c.get(1).map(escape_bytes).unwrap_or_default()
                         );
                     }
-                    cluster::Step::Transfer(t, c) => self.transfer(&t, &c)?,
+                    cluster::Step::Transfer {
+                        t,
+                        cmd,
+                        mark,
+                        finish,
+                    } => self.transfer(&t, &cmd, mark, finish)?,
                 }
             }
         } else {
@@ -1215,11 +1220,15 @@ impl FlowCtx {
     }
 
     /// Cluster: a cross-slot `RENAME`/`RENAMENX`/`COPY` as a read-then-write transfer, after
-    /// everything the flow sent before it is applied (`route::split::Transfer::run`).
+    /// everything the flow sent before it is applied (`route::split::Transfer::run`); its
+    /// steps commit the slot markers at `mark`; `finish` completes one a previous session
+    /// left half done (`cluster::Step::Transfer`).
     fn transfer(
         &mut self,
         t: &crate::route::split::Transfer,
         cmd: &Cmd,
+        mark: Option<Lsn>,
+        finish: bool,
     ) -> Result<(), FlowFailure> {
         // The pending commands come before it. Their position is the transfer's own entry
         // (`next - 1`): everything before that entry is in them or was sent already. (Commands
@@ -1246,8 +1255,15 @@ impl FlowCtx {
             return Ok(());
         };
         let outcome = cl
-            .transfer(t)
+            .transfer(self.id, t, mark, finish)
             .map_err(|e| self.fail(format!("{}: {cmd:?} across slots: {e}", self.id)))?;
+        if finish {
+            log::info!(
+                "{}: {cmd:?} across slots: completed the source step a previous session left \
+                 undone (its destination step was committed): {outcome:?}",
+                self.id
+            );
+        }
         if let Some(cl) = self.cluster.as_mut() {
             cl.transfers += 1;
             if cl.transfers == 1 {
