@@ -417,22 +417,14 @@ impl FlowRouting {
                     parts.into_iter().map(|(s, p)| (Some(s.get()), p)).collect()
                 }
                 Routed::Transfer(t) => {
-                    let (a, b) = (Slot::of_key(&t.src).get(), Slot::of_key(&t.dst).get());
-                    // A transfer runs with nothing in flight and commits its destination
-                    // step, then its source step, each with the slot marker at the entry
-                    // (`Transfer::run`); later entries are sent only once it returned. So the
-                    // source slot's marker at or past the entry means it is complete; the
-                    // destination's alone means its RESTORE ran and its DEL did not.
-                    if end.is_some_and(|e| self.applied_before(a, e)) {
-                        self.skipped += 1;
-                    } else {
-                        let finish = end.is_some_and(|e| self.applied_before(b, e));
-                        out.push(Step::Transfer {
+                    match transfer_on_resume(&self.skip, &t, end) {
+                        None => self.skipped += 1,
+                        Some(finish) => out.push(Step::Transfer {
                             t,
                             cmd: c,
                             mark: None,
                             finish,
-                        });
+                        }),
                     }
                     continue;
                 }
@@ -454,15 +446,7 @@ impl FlowRouting {
                 out.push(Step::Cmd(pc));
             }
         }
-        // The entry's last write, when it is a transfer, commits the entry's position in its
-        // slots; an earlier one must not (the pieces after it would then look applied).
-        if let Some(Step::Transfer { mark, .. }) = out
-            .iter_mut()
-            .rev()
-            .find(|s| !matches!(s, Step::Refused(..)))
-        {
-            *mark = end;
-        }
+        mark_last_transfer(&mut out, end);
         if let Some(e) = end {
             if !self.skip.is_empty() && e > self.skip_until {
                 log::info!(
@@ -585,6 +569,39 @@ impl FlowRouting {
             lane: flow,
             seq,
         }
+    }
+}
+
+/// What a resume does with a transfer of the entry ending at `end`, from the flow's slot
+/// markers `skip`: `None` = skip it (complete), `Some(true)` = only finish it
+/// (`Transfer::finish`), `Some(false)` = run it whole.
+///
+/// A transfer runs with nothing of its flow in flight and commits its destination step, then
+/// its source step, each with the slot marker at the entry (`Transfer::run`); later entries
+/// are sent only once it returned. So the source slot's marker at or past the entry means it
+/// is complete; the destination's alone means its RESTORE ran and its DEL did not.
+fn transfer_on_resume(skip: &HashMap<u16, Lsn>, t: &Transfer, end: Option<Lsn>) -> Option<bool> {
+    let Some(e) = end else {
+        return Some(false);
+    };
+    let applied = |key: &[u8]| skip.get(&Slot::of_key(key).get()).is_some_and(|m| e <= *m);
+    if applied(&t.src) {
+        None
+    } else {
+        Some(applied(&t.dst))
+    }
+}
+
+/// Gives the entry's last write, when it is a transfer, the entry's position `end` to commit
+/// in its slots. An earlier transfer of the same entry (a pre-v1.21 atomic group) gets none:
+/// a marker at the entry would make the pieces after it look applied on a resume.
+fn mark_last_transfer(steps: &mut [Step], end: Option<Lsn>) {
+    if let Some(Step::Transfer { mark, .. }) = steps
+        .iter_mut()
+        .rev()
+        .find(|s| !matches!(s, Step::Refused(..)))
+    {
+        *mark = end;
     }
 }
 
@@ -824,4 +841,85 @@ pub(super) fn probe(setup: &Setup) -> Result<Conn, SessionError> {
         established: false,
         ..SessionError::retry(format!("target: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(args: &[&str]) -> Transfer {
+        Transfer::from_cmd(&Cmd::from_args(args)).unwrap()
+    }
+
+    #[test]
+    fn transfer_resume_rule_reads_the_two_slot_markers() {
+        let t = transfer(&["RENAMENX", "foo", "bar"]);
+        let (a, b) = (Slot::of_key(b"foo").get(), Slot::of_key(b"bar").get());
+        let end = Some(Lsn(10));
+        let skip = |pairs: &[(u16, u64)]| -> HashMap<u16, Lsn> {
+            pairs.iter().map(|&(s, l)| (s, Lsn(l))).collect()
+        };
+        // Nothing committed at the entry: run whole (markers of earlier entries only).
+        assert_eq!(transfer_on_resume(&skip(&[]), &t, end), Some(false));
+        assert_eq!(
+            transfer_on_resume(&skip(&[(a, 9), (b, 9)]), &t, end),
+            Some(false)
+        );
+        // Destination step committed, source step not: finish only.
+        assert_eq!(
+            transfer_on_resume(&skip(&[(a, 9), (b, 10)]), &t, end),
+            Some(true)
+        );
+        // Source step committed (or a later entry in its slot): complete.
+        assert_eq!(transfer_on_resume(&skip(&[(a, 10)]), &t, end), None);
+        assert_eq!(transfer_on_resume(&skip(&[(a, 12), (b, 3)]), &t, end), None);
+        // The snapshot phase (no position) never skips.
+        assert_eq!(transfer_on_resume(&skip(&[(a, 12)]), &t, None), Some(false));
+    }
+
+    #[test]
+    fn only_the_entrys_last_write_marks_a_transfer() {
+        let step = |args: &[&str]| Step::Transfer {
+            t: transfer(args),
+            cmd: Cmd::from_args(args),
+            mark: None,
+            finish: false,
+        };
+        let marks = |steps: &[Step]| -> Vec<Option<Lsn>> {
+            steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Transfer { mark, .. } => Some(*mark),
+                    _ => None,
+                })
+                .collect()
+        };
+        let end = Some(Lsn(7));
+        // One command per entry (v1.21+): the transfer is the last write.
+        let mut one = vec![step(&["RENAME", "foo", "bar"])];
+        mark_last_transfer(&mut one, end);
+        assert_eq!(marks(&one), [end]);
+        // A refused command after it writes nothing: still the last write.
+        let mut refused = vec![
+            step(&["RENAME", "foo", "bar"]),
+            Step::Refused(Cmd::from_args(["SMOVE", "foo", "bar", "m"]), "r"),
+        ];
+        mark_last_transfer(&mut refused, end);
+        assert_eq!(marks(&refused), [end]);
+        // A pre-v1.21 group: a write after the first transfer leaves it unmarked; the
+        // second transfer, last, is marked.
+        let mut group = vec![
+            step(&["RENAME", "foo", "bar"]),
+            Step::Cmd(Cmd::from_args(["SET", "foo", "1"])),
+            step(&["COPY", "bar", "foo"]),
+        ];
+        mark_last_transfer(&mut group, end);
+        assert_eq!(marks(&group), [None, end]);
+        let mut before = vec![
+            step(&["RENAME", "foo", "bar"]),
+            Step::Cmd(Cmd::from_args(["SET", "foo", "1"])),
+        ];
+        mark_last_transfer(&mut before, end);
+        assert_eq!(marks(&before), [None]);
+    }
 }
