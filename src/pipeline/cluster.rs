@@ -14,7 +14,10 @@
 //! * journal groups commit a per-(flow, slot) marker in their `MULTI`; the coordinator writes
 //!   the per-flow low-water position (everything before it acknowledged on every node) to
 //!   `<prefix>lowwater`; a resume asks the master for the low-water LSNs and skips what the
-//!   slot markers show as applied.
+//!   slot markers show as applied;
+//! * a cross-slot transfer commits its `RESTORE` and then its `DEL` each with its slot marker,
+//!   so a resume skips a finished one and completes (`DEL` only) one a crash cut in between
+//!   ([`transfer_on_resume`]; re-running it whole would leave a `RENAMENX`/`MOVE` source behind).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,7 @@
 //! Redis Cluster specifics of the target: which node a routed command goes to, the position markers
 //! that make a cluster replay exactly-once, the per-flow completion [`Tracker`], and the few
-//! blocking node operations the session start needs (read, clear markers; flush every master).
+//! blocking node operations the session start and cross-slot transfers need (read, clear
+//! markers; flush every master; one request or one `MULTI … EXEC` on a slot's owner).
 //!
 //! Why markers per (flow, slot) (docs/exactly-once.md, "Redis Cluster"): a `MULTI`/`EXEC` in a
 //! cluster cannot span slots (`CROSSSLOT`), so the standalone design (one marker per flow in
