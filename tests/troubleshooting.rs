@@ -1207,6 +1207,61 @@ fn status_file_messages() {
     p.stop();
 }
 
+/// The process out of file descriptors (`ulimit -n 48`, then 100 idle connections to the
+/// endpoint, each holding one): the endpoint's listener cannot accept; it is logged, replication
+/// goes on, and once the connections close the endpoint listens and answers again.
+#[test]
+fn metrics_accept_failure_message() {
+    let d = tempfile::tempdir().unwrap();
+    let target = RedisServer::start();
+    let m = ReplayMaster::serve(s1());
+    let y = replicate_yaml(
+        m.addr(),
+        &target.addr(),
+        d.path(),
+        "metrics:\n  listen: 127.0.0.1:0\n",
+    );
+    let cfg = write_cfg(d.path(), "r.yaml", &y);
+    let log = d.path().join("fds.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let child = Command::new("sh")
+        .args(["-c", "ulimit -n 48 && exec \"$0\" replicate \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_df2redis-sync"))
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let mut p = Proc { child, log };
+    p.wait_text("stable sync: following the journal", LONG);
+    let addr = std::fs::read_to_string(d.path().join("ckpt/status.addr")).unwrap();
+    let addr = addr.trim().to_string();
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    p.wait_msgs(&["metrics-accept"], LONG);
+    drop(held);
+    let end = Instant::now() + LONG;
+    let get = || df2redis_sync::ops::status::http_get(&addr, "/metrics", Duration::from_secs(2));
+    while get().is_err() {
+        assert!(
+            Instant::now() < end,
+            "the endpoint never recovered:\n{}",
+            p.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = p.stop();
+    assert!(t.contains("metrics endpoint: listening again on"), "{t}");
+    assert!(
+        t.contains("stopped: writers drained, checkpoint saved"),
+        "{t}"
+    );
+    assert!(!t.contains("tiny_http"), "{t}");
+}
+
 /// Size-prefixed RDB string (`pu(len) bytes`), the journal's string form too.
 fn rdb_str(out: &mut Vec<u8>, s: &[u8]) {
     pu(out, s.len() as u64);
