@@ -1602,6 +1602,28 @@ fn failpoint_case(fp: &str, ids: &[&str], shown: &str) {
         started.elapsed()
     );
     assert!(work.join().unwrap(), "dfly-emulator work");
+    // The checkpoint file is never ahead of the positions committed in the target (a flow or
+    // writer panic still ends with the final save; a coordinator panic leaves the last periodic
+    // one).
+    let cp = Store::new(dir.join("ckpt"))
+        .load()
+        .unwrap()
+        .unwrap_or_else(|| panic!("no checkpoint:\n{t}"));
+    for f in &cp.flows {
+        let m = target.cli(&["GET", &format!("df2redis-sync:ckpt:{}", f.flow)]);
+        let committed: u64 = m
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("flow {}: marker {m:?}", f.flow));
+        assert!(
+            f.next_lsn <= committed,
+            "flow {}: checkpoint {} ahead of the target's {committed}",
+            f.flow,
+            f.next_lsn
+        );
+    }
     // The restart resumes from the markers the target committed, and converges.
     let mut again = Proc::spawn(&["replicate", &cfg], dir, "restart");
     again.wait_text(

@@ -660,8 +660,8 @@ fn run_session(
             .name(name.clone())
             .spawn(move || {
                 // A panic ends the session like an error would (the join reports it).
+                // (The report goes first, so it is the session's first error.)
                 let _guard = OnPanic::new(|| {
-                    abort.store(true, Ordering::SeqCst);
                     let _ = ev.send(Event::WriterEnded(
                         tname.clone(),
                         Some(WriterError {
@@ -670,6 +670,7 @@ fn run_session(
                             retryable: false,
                         }),
                     ));
+                    abort.store(true, Ordering::SeqCst);
                 });
                 pin(core, &tname);
                 let r = writer.run(&rx, &abort);
@@ -730,7 +731,6 @@ fn run_session(
                     // A panic ends the session like a failure would: the other threads stop, the
                     // coordinator counts this flow as ended, the join reports the panic.
                     let _guard = OnPanic::new(move || {
-                        abort.store(true, Ordering::SeqCst);
                         let _ = ev.send(Event::FlowEnded(
                             id,
                             Some(FlowFailure {
@@ -738,6 +738,7 @@ fn run_session(
                                 force_full: false,
                             }),
                         ));
+                        abort.store(true, Ordering::SeqCst);
                     });
                     pin(core, &format!("flow-{}", id.0));
                     ctx.run()
