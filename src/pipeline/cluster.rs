@@ -810,8 +810,18 @@ impl CoordCluster {
                     },
                 },
             };
-            tx.send_timeout(batch, limit)
-                .map_err(|_| SessionError::retry("a writer did not take the FLUSH"))?;
+            match tx.send_timeout(batch, limit) {
+                Ok(()) => {}
+                // A writer that ended reports why itself (its event is queued before its
+                // channel closes); the barrier then never completes and the session ends.
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {}
+                Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                    return Err(SessionError::retry(super::stalled(
+                        "the FLUSH barrier",
+                        limit,
+                    )))
+                }
+            }
         }
         Ok(())
     }
