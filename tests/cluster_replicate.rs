@@ -368,9 +368,11 @@ fn cluster_kill_9_mid_stream_resumes_exactly() {
     let cfg = cluster_config(dir.path(), &emu, &cluster.nodes()[1].addr(), "");
     let log = dir.path().join("replica.log");
     let mut r = spawn_replica(&cfg, &log);
-    std::thread::sleep(Duration::from_secs(2));
     let work = spawn_work(&emu, "3000", "24000");
-    for _ in 0..2 {
+    for i in 0..2 {
+        // Each kill hits a run in stable sync (the full sync, then each resume, done: a
+        // restart still reading its slot markers would make no partial resume to count).
+        crate::support::emu::wait_log_count(&log, "stable sync: following the journal", i + 1);
         std::thread::sleep(Duration::from_secs(2));
         r.kill9();
         std::thread::sleep(Duration::from_secs(1));

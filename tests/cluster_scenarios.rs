@@ -274,16 +274,7 @@ fn kill_9_during_transfers_and_multi_key_mix_converges_exactly() {
     for i in 0..2 {
         // Kill once this run follows the journal again and has had time to apply a part of
         // the mix, while the mix still runs.
-        let end = std::time::Instant::now() + Duration::from_secs(60);
-        while std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches("stable sync: following the journal")
-            .count()
-            < i + 1
-        {
-            assert!(std::time::Instant::now() < end, "restart {i} never resumed");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::support::emu::wait_log_count(&log, "stable sync: following the journal", i + 1);
         std::thread::sleep(Duration::from_millis(700));
         assert!(!mix.is_finished(), "the mix ended before kill {i}");
         let _ = r.0.kill();

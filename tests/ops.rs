@@ -384,21 +384,51 @@ fn progress_bars_in_a_pseudo_terminal() {
         &server.addr(),
         "logging:\n  progress_interval: 200ms\n",
     );
-    let run = |quiet: bool, secs: u32| -> String {
+    // Runs replicate under `script` (a pseudo-terminal), its typescript in a file; stops it
+    // with SIGTERM once `until` shows in the output (a bounded wait: the full sync's length
+    // depends on the machine's load), or after `secs` via `timeout`.
+    let run = |name: &str, quiet: bool, until: Option<&str>, secs: u32| -> String {
+        let ts = dir.path().join(name);
         let cmd = format!(
             "timeout -s TERM {secs} {BIN} {}replicate {}",
             if quiet { "--quiet " } else { "" },
             cfg.display()
         );
-        let out = crate::support::run_bounded(
-            std::process::Command::new("script")
-                .args(["-qfec", &cmd, "/dev/null"])
-                .stdin(std::process::Stdio::null()),
-            Duration::from_secs(u64::from(secs) + 30),
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut child = std::process::Command::new("script")
+            .args(["-qfec", &cmd])
+            .arg(&ts)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn script");
+        let text = || std::fs::read_to_string(&ts).unwrap_or_default();
+        let end = Instant::now() + Duration::from_secs(u64::from(secs) + 30);
+        let mut stopped = until.is_none();
+        loop {
+            if child.try_wait().expect("wait for script").is_some() {
+                break;
+            }
+            if !stopped && until.is_some_and(|u| text().contains(u)) {
+                let pid = std::fs::read_to_string(dir.path().join("ckpt/replicate.pid"))
+                    .unwrap_or_default();
+                let st = std::process::Command::new("kill")
+                    .args(["-TERM", pid.trim()])
+                    .status()
+                    .expect("kill");
+                assert!(st.success(), "kill -TERM {pid:?}");
+                stopped = true;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("replicate under script did not end:\n{}", text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        text()
     };
-    let out = run(false, 12);
+    let out = run("bars.typescript", false, Some("caught up: 3 flow(s)"), 90);
     assert!(out.contains("full sync ["), "{out}");
     assert!(out.contains("keys/s"), "{out}");
     assert!(out.contains("ETA "), "{out}");
@@ -411,7 +441,7 @@ fn progress_bars_in_a_pseudo_terminal() {
     // Caught up by the end: the stable line.
     assert!(out.contains("caught up: 3 flow(s)"), "{out}");
     // Quiet: no bars, no info lines (the same data again: nothing to load, only to resume).
-    let quiet = run(true, 4);
+    let quiet = run("quiet.typescript", true, None, 4);
     assert!(!quiet.contains("full sync ["), "{quiet}");
     assert!(!quiet.contains("\x1b[J"), "{quiet}");
     assert!(!quiet.contains("INFO"), "{quiet}");

@@ -1260,7 +1260,7 @@ fn emulator_scenario(
         if replica_first {
             // The callers count partial resumes: each kill must hit a replica that reached
             // stable sync (its full sync, then each resume), however slow the machine is.
-            wait_for_log_count(&log, "stable sync: following the journal", i + 1);
+            crate::support::emu::wait_log_count(&log, "stable sync: following the journal", i + 1);
         }
         std::thread::sleep(*d);
         if let Some(mut c) = r.take() {
@@ -1318,20 +1318,6 @@ fn count(log: &str, needle: &str) -> usize {
 
 /// Waits (2 minutes at most) until the log at `log` holds `needle` at least `n` times; panics
 /// with the log otherwise.
-fn wait_for_log_count(log: &std::path::Path, needle: &str, n: usize) {
-    let end = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if count(&text, needle) >= n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "{needle:?} not {n} times in the log after 120 s:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Against the emulator: live workload at 3,000 ops/s while the replica is killed with
 /// SIGKILL twice in stable sync and restarted (PARTIAL from the target's markers); the check
@@ -1690,7 +1676,7 @@ fn target_restarted_mid_stream(aof: bool) -> String {
     let log = dir.path().join("replica.log");
     let r = spawn_replica(&cfg, &log);
     // The assertions count full syncs: the target must die in stable sync, not before.
-    wait_for_log_count(&log, "stable sync: following the journal", 1);
+    crate::support::emu::wait_log_count(&log, "stable sync: following the journal", 1);
     let work = spawn_work(&emu_addr, "2000", "12000");
     std::thread::sleep(Duration::from_secs(2));
     target.0.kill().unwrap();

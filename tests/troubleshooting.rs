@@ -1553,6 +1553,13 @@ fn failpoint_case(fp: &str, ids: &[&str], shown: &str) {
         &[("DF2REDIS_SYNC_FAILPOINT", fp)],
     );
     p.wait_text("stable sync: following the journal", LONG);
+    // A periodic save before any journal write: the coordinator failpoint fires at the first
+    // applied journal batch, possibly before its first save in stable sync otherwise.
+    let end = Instant::now() + LONG;
+    while Store::new(dir.join("ckpt")).load().ok().flatten().is_none() {
+        assert!(Instant::now() < end, "no checkpoint saved in stable sync");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let work = support::emu::spawn_work(&emu, "1000", "2000");
     let started = Instant::now();
     let (code, t) = p.wait_exit(Duration::from_secs(60));

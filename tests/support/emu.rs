@@ -304,3 +304,22 @@ pub fn wait_log(log: &Path, needle: &str, secs: u64) -> bool {
     }
     false
 }
+
+/// Waits until `log` contains `needle` at least `n` times; panics with the log after 120 s.
+/// Kill scenarios that count resumes wait for the n-th "stable sync: following the journal"
+/// before each kill: a fixed sleep lets a loaded machine kill a run still in its full sync
+/// (or still reading its markers).
+pub fn wait_log_count(log: &Path, needle: &str, n: usize) {
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{needle:?} not {n} times in the log after 120 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
