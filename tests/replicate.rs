@@ -1316,9 +1316,6 @@ fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }
 
-/// Waits (2 minutes at most) until the log at `log` holds `needle` at least `n` times; panics
-/// with the log otherwise.
-
 /// Against the emulator: live workload at 3,000 ops/s while the replica is killed with
 /// SIGKILL twice in stable sync and restarted (PARTIAL from the target's markers); the check
 /// finds source and target equal — nothing lost, nothing applied twice (INCR/APPEND/LPUSH…).
