@@ -425,12 +425,14 @@ pub struct Writer {
     /// A batch taken from the channel while merging that could not join the merged one; it
     /// is the next to encode (channel order is kept).
     stash: Option<Batch>,
+    /// The last batch taken was live journal (stable sync): see [`Writer::group_wait`].
+    journal_mode: bool,
 }
 
 /// Largest merged journal transaction: commands, and bytes of argument payload. Each batch
 /// is already capped by the flow (`pipeline.batch_commands`, `batch_bytes`); this bounds how
 /// long one merged `EXEC` keeps the target busy.
-const MERGE_MAX_CMDS: usize = 4096;
+const MERGE_MAX_CMDS: usize = 2048;
 const MERGE_MAX_BYTES: usize = 1 << 20;
 
 const TOKEN: Token = Token(0);
@@ -483,6 +485,7 @@ impl Writer {
             stats: Arc::new(WriterStats::new(&addr)),
             side: std::collections::HashMap::new(),
             stash: None,
+            journal_mode: false,
         })
     }
 
@@ -521,7 +524,7 @@ impl Writer {
                 ));
             }
             // Take batches while the window allows.
-            while open && self.inflight.len() < self.cfg.window.max(1) {
+            while open && self.inflight.len() < self.cfg.window.max(1) && !self.group_wait(rx) {
                 let got = if let Some(b) = self.stash.take() {
                     Some(b)
                 } else if self.inflight.is_empty() && self.wpos >= self.wbuf.len() {
@@ -583,7 +586,10 @@ impl Writer {
                 ));
             }
             // Wait for the socket (replies, or room to write); short when more batches wait.
-            let t = if self.inflight.len() < self.cfg.window && !rx.is_empty() {
+            let t = if self.inflight.len() < self.cfg.window
+                && !rx.is_empty()
+                && !self.group_wait(rx)
+            {
                 Duration::ZERO
             } else {
                 Duration::from_millis(50)
@@ -596,6 +602,20 @@ impl Writer {
         }
     }
 
+    /// Whether the writer leaves the batches queued in its channel for now, so that they
+    /// merge into one transaction: in stable sync, while a transaction is still unanswered
+    /// and fewer than a merge's worth of batches wait (half the channel, at most 4). The
+    /// reply that ends the wait comes within one transaction's run time, so a batch waits
+    /// at most about that long (no timer), and a lone batch on an idle writer goes at once.
+    /// A full sync (plain batches) and cluster writers are never held.
+    fn group_wait(&self, rx: &Receiver<Batch>) -> bool {
+        if !self.journal_mode || self.inflight.is_empty() || self.stash.is_some() {
+            return false;
+        }
+        let ready = rx.capacity().map_or(4, |c| (c / 2).clamp(1, 4));
+        rx.len() < ready
+    }
+
     /// Group commit: a journal batch taken from the channel absorbs the journal batches queued
     /// right behind it (any flow), up to [`MERGE_MAX_CMDS`] / [`MERGE_MAX_BYTES`], so one
     /// `MULTI`…`EXEC` commits all of them with every flow's marker. Batches queue only while
@@ -606,6 +626,7 @@ impl Writer {
     /// answered. Channel order is kept; the first batch that cannot join (another kind, or
     /// over the caps) is kept in `stash` and encoded next.
     fn merge(&mut self, first: Batch, rx: &Receiver<Batch>) -> Batch {
+        self.journal_mode = matches!(first.kind, BatchKind::Journal { .. });
         let BatchKind::Journal { next } = first.kind else {
             return first;
         };
