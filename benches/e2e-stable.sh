@@ -6,8 +6,9 @@
 # proxies each write through redis under one lock and tops out near 20k writes/s here). It
 # serves an empty snapshot, then after DFLY STARTSTABLE writes OPS journal entries
 # `SET k:<flow>:<n> <VALUE bytes>` over FLOWS flows at a fixed offered rate, with a probe entry
-# per flow every PROBE_MS; a subscriber on the target (keyspace notifications) measures each
-# probe's lag: master write() → visible in the target.
+# per flow every PROBE_MS (an RPUSH); a subscriber on the target (keyspace notifications for
+# lists only, so the SETs publish nothing) measures each probe's lag: master write() → visible
+# in the target.
 #
 #   1. ceiling: `redis-cli --pipe` of the same OPS SETs into a fresh redis-server;
 #   2. df2redis-sync at the highest rate it takes (offered = unlimited): sustained entries/s;
