@@ -104,7 +104,7 @@ fn merged_transactions_stay_within_the_cap() {
     let applied = Arc::new(Applied::new(&[Lsn(0)]));
     let w = writer(&server, &applied);
     let (tx, rx) = bounded::<Batch>(16);
-    // 10 batches of 512 commands: at most 2048 commands per transaction, so 4 + 4 + 2.
+    // 10 batches of 512 commands: at most 1024 commands per transaction, so 5 × 2.
     for i in 0..10u64 {
         tx.send(journal(
             0,
@@ -115,10 +115,10 @@ fn merged_transactions_stay_within_the_cap() {
     }
     drop(tx);
     w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
-    assert_eq!(calls(&server, "exec"), 3);
+    assert_eq!(calls(&server, "exec"), 5);
     assert_eq!(
         calls(&server, "set"),
-        10 * 512 + 3,
+        10 * 512 + 5,
         "data plus one marker per EXEC"
     );
     assert_eq!(applied.get(FlowId(0)), Lsn(5120));

@@ -427,12 +427,20 @@ pub struct Writer {
     stash: Option<Batch>,
     /// The last batch taken was live journal (stable sync): see [`Writer::group_wait`].
     journal_mode: bool,
+    /// When the last journal transaction was encoded (see [`Writer::linger_left`]).
+    last_journal_tx: Option<Instant>,
 }
+
+/// Shortest interval between two journal transactions of a writer on a busy stream (see
+/// [`Writer::linger_left`]): bounds the wait a batch can get from it, and keeps the
+/// transaction rate (one `MULTI`, `EXEC` and marker each, plus a round of syscalls on both
+/// sides) at about 1000/s whatever the entry rate. (`epoll` waits in whole milliseconds.)
+const JOURNAL_LINGER: Duration = Duration::from_millis(1);
 
 /// Largest merged journal transaction: commands, and bytes of argument payload. Each batch
 /// is already capped by the flow (`pipeline.batch_commands`, `batch_bytes`); this bounds how
 /// long one merged `EXEC` keeps the target busy.
-const MERGE_MAX_CMDS: usize = 2048;
+const MERGE_MAX_CMDS: usize = 1024;
 const MERGE_MAX_BYTES: usize = 1 << 20;
 
 const TOKEN: Token = Token(0);
@@ -486,6 +494,7 @@ impl Writer {
             side: std::collections::HashMap::new(),
             stash: None,
             journal_mode: false,
+            last_journal_tx: None,
         })
     }
 
@@ -552,6 +561,9 @@ impl Writer {
                             last_progress = Instant::now();
                         }
                         let b = self.merge(b, rx);
+                        if self.journal_mode {
+                            self.last_journal_tx = Some(Instant::now());
+                        }
                         self.encode(b)
                     }
                     None => break,
@@ -566,6 +578,10 @@ impl Writer {
                 return Ok(());
             }
             if self.inflight.is_empty() {
+                if let Some(left) = self.linger_left() {
+                    // Holding journal batches with nothing in flight: nothing to poll for.
+                    std::thread::sleep(left);
+                }
                 continue;
             }
             self.write_some()?;
@@ -591,6 +607,8 @@ impl Writer {
                 && !self.group_wait(rx)
             {
                 Duration::ZERO
+            } else if let Some(left) = self.linger_left() {
+                left.min(Duration::from_millis(50))
             } else {
                 Duration::from_millis(50)
             };
@@ -603,17 +621,27 @@ impl Writer {
     }
 
     /// Whether the writer leaves the batches queued in its channel for now, so that they
-    /// merge into one transaction: in stable sync, while a transaction is still unanswered
-    /// and fewer than a merge's worth of batches wait (half the channel, at most 4). The
-    /// reply that ends the wait comes within one transaction's run time, so a batch waits
-    /// at most about that long (no timer), and a lone batch on an idle writer goes at once.
-    /// A full sync (plain batches) and cluster writers are never held.
+    /// merge into one transaction: in stable sync, while fewer than a merge's worth of
+    /// batches wait (half the channel, at most 2) and either a transaction is still
+    /// unanswered or the last one went less than [`JOURNAL_LINGER`] ago. So a batch waits at
+    /// most about one transaction's run time or 1 ms, and a batch after a quiet millisecond
+    /// with nothing in flight goes at once (low rates keep their low lag). A full sync (plain
+    /// batches) and cluster writers (tracked batches) are never held.
     fn group_wait(&self, rx: &Receiver<Batch>) -> bool {
-        if !self.journal_mode || self.inflight.is_empty() || self.stash.is_some() {
+        if !self.journal_mode || self.stash.is_some() {
             return false;
         }
-        let ready = rx.capacity().map_or(4, |c| (c / 2).clamp(1, 4));
-        rx.len() < ready
+        let ready = rx.capacity().map_or(2, |c| (c / 2).clamp(1, 2));
+        rx.len() < ready && (!self.inflight.is_empty() || self.linger_left().is_some())
+    }
+
+    /// Time left before the next journal transaction may go when the last one went less than
+    /// [`JOURNAL_LINGER`] ago (a busy stream); `None` when it may go now. On a busy stream
+    /// this caps a writer at about one journal transaction per millisecond, which collects
+    /// what arrives meanwhile into it; after a quiet millisecond a batch goes at once.
+    fn linger_left(&self) -> Option<Duration> {
+        let e = self.last_journal_tx?.elapsed();
+        JOURNAL_LINGER.checked_sub(e).filter(|d| !d.is_zero())
     }
 
     /// Group commit: a journal batch taken from the channel absorbs the journal batches queued
