@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::support::cluster_ops::MigrateOpts;
 use crate::support::emu::{
-    call, connect, spawn_replica, spawn_work, start_emulator, wait_check_equal, wait_log,
-    write_config,
+    call, connect, spawn_replica, spawn_work, start_empty_emulator, start_emulator,
+    wait_check_equal, wait_log, write_config,
 };
 use crate::support::RedisCluster;
 
@@ -306,4 +306,78 @@ fn kill_9_during_transfers_and_multi_key_mix_converges_exactly() {
         "{text}"
     );
     assert!(!text.contains("not applied"), "{text}");
+}
+
+/// A cross-slot transfer interrupted between the `RESTORE` of its destination and the `DEL` of
+/// its source (the window a `kill -9` can hit) must be completed by the resume, not judged
+/// done nor run again from the start. The interruption is made deterministic by taking `DEL`
+/// away from the target user (ACL) while `MOVE k 3` from db 1 (a `RENAMENX db1:k db3:k`
+/// across slots, run as DUMP/EXISTS/RESTORE/DEL) is replayed: the session fails on the source
+/// `DEL` after the destination was restored, and resumes PARTIAL once `DEL` is allowed again.
+/// Re-running the whole `RENAMENX` finds its own destination and does nothing, which left the
+/// source key behind on the target: the `db 1 key mx:59:50` CI saw after two `kill -9`s.
+#[test]
+fn transfer_interrupted_after_restore_is_completed_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let (_emu, emu_addr) = start_empty_emulator(dir.path(), &[]);
+    let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
+    let log = dir.path().join("replica.log");
+    let mut c = connect(&emu_addr);
+    call(&mut c, &["SELECT", "1"]);
+    call(&mut c, &["SET", "seed", "1"]);
+    let _r = spawn_replica(&cfg, &log);
+    assert!(
+        wait_log(&log, "stable sync: following the journal", 60),
+        "no stable sync: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Values to move, and time for a low-water position past them.
+    for k in ["mv:a", "mv:b", "mv:c"] {
+        call(&mut c, &["SET", k, k, "PX", "3600000"]);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let acl = |rule: &str| {
+        for n in cluster.nodes() {
+            let r = n.cli(&["ACL", "SETUSER", "default", rule]);
+            assert!(r.trim() == "OK", "ACL SETUSER default {rule}: {r}");
+        }
+    };
+    acl("-del");
+    call(&mut c, &["MOVE", "mv:a", "3"]);
+    let failed = wait_log(&log, "DEL of the source", 30);
+    acl("+del");
+    assert!(
+        failed,
+        "the transfer did not stop at the source DEL: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Later writes of the same flow and slots: they must follow the completed transfer.
+    call(&mut c, &["MOVE", "mv:b", "3"]);
+    call(&mut c, &["SET", "mv:z", "later"]);
+    call(&mut c, &["SELECT", "3"]);
+    call(&mut c, &["APPEND", "mv:a", "+"]);
+    call(&mut c, &["SELECT", "0"]);
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
+        panic!(
+            "never equal after the interrupted transfer:\n{last}\nreplica log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // The resume was PARTIAL (a full sync would flush the target and hide the fault).
+    assert!(
+        text.contains("partial sync: stable sync resumed"),
+        "no partial resume: {text}"
+    );
+    assert_eq!(
+        text.matches("full sync started").count(),
+        1,
+        "a second full sync: {text}"
+    );
+    // The resumes completed the transfer from its destination step on (not from the start).
+    assert!(
+        text.contains("completed the source step a previous session left undone"),
+        "{text}"
+    );
 }

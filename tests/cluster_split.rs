@@ -10,7 +10,7 @@ use std::time::Duration;
 use df2redis_sync::model::Cmd;
 use df2redis_sync::net::Conn;
 use df2redis_sync::resp::Value;
-use df2redis_sync::route::split::{split, Routed, TransferOutcome};
+use df2redis_sync::route::split::{split, Routed, TransferIo, TransferOutcome};
 use df2redis_sync::route::Slot;
 use df2redis_sync::target::topology::{discover, Topology};
 
@@ -77,7 +77,7 @@ impl SlotClient {
                 .flat_map(|(s, c)| self.exec(*s, std::slice::from_ref(c)).unwrap())
                 .collect()),
             Routed::Transfer(t) => {
-                let out = t.run(|s, cmds| self.exec(s, cmds)).unwrap();
+                let out = t.run(self).unwrap();
                 Ok(vec![Value::Int(i64::from(out == TransferOutcome::Done))])
             }
             Routed::Keyless => {
@@ -322,5 +322,15 @@ fn harness_migrates_slots_and_adds_a_master() {
             .exec(Slot::of_key(k.as_bytes()), &[Cmd::from_args(["GET", k])])
             .unwrap();
         assert_eq!(r[0].as_bytes(), Some(k.as_bytes()), "{k}");
+    }
+}
+
+/// Transfers without a replication session: no slot markers, the steps as plain commands.
+impl TransferIo for SlotClient {
+    fn read(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String> {
+        self.exec(slot, cmds)
+    }
+    fn commit(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String> {
+        self.exec(slot, cmds)
     }
 }

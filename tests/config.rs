@@ -103,6 +103,18 @@ fn bad_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "environment variable T_NOT_SET is not set",
         ),
         (
+            "announce_ip with a space",
+            both("replica:\n  announce_ip: \"10.0.0.1 x\"\n"),
+            "replica.announce_ip",
+            "must be an IP address or host name",
+        ),
+        (
+            "empty TLS server name",
+            format!("{MIN_SOURCE}target:\n  addr: b:2\n  tls:\n    enabled: true\n    server_name: \"\"\n"),
+            "target.tls.server_name",
+            "must be a host name without spaces",
+        ),
+        (
             "duration with unknown unit",
             both("replica:\n  flow_timeout: 5 parsecs\n"),
             "replica.flow_timeout",

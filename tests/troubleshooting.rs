@@ -207,9 +207,15 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str], dir: &Path, name: &str) -> Proc {
+        Proc::spawn_env(args, dir, name, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables (a failpoint).
+    fn spawn_env(args: &[&str], dir: &Path, name: &str, env: &[(&str, &str)]) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let f = std::fs::File::create(&log).unwrap();
         let child = bin()
+            .envs(env.iter().copied())
             .args(args)
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
@@ -1201,6 +1207,61 @@ fn status_file_messages() {
     p.stop();
 }
 
+/// The process out of file descriptors (`ulimit -n 48`, then 100 idle connections to the
+/// endpoint, each holding one): the endpoint's listener cannot accept; it is logged, replication
+/// goes on, and once the connections close the endpoint listens and answers again.
+#[test]
+fn metrics_accept_failure_message() {
+    let d = tempfile::tempdir().unwrap();
+    let target = RedisServer::start();
+    let m = ReplayMaster::serve(s1());
+    let y = replicate_yaml(
+        m.addr(),
+        &target.addr(),
+        d.path(),
+        "metrics:\n  listen: 127.0.0.1:0\n",
+    );
+    let cfg = write_cfg(d.path(), "r.yaml", &y);
+    let log = d.path().join("fds.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let child = Command::new("sh")
+        .args(["-c", "ulimit -n 48 && exec \"$0\" replicate \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_df2redis-sync"))
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let mut p = Proc { child, log };
+    p.wait_text("stable sync: following the journal", LONG);
+    let addr = std::fs::read_to_string(d.path().join("ckpt/status.addr")).unwrap();
+    let addr = addr.trim().to_string();
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    p.wait_msgs(&["metrics-accept"], LONG);
+    drop(held);
+    let end = Instant::now() + LONG;
+    let get = || df2redis_sync::ops::status::http_get(&addr, "/metrics", Duration::from_secs(2));
+    while get().is_err() {
+        assert!(
+            Instant::now() < end,
+            "the endpoint never recovered:\n{}",
+            p.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = p.stop();
+    assert!(t.contains("metrics endpoint: listening again on"), "{t}");
+    assert!(
+        t.contains("stopped: writers drained, checkpoint saved"),
+        "{t}"
+    );
+    assert!(!t.contains("tiny_http"), "{t}");
+}
+
 /// Size-prefixed RDB string (`pu(len) bytes`), the journal's string form too.
 fn rdb_str(out: &mut Vec<u8>, s: &[u8]) {
     pu(out, s.len() as u64);
@@ -1224,9 +1285,38 @@ fn pu(out: &mut Vec<u8>, x: u64) {
 /// MULTI_COMMAND / EXEC entries) (protocol doc §4.3: `06 pu(db) 0A pu(txid) pu(shard_cnt)
 /// pu(n) pu(total_len) strings`).
 fn journal_session(cmds: &[&[&str]]) -> RecordedSession {
+    journal_session_flows(&[cmds])
+}
+
+/// [`journal_session`] with one journal per flow. `["TXID", "n", cmd…]` writes `cmd` with
+/// txid `n` and a shard count of every flow (how Dragonfly journals a FLUSHALL on each shard).
+fn journal_session_flows(flows: &[&[&[&str]]]) -> RecordedSession {
     let replid = "0123456789abcdef0123456789abcdef01234567".to_string();
-    let capa = format!("*5\r\n+{replid}\r\n+SYNC1\r\n:1\r\n:5\r\n+{replid}\r\n");
-    let token = format!("{:040x}", 0xabc0);
+    let capa = format!(
+        "*5\r\n+{replid}\r\n+SYNC1\r\n:{}\r\n:5\r\n+{replid}\r\n",
+        flows.len()
+    );
+    RecordedSession {
+        dir: PathBuf::from("synthetic"),
+        version: "df-v1.40.1".into(),
+        capa_reply: capa.into_bytes(),
+        replid,
+        sync_id: "SYNC1".into(),
+        flows: flows
+            .iter()
+            .enumerate()
+            .map(|(i, cmds)| journal_flow(i as u32, flows.len() as u64, cmds))
+            .collect(),
+    }
+}
+
+/// Flow `id` of a synthetic session: an empty snapshot, then the journal `cmds`.
+fn journal_flow(
+    id: u32,
+    flow_count: u64,
+    cmds: &[&[&str]],
+) -> crate::support::replay::RecordedFlow {
+    let token = format!("{:040x}", 0xabc0 + u64::from(id));
     let mut data = b"REDIS0009".to_vec();
     data.extend_from_slice(&[0xFE, 0x00]);
     data.extend_from_slice(&[0xC8, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -1238,38 +1328,32 @@ fn journal_session(cmds: &[&[&str]]) -> RecordedSession {
     for (i, args) in cmds.iter().enumerate() {
         // `MULTI k…` / `EXEC`: a pre-v1.21 atomic group (MULTI_COMMAND entries ended by EXEC,
         // `0C pu(txid) pu(shard_cnt)`), all with one txid.
-        let (op, args) = match args.split_first() {
-            Some((&"MULTI", rest)) => (0x0B, rest),
-            Some((&"EXEC", _)) => {
+        let (op, args, txid, shards) = match args {
+            ["MULTI", rest @ ..] => (0x0B, rest, 100, 1),
+            ["EXEC", ..] => {
                 data.extend_from_slice(&[0x0C, 0x64, 0x01]);
                 continue;
             }
-            _ => (0x0A, *args),
+            ["TXID", t, rest @ ..] => (0x0A, rest, t.parse().unwrap(), flow_count),
+            _ => (0x0A, *args, 1 + i as u64, 1),
         };
         data.extend_from_slice(&[0x06, 0x00, op]);
-        pu(&mut data, if op == 0x0B { 100 } else { 1 + i as u64 });
-        data.push(0x01);
+        pu(&mut data, txid);
+        pu(&mut data, shards);
         pu(&mut data, args.len() as u64);
         pu(&mut data, args.iter().map(|a| a.len() as u64).sum());
         for a in args {
             rdb_str(&mut data, a.as_bytes());
         }
     }
-    RecordedSession {
-        dir: PathBuf::from("synthetic"),
-        version: "df-v1.40.1".into(),
-        capa_reply: capa.into_bytes(),
-        replid,
-        sync_id: "SYNC1".into(),
-        flows: vec![crate::support::replay::RecordedFlow {
-            id: 0,
-            reply: format!("*2\r\n+FULL\r\n+{token}\r\n").into_bytes(),
-            partial: false,
-            requested_lsn: None,
-            data,
-            split,
-            acks: vec![1 + cmds.len() as u64],
-        }],
+    crate::support::replay::RecordedFlow {
+        id,
+        reply: format!("*2\r\n+FULL\r\n+{token}\r\n").into_bytes(),
+        partial: false,
+        requested_lsn: None,
+        data,
+        split,
+        acks: vec![1 + cmds.len() as u64],
     }
 }
 
@@ -1324,4 +1408,276 @@ fn cluster_routing_and_topology_messages() {
     }
     p.wait_msgs(&["cluster-refresh-failed"], LONG);
     p.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A master whose shards disagree about a FLUSHALL (synthetic two-flow journals), run in-process
+// with a short stall limit and no retry, so the session's error is the returned one.
+
+/// Replicates `session` into `target` in-process until the first failed session; returns its
+/// message (`1 sessions failed in a row; last: <message>`).
+fn first_session_error(session: RecordedSession, target: &RedisServer, stall: Duration) -> String {
+    let d = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve(session);
+    let y = replicate_yaml(m.addr(), &target.addr(), d.path(), "");
+    let cfg = Config::from_yaml_str(&y, "test").unwrap();
+    let opts = Options {
+        stall_limit: stall,
+        backoff: Duration::from_millis(10),
+        max_failures: 0,
+        ..Options::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let err = pipeline::run(&cfg, &opts, &stop).expect_err("a session that fails");
+    assert!(started.elapsed() < LONG, "took {:?}", started.elapsed());
+    err.to_string()
+}
+
+#[test]
+fn flush_barrier_messages() {
+    let target = RedisServer::start();
+    // Each shard journals the FLUSHALL with its own txid: not one command.
+    let t = first_session_error(
+        journal_session_flows(&[
+            &[
+                &["SET", "a", "1"],
+                &["TXID", "5", "FLUSHALL"],
+                &["SET", "b", "2"],
+            ],
+            &[
+                &["SET", "c", "1"],
+                &["TXID", "6", "FLUSHALL"],
+                &["SET", "d", "2"],
+            ],
+        ]),
+        &target,
+        Duration::from_secs(20),
+    );
+    expect(&t, "src-flush-txid");
+    // Only one shard journals it: the other never reaches the barrier.
+    let t = first_session_error(
+        journal_session_flows(&[
+            &[
+                &["SET", "a", "1"],
+                &["TXID", "5", "FLUSHALL"],
+                &["SET", "b", "2"],
+            ],
+            &[&["SET", "c", "1"], &["SET", "d", "2"]],
+        ]),
+        &target,
+        Duration::from_secs(2),
+    );
+    expect(&t, "src-flush-barrier");
+    assert!(t.contains("flow 0: FLUSH barrier txid 5"), "{t}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A target that answers more than it was asked: a proxy in front of a real redis-server adds a
+// reply after every EXEC reply of a connection that sent MULTI (the writer's).
+
+/// Forwards every connection to `upstream`; on a connection that sent `MULTI`, each array reply
+/// (`EXEC`'s) is followed, in the same write, by an unasked `+OK`.
+fn extra_reply_proxy(upstream: String) -> (String, TcpListener) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let l2 = l.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for c in l2.incoming() {
+            let Ok(client) = c else { return };
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                return;
+            };
+            let multi = Arc::new(AtomicBool::new(false));
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let seen = multi.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 {
+                        let _ = s_out.shutdown(std::net::Shutdown::Write);
+                        return;
+                    }
+                    let chunk = &buf[..n];
+                    if memchr::memmem::find(chunk, b"*1\r\n$5\r\nMULTI\r\n").is_some() {
+                        seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if s_out.write_all(chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 65536];
+                let limits = df2redis_sync::resp::Limits::default();
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 {
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    let mut out = Vec::new();
+                    let mut pos = 0;
+                    while let Ok(Some((_, len))) =
+                        df2redis_sync::resp::decode(&pending[pos..], &limits)
+                    {
+                        out.extend_from_slice(&pending[pos..pos + len]);
+                        if pending[pos] == b'*' && multi.load(std::sync::atomic::Ordering::SeqCst) {
+                            out.extend_from_slice(b"+OK\r\n");
+                        }
+                        pos += len;
+                    }
+                    pending.drain(..pos);
+                    if c_out.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, l)
+}
+
+#[test]
+fn target_extra_reply_message() {
+    let target = RedisServer::start();
+    let (proxy, _l) = extra_reply_proxy(target.addr());
+    let d = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve(s1());
+    // One batch in flight at a time: the extra reply reaches the writer with nothing pending.
+    let y = replicate_yaml(
+        m.addr(),
+        &proxy,
+        d.path(),
+        "pipeline:\n  inflight_batches: 1\n",
+    );
+    let mut p = Proc::spawn(
+        &["replicate", &write_cfg(d.path(), "r.yaml", &y)],
+        d.path(),
+        "extra-reply",
+    );
+    p.wait_msgs(&["target-extra-reply", "session-retry"], LONG);
+    p.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internal failures, injected through the debug-build failpoints (`DF2REDIS_SYNC_FAILPOINT`,
+// src/pipeline/failpoint.rs): the documented message, exit 1 within a bound, and a restart
+// that resumes from the target's markers and converges (`check --mode full` equal).
+
+/// Replicates from a 3-shard emulator under writes with failpoint `fp` armed; the process must
+/// exit 1 within 60 s showing `ids` and `shown`; a restart without the failpoint then resumes
+/// and the target ends equal to the source.
+fn failpoint_case(fp: &str, ids: &[&str], shown: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (_emu, emu) = support::emu::start_emulator(dir, &[], "1");
+    let target = RedisServer::start();
+    let y = replicate_yaml(&emu, &target.addr(), dir, "");
+    let cfg = write_cfg(dir, "fp.yaml", &y);
+    let mut p = Proc::spawn_env(
+        &["replicate", &cfg],
+        dir,
+        "failpoint",
+        &[("DF2REDIS_SYNC_FAILPOINT", fp)],
+    );
+    p.wait_text("stable sync: following the journal", LONG);
+    let work = support::emu::spawn_work(&emu, "1000", "2000");
+    let started = Instant::now();
+    let (code, t) = p.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{t}");
+    for id in ids {
+        expect(&t, id);
+    }
+    assert!(
+        t.contains(&format!("failpoint {}", fp.split(':').next().unwrap_or(fp))),
+        "{t}"
+    );
+    assert!(t.contains(shown), "{t}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(work.join().unwrap(), "dfly-emulator work");
+    // The checkpoint file is never ahead of the positions committed in the target (a flow or
+    // writer panic still ends with the final save; a coordinator panic leaves the last periodic
+    // one).
+    let cp = Store::new(dir.join("ckpt"))
+        .load()
+        .unwrap()
+        .unwrap_or_else(|| panic!("no checkpoint:\n{t}"));
+    for f in &cp.flows {
+        let m = target.cli(&["GET", &format!("df2redis-sync:ckpt:{}", f.flow)]);
+        let committed: u64 = m
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("flow {}: marker {m:?}", f.flow));
+        assert!(
+            f.next_lsn <= committed,
+            "flow {}: checkpoint {} ahead of the target's {committed}",
+            f.flow,
+            f.next_lsn
+        );
+    }
+    // The restart resumes from the markers the target committed, and converges.
+    let mut again = Proc::spawn(&["replicate", &cfg], dir, "restart");
+    again.wait_text(
+        "resuming from the per-flow LSNs committed in the target",
+        LONG,
+    );
+    let r = support::emu::wait_check_equal(Path::new(&cfg), dir, 40);
+    let log = again.stop();
+    r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+}
+
+#[test]
+fn flow_thread_panic_is_reported() {
+    failpoint_case(
+        "flow-panic:1",
+        &["internal-panic"],
+        "thread(s) panicked: flow-1",
+    );
+}
+
+#[test]
+fn writer_thread_panic_is_reported() {
+    failpoint_case(
+        "writer-panic",
+        &["internal-panic"],
+        "thread(s) panicked: writer-127.0.0.1:",
+    );
+}
+
+#[test]
+fn coordinator_panic_is_reported() {
+    failpoint_case(
+        "coordinator-panic",
+        &["internal-panic"],
+        "thread(s) panicked: coordinator",
+    );
+}
+
+/// The OS refusing a thread, injected at the first flow: reported the same way (exit 1), and
+/// nothing is left running.
+#[test]
+fn thread_spawn_failure_is_reported() {
+    let target = RedisServer::start();
+    let d = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve(s1());
+    let y = replicate_yaml(m.addr(), &target.addr(), d.path(), "");
+    let mut p = Proc::spawn_env(
+        &["replicate", &write_cfg(d.path(), "r.yaml", &y)],
+        d.path(),
+        "spawn",
+        &[("DF2REDIS_SYNC_FAILPOINT", "spawn-error")],
+    );
+    let (code, t) = p.wait_exit(LONG);
+    assert_eq!(code, Some(1), "{t}");
+    expect(&t, "internal-os");
+    assert!(t.contains("spawning flow-0: failpoint spawn-error"), "{t}");
 }

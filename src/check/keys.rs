@@ -80,24 +80,8 @@ impl KeyMap {
         if self.is_marker(tkey) {
             return None;
         }
-        let mut dbs: Vec<DbIndex> = self
-            .source_dbs
-            .iter()
-            .copied()
-            .filter(|&s| self.mapping.target_db(s) == tdb)
-            .collect();
-        // An empty source db with the same index also maps here (identity mapping): a key
-        // there is extra, but it belongs to that db (and to a `--db` filter naming it).
-        if self.mapping.target_db(tdb) == tdb && !dbs.contains(&tdb) {
-            dbs.push(tdb);
-        }
-        if let Some(o) = self.only {
-            if self.mapping.target_db(o) == tdb && !dbs.contains(&o) {
-                dbs.push(o);
-            }
-        }
         let mut out = Vec::new();
-        for s in dbs {
+        for s in self.dbs_mapped_to(tdb) {
             match self.mapping.key_prefix(s) {
                 Some(p) => {
                     if let Some(rest) = tkey.strip_prefix(p) {
@@ -119,6 +103,24 @@ impl KeyMap {
         Some(out)
     }
 
+    /// The source dbs whose keys land in target db `tdb`: the mapped source dbs, plus an
+    /// empty source db with the same index (identity mapping: a key there is extra, but it
+    /// belongs to that db) and the `--db` filter's db when it maps here.
+    fn dbs_mapped_to(&self, tdb: DbIndex) -> Vec<DbIndex> {
+        let mut dbs: Vec<DbIndex> = self
+            .source_dbs
+            .iter()
+            .copied()
+            .filter(|&s| self.mapping.target_db(s) == tdb)
+            .collect();
+        for d in [Some(tdb), self.only].into_iter().flatten() {
+            if self.mapping.target_db(d) == tdb && !dbs.contains(&d) {
+                dbs.push(d);
+            }
+        }
+        dbs
+    }
+
     /// True for the replicator's own marker keys on the target (never extra).
     pub fn is_marker(&self, tkey: &[u8]) -> bool {
         !self.marker_prefix.is_empty() && tkey.starts_with(&self.marker_prefix)
@@ -128,21 +130,7 @@ impl KeyMap {
     /// only reading of every (non-marker) key there: [`KeyMap::to_source`] would answer
     /// `[(db, key)]` for each. `None` when prefixes or several dbs are involved.
     pub fn same_name_source(&self, tdb: DbIndex) -> Option<DbIndex> {
-        let mut dbs: Vec<DbIndex> = self
-            .source_dbs
-            .iter()
-            .copied()
-            .filter(|&s| self.mapping.target_db(s) == tdb)
-            .collect();
-        if self.mapping.target_db(tdb) == tdb && !dbs.contains(&tdb) {
-            dbs.push(tdb);
-        }
-        if let Some(o) = self.only {
-            if self.mapping.target_db(o) == tdb && !dbs.contains(&o) {
-                dbs.push(o);
-            }
-        }
-        match dbs.as_slice() {
+        match self.dbs_mapped_to(tdb).as_slice() {
             [db] if self.mapping.key_prefix(*db).is_none()
                 && self.only.map_or(true, |o| o == *db) =>
             {

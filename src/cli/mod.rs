@@ -215,7 +215,10 @@ fn replicate(cfg: &Config, bars: bool) -> Result<(), Failure> {
         match progress::Display::start(stats.clone()) {
             Ok(d) => Some(d),
             Err(e) => {
-                log::warn!("cannot start the progress display ({e}); logging progress lines");
+                // Only a thread the OS refused gets here, and the engine's own threads would be
+                // refused right after (`spawning …`, an error with its own entry in
+                // docs/troubleshooting.md); the plain progress lines replace the bars.
+                log::debug!("cannot start the progress display ({e}); logging progress lines");
                 opts.progress_interval = cfg.logging.progress_interval;
                 None
             }

@@ -459,18 +459,7 @@ impl Resolver<'_> {
             }
         }
         let server_name = match t.get("server_name") {
-            Some((nk, nv)) => ctx.string(&nk, nv, false).and_then(|n| {
-                if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    ctx.problem(
-                        &nk,
-                        Some(show_str(&n)),
-                        "must be a host name without spaces",
-                    );
-                    None
-                } else {
-                    Some(Some(n))
-                }
-            }),
+            Some((nk, nv)) => ctx.word(&nk, nv, "a host name without spaces").map(Some),
             None => Some(None),
         };
         let insecure = match t.get("insecure_skip_verify") {
@@ -545,18 +534,7 @@ impl Resolver<'_> {
             None => Some(DEFAULT_LISTENING_PORT),
         };
         let announce_ip = match s.get("announce_ip") {
-            Some((k, v)) => ctx.string(&k, v, false).and_then(|ip| {
-                if ip.is_empty() || ip.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    ctx.problem(
-                        &k,
-                        Some(show_str(&ip)),
-                        "must be an IP address or host name",
-                    );
-                    None
-                } else {
-                    Some(Some(ip))
-                }
-            }),
+            Some((k, v)) => ctx.word(&k, v, "an IP address or host name").map(Some),
             None => Some(None),
         };
         let flow_timeout = match s.get("flow_timeout") {

@@ -186,6 +186,17 @@ impl<'e> Ctx<'e> {
         }
     }
 
+    /// A non-empty string leaf without spaces or control characters (a host name, an IP);
+    /// `what` completes "must be …" in the error.
+    pub fn word(&mut self, key: &str, v: &Value, what: &str) -> Option<String> {
+        let w = self.string(key, v, false)?;
+        if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.problem(key, Some(show_str(&w)), format!("must be {what}"));
+            return None;
+        }
+        Some(w)
+    }
+
     /// An unsigned integer leaf in `min..=max`; numeric strings (e.g. from `${ENV}`) count.
     pub fn uint(&mut self, key: &str, v: &Value, min: u64, max: u64) -> Option<u64> {
         let n = match v {

@@ -6,7 +6,9 @@
 //! unless an address says otherwise. The bound address (useful with port 0) is written to
 //! `<checkpoint.dir>/status.addr`, where `df2redis-sync status` looks first; the file is
 //! removed when the server stops. The server lives outside the engine: started by the CLI
-//! before the engine and stopped after it, it only reads [`Stats`].
+//! before the engine and stopped after it, it only reads [`Stats`]. When its listener fails
+//! (out of file descriptors) it is bound again on the same address once a second, with a
+//! warning at most once a minute.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,9 +64,10 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
         let dir = checkpoint_dir.map(Path::to_path_buf);
+        let addr2 = addr.clone();
         let handle = std::thread::Builder::new()
             .name("ops-http".into())
-            .spawn(move || serve(&server, &stats, dir.as_deref(), &st))
+            .spawn(move || serve(server, &addr2, &stats, dir.as_deref(), &st))
             .map_err(|e| format!("metrics endpoint: spawning its thread: {e}"))?;
         log::info!("metrics on http://{addr}/metrics, status on http://{addr}/status");
         Ok(Server {
@@ -93,15 +96,35 @@ impl Drop for Server {
     }
 }
 
-fn serve(server: &tiny_http::Server, stats: &Arc<Stats>, dir: Option<&Path>, stop: &AtomicBool) {
+fn serve(
+    mut server: tiny_http::Server,
+    addr: &str,
+    stats: &Arc<Stats>,
+    dir: Option<&Path>,
+    stop: &AtomicBool,
+) {
     let registry = metrics::registry(stats.clone());
+    let mut accept_errors = AcceptErrors::default();
     while !stop.load(Ordering::SeqCst) {
         let req = match server.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(e) => {
-                log::warn!("metrics endpoint: {e}");
-                std::thread::sleep(Duration::from_millis(200));
+                // tiny_http hands over only an error of its listener's accept() (a request
+                // that fails is dropped inside it) — on Linux in practice EMFILE/ENFILE, out
+                // of file descriptors — and its accept thread ends with it, closing the
+                // listener. Listen again on the same address (the one `status.addr` names)
+                // once a second until it works.
+                accept_errors.note(
+                    "accepting a connection",
+                    &e.to_string(),
+                    std::time::Instant::now(),
+                );
+                drop(server);
+                match relisten(addr, &mut accept_errors, stop) {
+                    Some(s) => server = s,
+                    None => return,
+                }
                 continue;
             }
         };
@@ -152,6 +175,60 @@ fn serve(server: &tiny_http::Server, stats: &Arc<Stats>, dir: Option<&Path>, sto
         if let Err(e) = req.respond(resp) {
             log::debug!("metrics endpoint: answering {path}: {e}");
         }
+    }
+}
+
+/// Binds `addr` again after the listener failed; `None` once `stop` is set.
+fn relisten(addr: &str, errors: &mut AcceptErrors, stop: &AtomicBool) -> Option<tiny_http::Server> {
+    loop {
+        for _ in 0..5 {
+            if stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        match tiny_http::Server::http(addr) {
+            Ok(s) => {
+                log::info!("metrics endpoint: listening again on {addr}");
+                return Some(s);
+            }
+            Err(e) => errors.note(
+                &format!("listening again on {addr}"),
+                &e.to_string(),
+                std::time::Instant::now(),
+            ),
+        }
+    }
+}
+
+/// Rate-limited report of the listener's accept errors.
+#[derive(Default)]
+struct AcceptErrors {
+    /// When the last warning was logged.
+    last: Option<std::time::Instant>,
+    /// Errors since then.
+    since: u64,
+}
+
+impl AcceptErrors {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// Counts one failure of `what`; logs it unless a warning was logged within a minute.
+    fn note(&mut self, what: &str, e: &str, now: std::time::Instant) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return;
+        }
+        log::warn!(
+            "metrics endpoint: {what} failed: {e} ({} time(s) since the last \
+             report); listening again every second, replication goes on",
+            self.since
+        );
+        self.last = Some(now);
+        self.since = 0;
     }
 }
 

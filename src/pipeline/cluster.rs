@@ -14,7 +14,10 @@
 //! * journal groups commit a per-(flow, slot) marker in their `MULTI`; the coordinator writes
 //!   the per-flow low-water position (everything before it acknowledged on every node) to
 //!   `<prefix>lowwater`; a resume asks the master for the low-water LSNs and skips what the
-//!   slot markers show as applied.
+//!   slot markers show as applied;
+//! * a cross-slot transfer commits its `RESTORE` and then its `DEL` each with its slot marker,
+//!   so a resume skips a finished one and completes (`DEL` only) one a crash cut in between
+//!   ([`transfer_on_resume`]; re-running it whole would leave a `RENAMENX`/`MOVE` source behind).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +31,8 @@ use parking_lot::RwLock;
 use crate::config::{Config, FlushPolicy};
 use crate::model::{Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Endpoint};
-use crate::route::split::{self, Routed, Transfer, TransferOutcome};
+use crate::resp::Value;
+use crate::route::split::{self, Routed, Transfer, TransferIo, TransferOutcome};
 use crate::route::Slot;
 use crate::target::cluster::{
     self as tc, ClusterMarkers, Dest, SlotOwners, Ticket, TopologyHint, Tracker,
@@ -314,8 +318,22 @@ impl Spawner {
 pub(super) enum Step {
     /// A single-slot (or keyless) command for the pending batch.
     Cmd(Cmd),
-    /// A cross-slot `RENAME`/`RENAMENX`/`COPY`, run in place (the original command with it).
-    Transfer(Transfer, Cmd),
+    /// A cross-slot `RENAME`/`RENAMENX`/`COPY`, run in place.
+    Transfer {
+        /// What to move or copy.
+        t: Transfer,
+        /// The original command (for messages).
+        cmd: Cmd,
+        /// The position its steps commit as slot markers (`Transfer::run`): the entry's end
+        /// when the transfer is the entry's last write; `None` (plain writes, no marker) in
+        /// the snapshot phase and when more pieces of the same entry follow it (a pre-v1.21
+        /// atomic group), whose skipping the marker would otherwise decide.
+        mark: Option<Lsn>,
+        /// Resume: its destination step was committed and its source step was not (the
+        /// destination slot's marker is at the entry, the source slot's is not): only
+        /// complete it (`Transfer::finish`).
+        finish: bool,
+    },
     /// A command refused on a cluster, with its rule (`docs/cluster-commands.md`).
     Refused(Cmd, &'static str),
 }
@@ -402,13 +420,14 @@ impl FlowRouting {
                     parts.into_iter().map(|(s, p)| (Some(s.get()), p)).collect()
                 }
                 Routed::Transfer(t) => {
-                    let (a, b) = (Slot::of_key(&t.src).get(), Slot::of_key(&t.dst).get());
-                    // Applied synchronously with nothing in flight: a marker at or past the
-                    // entry on either slot means it ran.
-                    if end.is_some_and(|e| self.applied_before(a, e) || self.applied_before(b, e)) {
-                        self.skipped += 1;
-                    } else {
-                        out.push(Step::Transfer(t, c));
+                    match transfer_on_resume(&self.skip, &t, end) {
+                        None => self.skipped += 1,
+                        Some(finish) => out.push(Step::Transfer {
+                            t,
+                            cmd: c,
+                            mark: None,
+                            finish,
+                        }),
                     }
                     continue;
                 }
@@ -430,6 +449,7 @@ impl FlowRouting {
                 out.push(Step::Cmd(pc));
             }
         }
+        mark_last_transfer(&mut out, end);
         if let Some(e) = end {
             if !self.skip.is_empty() && e > self.skip_until {
                 log::info!(
@@ -458,16 +478,26 @@ impl FlowRouting {
     }
 
     /// Runs a cross-slot transfer now, on the owners of its slots (the caller drained the
-    /// flow first: every earlier write is applied).
-    pub fn transfer(&self, t: &Transfer) -> Result<TransferOutcome, String> {
-        let seed = &self.ctx.setup.seed;
-        t.run(|slot, cmds| {
-            cmds.iter()
-                .map(|c| {
-                    tc::request_slot(seed, &self.owners, slot.get(), c).map_err(|e| e.to_string())
-                })
-                .collect()
-        })
+    /// flow first: every earlier write is applied). With `mark`, each committed step is one
+    /// `MULTI … ZADD <slot marker> GT <mark> … EXEC` in its slot; `finish` only completes one
+    /// whose destination step a previous session committed.
+    pub fn transfer(
+        &self,
+        flow: FlowId,
+        t: &Transfer,
+        mark: Option<Lsn>,
+        finish: bool,
+    ) -> Result<TransferOutcome, String> {
+        let mut io = SlotIo {
+            routing: self,
+            flow,
+            mark,
+        };
+        if finish {
+            t.finish(&mut io)
+        } else {
+            t.run(&mut io)
+        }
     }
 
     /// Splits a flow batch into node parts grouped per slot. Journal batches (`next` given)
@@ -541,6 +571,79 @@ impl FlowRouting {
             tracker: self.ctx.tracker.clone(),
             lane: flow,
             seq,
+        }
+    }
+}
+
+/// What a resume does with a transfer of the entry ending at `end`, from the flow's slot
+/// markers `skip`: `None` = skip it (complete), `Some(true)` = only finish it
+/// (`Transfer::finish`), `Some(false)` = run it whole.
+///
+/// A transfer runs with nothing of its flow in flight and commits its destination step, then
+/// its source step, each with the slot marker at the entry (`Transfer::run`); later entries
+/// are sent only once it returned. So the source slot's marker at or past the entry means it
+/// is complete; the destination's alone means its RESTORE ran and its DEL did not.
+fn transfer_on_resume(skip: &HashMap<u16, Lsn>, t: &Transfer, end: Option<Lsn>) -> Option<bool> {
+    let Some(e) = end else {
+        return Some(false);
+    };
+    let applied = |key: &[u8]| skip.get(&Slot::of_key(key).get()).is_some_and(|m| e <= *m);
+    if applied(&t.src) {
+        None
+    } else {
+        Some(applied(&t.dst))
+    }
+}
+
+/// Gives the entry's last write, when it is a transfer, the entry's position `end` to commit
+/// in its slots. An earlier transfer of the same entry (a pre-v1.21 atomic group) gets none:
+/// a marker at the entry would make the pieces after it look applied on a resume.
+fn mark_last_transfer(steps: &mut [Step], end: Option<Lsn>) {
+    if let Some(Step::Transfer { mark, .. }) = steps
+        .iter_mut()
+        .rev()
+        .find(|s| !matches!(s, Step::Refused(..)))
+    {
+        *mark = end;
+    }
+}
+
+/// A transfer's way to the cluster: blocking requests to the slot owners by the flow's map
+/// (redirects followed), committed steps with the flow's slot marker.
+struct SlotIo<'a> {
+    routing: &'a FlowRouting,
+    flow: FlowId,
+    mark: Option<Lsn>,
+}
+
+impl TransferIo for SlotIo<'_> {
+    fn read(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String> {
+        let seed = &self.routing.ctx.setup.seed;
+        cmds.iter()
+            .map(|c| {
+                tc::request_slot(seed, &self.routing.owners, slot.get(), c)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    fn commit(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String> {
+        let Some(mark) = self.mark else {
+            return self.read(slot, cmds);
+        };
+        let ctx = &self.routing.ctx;
+        let mut tx = cmds.to_vec();
+        tx.push(ctx.setup.markers.zadd(slot.get(), self.flow, mark));
+        let v = tc::request_slot_atomic(&ctx.setup.seed, &self.routing.owners, slot.get(), &tx)
+            .map_err(|e| e.to_string())?;
+        match v {
+            Value::Array(mut items) if items.len() == tx.len() => {
+                if let Some(e) = items.pop().filter(Value::is_error) {
+                    return Err(format!("the marker of {slot}: {e:?}"));
+                }
+                Ok(items)
+            }
+            other => Err(format!("{cmds:?} with the marker of {slot}: {other:?}")),
         }
     }
 }
@@ -707,8 +810,18 @@ impl CoordCluster {
                     },
                 },
             };
-            tx.send_timeout(batch, limit)
-                .map_err(|_| SessionError::retry("a writer did not take the FLUSH"))?;
+            match tx.send_timeout(batch, limit) {
+                Ok(()) => {}
+                // A writer that ended reports why itself (its event is queued before its
+                // channel closes); the barrier then never completes and the session ends.
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {}
+                Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                    return Err(SessionError::retry(super::stalled(
+                        "the FLUSH barrier",
+                        limit,
+                    )))
+                }
+            }
         }
         Ok(())
     }
@@ -741,4 +854,85 @@ pub(super) fn probe(setup: &Setup) -> Result<Conn, SessionError> {
         established: false,
         ..SessionError::retry(format!("target: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(args: &[&str]) -> Transfer {
+        Transfer::from_cmd(&Cmd::from_args(args)).unwrap()
+    }
+
+    #[test]
+    fn transfer_resume_rule_reads_the_two_slot_markers() {
+        let t = transfer(&["RENAMENX", "foo", "bar"]);
+        let (a, b) = (Slot::of_key(b"foo").get(), Slot::of_key(b"bar").get());
+        let end = Some(Lsn(10));
+        let skip = |pairs: &[(u16, u64)]| -> HashMap<u16, Lsn> {
+            pairs.iter().map(|&(s, l)| (s, Lsn(l))).collect()
+        };
+        // Nothing committed at the entry: run whole (markers of earlier entries only).
+        assert_eq!(transfer_on_resume(&skip(&[]), &t, end), Some(false));
+        assert_eq!(
+            transfer_on_resume(&skip(&[(a, 9), (b, 9)]), &t, end),
+            Some(false)
+        );
+        // Destination step committed, source step not: finish only.
+        assert_eq!(
+            transfer_on_resume(&skip(&[(a, 9), (b, 10)]), &t, end),
+            Some(true)
+        );
+        // Source step committed (or a later entry in its slot): complete.
+        assert_eq!(transfer_on_resume(&skip(&[(a, 10)]), &t, end), None);
+        assert_eq!(transfer_on_resume(&skip(&[(a, 12), (b, 3)]), &t, end), None);
+        // The snapshot phase (no position) never skips.
+        assert_eq!(transfer_on_resume(&skip(&[(a, 12)]), &t, None), Some(false));
+    }
+
+    #[test]
+    fn only_the_entrys_last_write_marks_a_transfer() {
+        let step = |args: &[&str]| Step::Transfer {
+            t: transfer(args),
+            cmd: Cmd::from_args(args),
+            mark: None,
+            finish: false,
+        };
+        let marks = |steps: &[Step]| -> Vec<Option<Lsn>> {
+            steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Transfer { mark, .. } => Some(*mark),
+                    _ => None,
+                })
+                .collect()
+        };
+        let end = Some(Lsn(7));
+        // One command per entry (v1.21+): the transfer is the last write.
+        let mut one = vec![step(&["RENAME", "foo", "bar"])];
+        mark_last_transfer(&mut one, end);
+        assert_eq!(marks(&one), [end]);
+        // A refused command after it writes nothing: still the last write.
+        let mut refused = vec![
+            step(&["RENAME", "foo", "bar"]),
+            Step::Refused(Cmd::from_args(["SMOVE", "foo", "bar", "m"]), "r"),
+        ];
+        mark_last_transfer(&mut refused, end);
+        assert_eq!(marks(&refused), [end]);
+        // A pre-v1.21 group: a write after the first transfer leaves it unmarked; the
+        // second transfer, last, is marked.
+        let mut group = vec![
+            step(&["RENAME", "foo", "bar"]),
+            Step::Cmd(Cmd::from_args(["SET", "foo", "1"])),
+            step(&["COPY", "bar", "foo"]),
+        ];
+        mark_last_transfer(&mut group, end);
+        assert_eq!(marks(&group), [None, end]);
+        let mut before = vec![
+            step(&["RENAME", "foo", "bar"]),
+            Step::Cmd(Cmd::from_args(["SET", "foo", "1"])),
+        ];
+        mark_last_transfer(&mut before, end);
+        assert_eq!(marks(&before), [None]);
+    }
 }

@@ -46,6 +46,7 @@ use crate::target::writer::{
 };
 
 mod cluster;
+pub(crate) mod failpoint;
 
 /// Engine settings that are not in the config file (tests shorten them).
 #[derive(Debug, Clone)]
@@ -658,9 +659,22 @@ fn run_session(
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
+                // A panic ends the session like an error would (the join reports it).
+                // (The report goes first, so it is the session's first error.)
+                let _guard = OnPanic::new(|| {
+                    let _ = ev.send(Event::WriterEnded(
+                        tname.clone(),
+                        Some(WriterError {
+                            addr: tname.trim_start_matches("writer-").to_string(),
+                            detail: "the writer thread panicked".into(),
+                            retryable: false,
+                        }),
+                    ));
+                    abort.store(true, Ordering::SeqCst);
+                });
                 pin(core, &tname);
                 let r = writer.run(&rx, &abort);
-                let _ = ev.send(Event::WriterEnded(tname, r.err()));
+                let _ = ev.send(Event::WriterEnded(tname.clone(), r.err()));
             })
             .map_err(|e| fail(SessionError::fatal(format!("spawning {name}: {e}"))))?;
         writer_txs.push(tx);
@@ -707,13 +721,45 @@ fn run_session(
         };
         let core = pick_core(&cfg.cpu.flow_threads, id.0 as usize);
         let name = format!("flow-{}", id.0);
-        let h = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                pin(core, &format!("flow-{}", id.0));
-                ctx.run()
-            })
-            .map_err(|e| fail(SessionError::fatal(format!("spawning {name}: {e}"))))?;
+        let (ev, abort) = (ev_tx.clone(), shared.abort.clone());
+        let spawned = if failpoint::hit("spawn-error", None) {
+            Err(std::io::Error::other("failpoint spawn-error"))
+        } else {
+            std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    // A panic ends the session like a failure would: the other threads stop, the
+                    // coordinator counts this flow as ended, the join reports the panic.
+                    let _guard = OnPanic::new(move || {
+                        let _ = ev.send(Event::FlowEnded(
+                            id,
+                            Some(FlowFailure {
+                                msg: format!("{id}: the thread panicked"),
+                                force_full: false,
+                            }),
+                        ));
+                        abort.store(true, Ordering::SeqCst);
+                    });
+                    pin(core, &format!("flow-{}", id.0));
+                    ctx.run()
+                })
+        };
+        let h = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                // The flows already started stop (they see the abort) before the error returns.
+                shared.abort.store(true, Ordering::SeqCst);
+                drop(ev_tx);
+                drop(writer_txs);
+                for h in flow_handles {
+                    let _ = h.join();
+                }
+                for h in writer_handles {
+                    let _ = h.join();
+                }
+                return Err(fail(SessionError::fatal(format!("spawning {name}: {e}"))));
+            }
+        };
         flow_handles.push(h);
     }
     drop(ev_tx);
@@ -746,29 +792,37 @@ fn run_session(
         writers: writers_total,
         cluster: coord_cluster,
     };
+    let abort = shared.abort.clone();
     let coord_handle = std::thread::Builder::new()
         .name("coordinator".into())
-        .spawn(move || coord.run(ev_rx))
+        .spawn(move || {
+            // Without the coordinator nothing ends the session: stop every thread.
+            let _guard = OnPanic::new(move || abort.store(true, Ordering::SeqCst));
+            coord.run(ev_rx)
+        })
         .map_err(|e| fail(SessionError::fatal(format!("spawning coordinator: {e}"))))?;
 
     let mut panicked = Vec::new();
     let mut streams = Vec::new();
-    for (i, h) in flow_handles.into_iter().enumerate() {
+    for h in flow_handles {
+        let n = thread_name(h.thread());
         match h.join() {
             Ok(s) => streams.push(s),
-            Err(_) => panicked.push(format!("flow-{i}")),
+            Err(_) => panicked.push(n),
         }
     }
     for h in writer_handles {
+        let n = thread_name(h.thread());
         if h.join().is_err() {
-            panicked.push("writer".into());
+            panicked.push(n);
         }
     }
     let (result, master) = match coord_handle.join() {
         Ok(r) => r,
         Err(_) => {
+            // Reported below with the other panics.
             panicked.push("coordinator".into());
-            (Err(SessionError::fatal("coordinator panicked")), None)
+            (Ok(()), None)
         }
     };
     // Close the master's connections last, gracefully (§5.4 #3).
@@ -816,6 +870,30 @@ fn probe_target(conn: &mut Conn) -> rewrite::Options {
         }
     }
     o
+}
+
+fn thread_name(t: &std::thread::Thread) -> String {
+    t.name().unwrap_or("unnamed").to_string()
+}
+
+/// Runs a closure when the thread unwinds from a panic (a worker's drop trips the session's
+/// quit flag): a panicking thread must not leave the others waiting for it.
+struct OnPanic<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnPanic<F> {
+    fn new(f: F) -> OnPanic<F> {
+        OnPanic(Some(f))
+    }
+}
+
+impl<F: FnOnce()> Drop for OnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
 }
 
 fn pick_core(cores: &[usize], i: usize) -> Option<usize> {
@@ -1060,6 +1138,10 @@ impl FlowCtx {
         };
         stats.entries.fetch_add(1, Ordering::Relaxed);
         let ping = entry.kind == EntryKind::Ping;
+        #[cfg(debug_assertions)]
+        if self.phase == Phase::Stable && entry.kind == EntryKind::Command {
+            failpoint::panic_if("flow-panic", Some(self.id.0));
+        }
         // By value: a command replayed as it is moves into its batch without a copy.
         let rw = self
             .rewriter
@@ -1126,7 +1208,12 @@ impl FlowCtx {
                             c.get(1).map(escape_bytes).unwrap_or_default()
                         );
                     }
-                    cluster::Step::Transfer(t, c) => self.transfer(&t, &c)?,
+                    cluster::Step::Transfer {
+                        t,
+                        cmd,
+                        mark,
+                        finish,
+                    } => self.transfer(&t, &cmd, mark, finish)?,
                 }
             }
         } else {
@@ -1217,11 +1304,15 @@ impl FlowCtx {
     }
 
     /// Cluster: a cross-slot `RENAME`/`RENAMENX`/`COPY` as a read-then-write transfer, after
-    /// everything the flow sent before it is applied (`route::split::Transfer::run`).
+    /// everything the flow sent before it is applied (`route::split::Transfer::run`); its
+    /// steps commit the slot markers at `mark`; `finish` completes one a previous session
+    /// left half done (`cluster::Step::Transfer`).
     fn transfer(
         &mut self,
         t: &crate::route::split::Transfer,
         cmd: &Cmd,
+        mark: Option<Lsn>,
+        finish: bool,
     ) -> Result<(), FlowFailure> {
         // The pending commands come before it. Their position is the transfer's own entry
         // (`next - 1`): everything before that entry is in them or was sent already. (Commands
@@ -1248,8 +1339,15 @@ impl FlowCtx {
             return Ok(());
         };
         let outcome = cl
-            .transfer(t)
+            .transfer(self.id, t, mark, finish)
             .map_err(|e| self.fail(format!("{}: {cmd:?} across slots: {e}", self.id)))?;
+        if finish {
+            log::info!(
+                "{}: {cmd:?} across slots: completed the source step a previous session left \
+                 undone (its destination step was committed): {outcome:?}",
+                self.id
+            );
+        }
         if let Some(cl) = self.cluster.as_mut() {
             cl.transfers += 1;
             if cl.transfers == 1 {
@@ -1303,11 +1401,7 @@ impl FlowCtx {
                     b = x;
                     self.maybe_ack()?;
                     if started.elapsed() > self.stall_limit {
-                        return Err(self.fail(format!(
-                            "{}: the target has not taken a batch for {:?} (too slow or paused); \
-                             stopping before the master's replication timeout",
-                            self.id, self.stall_limit
-                        )));
+                        return Err(self.fail(stalled(self.id, self.stall_limit)));
                     }
                     if self.shared.abort.load(Ordering::SeqCst) {
                         return Err(self.fail(format!("{}: session aborted", self.id)));
@@ -1406,6 +1500,14 @@ impl FlowCtx {
     }
 }
 
+/// The target took no batch for `limit` (docs/troubleshooting.md `target-stall`).
+pub(crate) fn stalled(who: impl fmt::Display, limit: Duration) -> String {
+    format!(
+        "{who}: the target has not taken a batch for {limit:?} (too slow or paused); stopping \
+         before the master's replication timeout"
+    )
+}
+
 fn is_flush(cmd: &Cmd) -> bool {
     let n = cmd.name();
     n.eq_ignore_ascii_case(b"FLUSHALL") || n.eq_ignore_ascii_case(b"FLUSHDB")
@@ -1451,7 +1553,9 @@ impl Coordinator {
         if let Some(c) = self.cluster.as_mut() {
             c.close();
             if !c.join_late() && r.is_ok() {
-                r = Err(SessionError::fatal("a writer thread panicked"));
+                r = Err(SessionError::fatal(
+                    "thread(s) panicked: a writer of a master added during the session",
+                ));
             }
         }
         // Let everything end: abort flows, drop the global sender, drain events until every
@@ -1561,17 +1665,22 @@ impl Coordinator {
                             }
                         }
                         Event::FlowEnded(f, failure) => {
+                            // (A flow ends without a failure only once the session is stopping:
+                            // `main_loop` returns `Ok` nowhere else.)
+                            log::debug!("{f}: thread ended");
                             flows_left -= 1;
                             if let Some(fl) = failure {
                                 if !self.shared.stopping() {
                                     let e = SessionError { force_full: fl.force_full, ..SessionError::retry(fl.msg) };
                                     abort(self, e, &mut result);
                                 }
-                            } else if !self.shared.stopping() {
-                                abort(self, SessionError::retry(format!("{f} ended")), &mut result);
                             }
                         }
                         Event::WriterEnded(name, err) => {
+                            log::debug!("{name}: thread ended");
+                            // (A writer ends without an error only once every sender is gone:
+                            // the flows' and the coordinator's, dropped when the flows ended. A
+                            // flow whose writer is gone fails its next send and says so.)
                             writers_left = writers_left.saturating_sub(1);
                             if let Some(e) = err {
                                 let se = SessionError {
@@ -1579,8 +1688,6 @@ impl Coordinator {
                                     ..SessionError::retry(e.to_string())
                                 };
                                 abort(self, se, &mut result);
-                            } else if flows_left > 0 && !self.shared.stopping() {
-                                abort(self, SessionError::retry(format!("{name} ended early")), &mut result);
                             }
                         }
                     }
@@ -1603,6 +1710,15 @@ impl Coordinator {
             if !stable_logged && self.stable_at.iter().all(Option::is_some) {
                 stable_logged = true;
                 log::info!("stable sync: following the journal on {} flow(s)", self.n);
+            }
+            #[cfg(debug_assertions)]
+            if stable_logged
+                && (0..self.n).any(|i| {
+                    self.stable_at[i as usize]
+                        .is_some_and(|s| self.shared.applied.get(FlowId(i)) > s)
+                })
+            {
+                failpoint::panic_if("coordinator-panic", None);
             }
             if last_save.elapsed() >= self.cfg.checkpoint.interval {
                 last_save = Instant::now();
@@ -1679,12 +1795,22 @@ impl Coordinator {
                 cmds: vec![(g.db, g.cmd.clone())],
                 kind: BatchKind::Global { nexts },
             };
-            let tx = self
-                .global_tx
-                .as_ref()
-                .ok_or_else(|| SessionError::retry("writers are gone"))?;
-            tx.send_timeout(batch, self.opts.stall_limit)
-                .map_err(|_| SessionError::retry("the writer did not take the FLUSH"))?;
+            // Every flow ended (a stop, or a failure reported first): the barrier is moot; the
+            // markers stay before the FLUSH, so the next session replays it.
+            let Some(tx) = self.global_tx.as_ref() else {
+                return Ok(());
+            };
+            match tx.send_timeout(batch, self.opts.stall_limit) {
+                Ok(()) => {}
+                // The writer ended; its own report (queued before its channel closed) says why.
+                Err(SendTimeoutError::Disconnected(_)) => return Ok(()),
+                Err(SendTimeoutError::Timeout(_)) => {
+                    return Err(SessionError::retry(stalled(
+                        "the FLUSH barrier",
+                        self.opts.stall_limit,
+                    )))
+                }
+            }
             log::info!(
                 "{} (txid {}) reached on every flow: applied once",
                 escape_bytes(g.cmd.name()),

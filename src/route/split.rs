@@ -4,7 +4,7 @@
 //! Pure: no I/O. [`split`] classifies one command ([`Routed`]); [`prefix_keys`] puts a
 //! database's key prefix in front of every key (same key table); [`Transfer`] is the exact
 //! read-then-write emulation of a cross-slot `RENAME`/`RENAMENX`/`COPY`, run through a
-//! caller-supplied executor ([`Transfer::run`]). The rules and the reasons behind them
+//! caller-supplied executor ([`Transfer::run`], [`TransferIo`]). The rules and the reasons behind them
 //! (what Dragonfly journals for each multi-key command, per version) are in
 //! `docs/cluster-commands.md`.
 //!
@@ -396,42 +396,49 @@ impl Transfer {
         })
     }
 
-    /// Runs the transfer with single-slot commands only. `exec(slot, cmds)` must send `cmds`
-    /// (pipelined, in order) to the owner of `slot` **after every earlier write of the same
-    /// flow has been applied**, and return one reply per command (redirects handled by the
-    /// caller). Steps:
-    /// 1. source slot: `DUMP src`, `PEXPIRETIME src` (nil dump: [`TransferOutcome::NoSource`]);
-    /// 2. if `only_if_dst_absent`: destination slot: `EXISTS dst` (1: stop);
-    /// 3. destination slot: `RESTORE dst <abs ms or 0> <dump> REPLACE ABSTTL` (a past expiry
-    ///    makes Redis drop the key, as the master's rename of an expiring key would);
-    /// 4. if `delete_src`: source slot: `DEL src`.
+    /// Runs the transfer with single-slot commands only, through `io` (which must send
+    /// everything **after every earlier write of the same flow has been applied**, and handle
+    /// redirects). Steps:
+    /// 1. source slot, read: `DUMP src`, `PEXPIRETIME src` (nil dump or expired:
+    ///    [`TransferOutcome::NoSource`]);
+    /// 2. if `only_if_dst_absent`, destination slot, read: `EXISTS dst` (1:
+    ///    [`TransferOutcome::DestinationExists`]);
+    /// 3. destination slot, committed: `RESTORE dst <abs ms or 0> <dump> REPLACE ABSTTL` (a
+    ///    past expiry makes Redis drop the key, as the master's rename of an expiring key
+    ///    would);
+    /// 4. source slot, committed: `DEL src` when `delete_src`, else nothing — this last
+    ///    commit ends every outcome, the no-op ones too.
+    ///
+    /// Each commit is one atomic step that also records the flow's position in that slot
+    /// (the caller's slot marker). So after a crash the slot markers tell which steps ran:
+    /// the source slot's commit means the transfer is complete; the destination's alone means
+    /// step 3 ran and step 4 did not, and [`Transfer::finish`] (not `run`) must complete it —
+    /// running it again from step 1 would find its own restored destination and, for
+    /// `RENAMENX`/`MOVE`, leave the source key behind for good.
     ///
     /// Exact, including the TTL and every stream/consumer-group detail the DUMP format holds,
     /// provided nothing else writes these keys meanwhile (the flow is paused; per-key order
     /// puts every write of `src` and `dst` on this flow, because a same-shard RENAME is the
     /// only one journaled as is).
-    pub fn run<E>(&self, mut exec: E) -> Result<TransferOutcome, String>
-    where
-        E: FnMut(Slot, &[Cmd]) -> Result<Vec<Value>, String>,
-    {
+    pub fn run(&self, io: &mut impl TransferIo) -> Result<TransferOutcome, String> {
         let (ss, ds) = (Slot::of_key(&self.src), Slot::of_key(&self.dst));
         let dump = Cmd::from_args([&b"DUMP"[..], &self.src]);
         let ttl = Cmd::from_args([&b"PEXPIRETIME"[..], &self.src]);
-        let r = exec(ss, &[dump, ttl])?;
+        let r = io.read(ss, &[dump, ttl])?;
         let (payload, at) = match r.as_slice() {
-            [Value::Nil, _] => return Ok(TransferOutcome::NoSource),
+            [Value::Nil, _] => return self.end(io, TransferOutcome::NoSource),
             [Value::Bulk(p), Value::Int(t)] => (p, *t),
             other => return Err(format!("DUMP/PEXPIRETIME of the source: {other:?}")),
         };
         if at == -2 {
             // Expired between the two commands.
-            return Ok(TransferOutcome::NoSource);
+            return self.end(io, TransferOutcome::NoSource);
         }
         if self.only_if_dst_absent {
-            let r = exec(ds, &[Cmd::from_args([&b"EXISTS"[..], &self.dst])])?;
+            let r = io.read(ds, &[Cmd::from_args([&b"EXISTS"[..], &self.dst])])?;
             match r.as_slice() {
                 [Value::Int(0)] => {}
-                [Value::Int(_)] => return Ok(TransferOutcome::DestinationExists),
+                [Value::Int(_)] => return self.end(io, TransferOutcome::DestinationExists),
                 other => return Err(format!("EXISTS of the destination: {other:?}")),
             }
         }
@@ -442,18 +449,55 @@ impl Transfer {
             .arg(payload)
             .arg(b"REPLACE")
             .arg(b"ABSTTL");
-        let r = exec(ds, &[restore])?;
+        let r = io
+            .commit(ds, &[restore])
+            .map_err(|e| format!("RESTORE of the destination: {e}"))?;
         if !matches!(r.as_slice(), [v] if v.is_ok()) {
             return Err(format!("RESTORE of the destination: {r:?}"));
         }
+        self.finish(io)
+    }
+
+    /// Completes a transfer whose destination step (3 of [`Transfer::run`]) was committed
+    /// and whose source step (4) was not: `DEL src` when `delete_src`, committed in the
+    /// source slot.
+    pub fn finish(&self, io: &mut impl TransferIo) -> Result<TransferOutcome, String> {
+        let ss = Slot::of_key(&self.src);
         if self.delete_src {
-            let r = exec(ss, &[Cmd::from_args([&b"DEL"[..], &self.src])])?;
+            let r = io
+                .commit(ss, &[Cmd::from_args([&b"DEL"[..], &self.src])])
+                .map_err(|e| format!("DEL of the source: {e}"))?;
             if !matches!(r.as_slice(), [Value::Int(_)]) {
                 return Err(format!("DEL of the source: {r:?}"));
             }
+        } else {
+            io.commit(ss, &[])
+                .map_err(|e| format!("the source slot's marker: {e}"))?;
         }
         Ok(TransferOutcome::Done)
     }
+
+    /// Ends a transfer that writes nothing: the source slot's commit (marker only) still
+    /// records that it ran.
+    fn end(
+        &self,
+        io: &mut impl TransferIo,
+        outcome: TransferOutcome,
+    ) -> Result<TransferOutcome, String> {
+        io.commit(Slot::of_key(&self.src), &[])
+            .map_err(|e| format!("the source slot's marker: {e}"))?;
+        Ok(outcome)
+    }
+}
+
+/// How a [`Transfer`] reaches the cluster.
+pub trait TransferIo {
+    /// Sends read-only `cmds` (pipelined, in order) to the owner of `slot`; one reply each.
+    fn read(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String>;
+    /// Applies `cmds` (possibly none) on the owner of `slot` as one atomic step that also
+    /// records the flow's position in that slot (a replication session wraps them in
+    /// `MULTI … ZADD <slot marker> … EXEC`); one reply per command of `cmds`.
+    fn commit(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String>;
 }
 
 /// Every command name of the key table (for tests and docs).
@@ -642,6 +686,104 @@ mod tests {
             panic!()
         };
         assert!(!t.delete_src && !t.only_if_dst_absent);
+    }
+
+    /// An in-memory stand-in for the cluster: keys (value, absolute expiry) and the slots
+    /// whose step was committed; `fail_commit_in` makes the commits of one slot fail, as a
+    /// `kill -9` between two steps would leave them.
+    #[derive(Default)]
+    struct FakeCluster {
+        keys: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+        committed: Vec<Slot>,
+        fail_commit_in: Option<Slot>,
+    }
+
+    impl FakeCluster {
+        fn apply(&mut self, c: &Cmd) -> Value {
+            let key = c.get(1).unwrap_or_default().to_vec();
+            match c.name() {
+                b"DUMP" => self.keys.get(&key).cloned().map_or(Value::Nil, Value::Bulk),
+                b"PEXPIRETIME" => Value::Int(if self.keys.contains_key(&key) { -1 } else { -2 }),
+                b"EXISTS" => Value::Int(i64::from(self.keys.contains_key(&key))),
+                b"RESTORE" => {
+                    self.keys.insert(key, c.get(3).unwrap_or_default().to_vec());
+                    Value::Simple(b"OK".to_vec())
+                }
+                b"DEL" => Value::Int(i64::from(self.keys.remove(&key).is_some())),
+                _ => Value::Error(b"ERR unknown".to_vec()),
+            }
+        }
+    }
+
+    impl TransferIo for FakeCluster {
+        fn read(&mut self, _: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String> {
+            Ok(cmds.iter().map(|c| self.apply(c)).collect())
+        }
+        fn commit(&mut self, slot: Slot, cmds: &[Cmd]) -> Result<Vec<Value>, String> {
+            if self.fail_commit_in == Some(slot) {
+                return Err("connection lost".into());
+            }
+            self.committed.push(slot);
+            Ok(cmds.iter().map(|c| self.apply(c)).collect())
+        }
+    }
+
+    #[test]
+    fn transfer_steps_commit_per_slot_and_an_interrupted_one_finishes() {
+        let renamenx = Transfer::from_cmd(&c(&["RENAMENX", A, B])).unwrap();
+        let (sa, sb) = (Slot::of_key(A.as_bytes()), Slot::of_key(B.as_bytes()));
+        // Uninterrupted: RESTORE committed in B, then DEL in A (the source commit is last).
+        let mut io = FakeCluster::default();
+        io.keys.insert(A.into(), b"v".to_vec());
+        assert_eq!(renamenx.run(&mut io), Ok(TransferOutcome::Done));
+        assert_eq!(io.committed, [sb, sa]);
+        assert_eq!(io.keys.get(B.as_bytes()), Some(&b"v".to_vec()));
+        assert!(!io.keys.contains_key(A.as_bytes()));
+        // The outcomes that write nothing still commit in the source slot.
+        let mut io = FakeCluster::default();
+        assert_eq!(renamenx.run(&mut io), Ok(TransferOutcome::NoSource));
+        assert_eq!(io.committed, [sa]);
+        let mut io = FakeCluster::default();
+        io.keys.insert(A.into(), b"v".to_vec());
+        io.keys.insert(B.into(), b"w".to_vec());
+        assert_eq!(
+            renamenx.run(&mut io),
+            Ok(TransferOutcome::DestinationExists)
+        );
+        assert_eq!(io.committed, [sa]);
+        assert_eq!(io.keys.get(A.as_bytes()), Some(&b"v".to_vec()));
+        // Interrupted after the RESTORE: only B committed.
+        let mut io = FakeCluster {
+            fail_commit_in: Some(sa),
+            ..FakeCluster::default()
+        };
+        io.keys.insert(A.into(), b"v".to_vec());
+        assert!(renamenx.run(&mut io).is_err());
+        assert_eq!(io.committed, [sb]);
+        io.fail_commit_in = None;
+        // Running it again from the start finds its own destination and keeps the source:
+        // the bug a resume must not make.
+        let mut again = FakeCluster {
+            keys: io.keys.clone(),
+            ..FakeCluster::default()
+        };
+        assert_eq!(
+            renamenx.run(&mut again),
+            Ok(TransferOutcome::DestinationExists)
+        );
+        assert!(again.keys.contains_key(A.as_bytes()));
+        // Finishing it deletes the source, committed in A.
+        assert_eq!(renamenx.finish(&mut io), Ok(TransferOutcome::Done));
+        assert_eq!(io.committed, [sb, sa]);
+        assert!(!io.keys.contains_key(A.as_bytes()));
+        assert_eq!(io.keys.get(B.as_bytes()), Some(&b"v".to_vec()));
+        // A COPY finishes with a marker-only commit in the source slot, the source kept.
+        let copy = Transfer::from_cmd(&c(&["COPY", A, B])).unwrap();
+        let mut io = FakeCluster::default();
+        io.keys.insert(A.into(), b"v".to_vec());
+        assert_eq!(copy.run(&mut io), Ok(TransferOutcome::Done));
+        assert_eq!(io.committed, [sb, sa]);
+        assert_eq!(io.keys.len(), 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Redis Cluster specifics of the target: which node a routed command goes to, the position markers
 //! that make a cluster replay exactly-once, the per-flow completion [`Tracker`], and the few
-//! blocking node operations the session start needs (read, clear markers; flush every master).
+//! blocking node operations the session start and cross-slot transfers need (read, clear
+//! markers; flush every master; one request or one `MULTI … EXEC` on a slot's owner).
 //!
 //! Why markers per (flow, slot) (docs/exactly-once.md, "Redis Cluster"): a `MULTI`/`EXEC` in a
 //! cluster cannot span slots (`CROSSSLOT`), so the standalone design (one marker per flow in
@@ -389,6 +390,45 @@ pub fn request_slot(
     slot: u16,
     cmd: &Cmd,
 ) -> Result<Value, net::Error> {
+    on_slot_owner(seed, owners, slot, |c| c.request(cmd))
+}
+
+/// Runs `cmds` for `slot` as one `MULTI … EXEC` on its owner, with the redirects and waits of
+/// [`request_slot`]. Returns the `EXEC` reply (one reply per command), or the first error a
+/// command got when queued (Redis then aborts the `EXEC`: nothing ran) or `MULTI`/`EXEC`'s own
+/// error. A redirect at queue time (`MOVED`/`ASK`: the slot is elsewhere) makes it resend the
+/// whole transaction to the node named (`ASKING` first for `ASK`: Redis keeps that flag for
+/// the whole `MULTI`, `networking.c resetClient`).
+pub fn request_slot_atomic(
+    seed: &Endpoint,
+    owners: &SlotOwners,
+    slot: u16,
+    cmds: &[Cmd],
+) -> Result<Value, net::Error> {
+    on_slot_owner(seed, owners, slot, |c| {
+        let (multi, exec) = (Cmd::new("MULTI"), Cmd::new("EXEC"));
+        c.send_all(std::iter::once(&multi).chain(cmds).chain([&exec]))?;
+        let multi = c.read_reply()?;
+        let mut refused = multi.is_error().then_some(multi);
+        for _ in cmds {
+            let v = c.read_reply()?;
+            if refused.is_none() && v.is_error() {
+                refused = Some(v);
+            }
+        }
+        let exec = c.read_reply()?;
+        Ok(refused.unwrap_or(exec))
+    })
+}
+
+/// Runs `f` on a fresh connection to the owner of `slot` until its reply is not a redirect
+/// or a retry-later error (at most 5 redirects, 10 s of retries).
+fn on_slot_owner(
+    seed: &Endpoint,
+    owners: &SlotOwners,
+    slot: u16,
+    mut f: impl FnMut(&mut Conn) -> Result<Value, net::Error>,
+) -> Result<Value, net::Error> {
     let mut addr = owners
         .owner_of(slot)
         .and_then(|i| owners.nodes.get(i).cloned())
@@ -401,7 +441,7 @@ pub fn request_slot(
         if asking {
             c.request(&Cmd::new("ASKING"))?;
         }
-        let v = c.request(cmd)?;
+        let v = f(&mut c)?;
         let Some(e) = v.server_error() else {
             return Ok(v);
         };

@@ -560,11 +560,17 @@ impl Writer {
                         if self.inflight.is_empty() {
                             last_progress = Instant::now();
                         }
+                        #[cfg(debug_assertions)]
+                        if matches!(b.kind, BatchKind::Journal { .. }) && !b.cmds.is_empty() {
+                            crate::pipeline::failpoint::panic_if("writer-panic", None);
+                        }
                         let b = self.merge(b, rx);
                         if self.journal_mode {
                             self.last_journal_tx = Some(Instant::now());
                         }
-                        self.encode(b)
+                        self.encode(b);
+                        // A batch that expects no reply is acknowledged at once.
+                        self.finish_front()?;
                     }
                     None => break,
                 }
@@ -573,6 +579,7 @@ impl Writer {
                 if let Some(b) = self.stash.take() {
                     // Taken while merging, before the channel was seen closed.
                     self.encode(b);
+                    self.finish_front()?;
                     continue;
                 }
                 return Ok(());
@@ -898,11 +905,15 @@ impl Writer {
 
     fn on_reply(&mut self, v: Value) -> Result<(), WriterError> {
         let cluster = self.cfg.hint.is_some();
-        let Some(front) = self.inflight.front_mut() else {
-            return Err(self.err(format!("unexpected reply {v:?}"), true));
-        };
-        let Some(slot) = front.slots.pop_front() else {
-            return Err(self.err("reply accounting lost", true));
+        // Every in-flight batch expects at least one more reply (`finish_front` pops a batch
+        // once it has all of them), so a reply with no slot to fill is one the target sent
+        // without being asked.
+        let slot = self.inflight.front_mut().and_then(|f| f.slots.pop_front());
+        let (Some(slot), Some(front)) = (slot, self.inflight.front_mut()) else {
+            return Err(self.err(
+                format!("unexpected reply {v:?}: more replies than commands sent"),
+                true,
+            ));
         };
         match slot {
             Slot::Select | Slot::Multi | Slot::Queued => {
@@ -1009,10 +1020,9 @@ impl Writer {
         self.finish_front()
     }
 
-    /// Pops the front batch once every reply it expects arrived, and acknowledges it.
+    /// Pops the front batches that have every reply they expect, and acknowledges them.
     fn finish_front(&mut self) -> Result<(), WriterError> {
-        let done = self.inflight.front().is_some_and(|f| f.slots.is_empty());
-        if done {
+        while self.inflight.front().is_some_and(|f| f.slots.is_empty()) {
             if let Some(f) = self.inflight.pop_front() {
                 self.applied
                     .commands
