@@ -6,8 +6,9 @@
 # proxies each write through redis under one lock and tops out near 20k writes/s here). It
 # serves an empty snapshot, then after DFLY STARTSTABLE writes OPS journal entries
 # `SET k:<flow>:<n> <VALUE bytes>` over FLOWS flows at a fixed offered rate, with a probe entry
-# per flow every PROBE_MS; a subscriber on the target (keyspace notifications) measures each
-# probe's lag: master write() → visible in the target.
+# per flow every PROBE_MS (an RPUSH); a subscriber on the target (keyspace notifications for
+# lists only, so the SETs publish nothing) measures each probe's lag: master write() → visible
+# in the target.
 #
 #   1. ceiling: `redis-cli --pipe` of the same OPS SETs into a fresh redis-server;
 #   2. df2redis-sync at the highest rate it takes (offered = unlimited): sustained entries/s;
@@ -21,7 +22,9 @@
 # 64), KEYSPACE (distinct keys per flow, default 100000), FRACTIONS (default "0.1 0.25 0.5
 # 0.75 0.9"), SECONDS_PER_RATE (default 5), PROBE_MS (default 5), PIPELINE (a YAML line
 # under `pipeline:`), REPEAT (ceiling + max-rate runs, alternating; best of each compared;
-# the fixed rates use the best ceiling; default 1), BIN (default target/release), KEEP=1 keeps the work dir.
+# the fixed rates use the best ceiling; default 1), CEIL (SETs/s: skip the ceiling and max-rate
+# runs, use this ceiling for FRACTIONS; with MAXRATE=1 the max-rate run still runs), BIN (default target/release), MASTER (default
+# $BIN/examples/bench_master), KEEP=1 keeps the work dir.
 # Build first: cargo build --release --bins --example bench_master
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +36,7 @@ OPS=${OPS:-1000000}
 FLOWS=${FLOWS:-2}
 VALUE=${VALUE:-64}
 KEYSPACE=${KEYSPACE:-100000}
-FRACTIONS=${FRACTIONS:-0.1 0.25 0.5 0.75 0.9}
+FRACTIONS=${FRACTIONS-0.1 0.25 0.5 0.75 0.9}
 SECONDS_PER_RATE=${SECONDS_PER_RATE:-5}
 PROBE_MS=${PROBE_MS:-5}
 PIPELINE=${PIPELINE:-}
@@ -45,12 +48,14 @@ ceiling() { # -> CEIL_RATE
     port=$(free_port)
     start_redis ceil "$port"
     pid=${PIDS[-1]}
-    local c0
+    local c0 s0
     c0=$(server_cpu "$port")
+    s0=$(server_cpu_split "$port")
     t0=$(date +%s.%N)
     redis-cli -p "$port" --pipe <"$WORK/journal.resp" >"$WORK/ceil.out"
     t1=$(date +%s.%N)
     CEIL_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
+    CEIL_SPLIT=$(split_diff "$s0" "$(server_cpu_split "$port")")
     grep -q "errors: 0" "$WORK/ceil.out" || { cat "$WORK/ceil.out" >&2; exit 1; }
     stop_pid "$pid"
     CEIL_SECS=$(echo "$t1 - $t0" | bc)
@@ -71,6 +76,23 @@ ceiling() { # -> CEIL_RATE
     CEILTX_SECS=$(echo "$t1 - $t0" | bc)
     stop_pid "$pid"
     rm -rf "$WORK/ceiltx" "$WORK/journal-tx.resp"
+}
+
+split_diff() { # "u0 s0" "u1 s1" -> "user X s, sys Y s"
+    echo "$1 $2" | awk '{printf "user %.2fs + sys %.2fs", $3 - $1, $4 - $2}'
+}
+
+cmd_calls() { # port command -> calls of that command (INFO commandstats), 0 if none
+    redis-cli -p "$1" INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' -v c="cmdstat_$2" '$1 == c {print $3; f=1} END {if (!f) print 0}'
+}
+
+batches() { # -> "N transactions, M SETs each" from R_EXEC / R_SETS
+    if [ "$R_EXEC" -gt 0 ]; then
+        echo "$R_EXEC transactions, $(echo "scale=1; $R_SETS / $R_EXEC" | bc) SETs each"
+    else
+        echo "no transactions"
+    fi
 }
 
 run() { # rate ops [extra bench_master flags] -> RESULT (bench_master's line), R_HWM, R_CPU
@@ -97,8 +119,9 @@ checkpoint:
 pipeline:
   $(echo "${PIPELINE:-batch_commands: 512}" | sed "s/; */\n  /g")
 EOF
-    local c0
+    local c0 s0
     c0=$(server_cpu "$tp")
+    s0=$(server_cpu_split "$tp")
     "$BIN/df2redis-sync" replicate "$WORK/r-$rate.yaml" --log-file "$WORK/replica-$rate.log" 2>/dev/null &
     repl=$!
     PIDS+=($repl)
@@ -109,8 +132,13 @@ EOF
     fi
     RESULT=$(cat "$WORK/bm-$rate.out")
     R_TCPU=$(echo "$(server_cpu "$tp") - $c0" | bc)
+    R_SPLIT=$(split_diff "$s0" "$(server_cpu_split "$tp")")
     R_HWM=$(hwm_kib "$repl")
     R_CPU=$(proc_cpu "$repl")
+    # Transactions the target ran (one per journal batch) and the SETs in them: the batch
+    # size df2redis-sync achieved at this rate.
+    R_EXEC=$(cmd_calls "$tp" exec)
+    R_SETS=$(cmd_calls "$tp" set)
     local got
     got=$(redis-cli -p "$tp" dbsize)
     stop_pid "$repl"
@@ -122,23 +150,35 @@ EOF
 echo "# e2e stable sync: $(date -u +%FT%TZ), $(nproc) cores, load average $(loadavg), $FLOWS flows, SET of $VALUE-byte values"
 REPEAT=${REPEAT:-1}
 best_ceil="" best_rate=""
-for _ in $(seq "$REPEAT"); do
-    ceiling
-    echo "ceiling: redis-cli --pipe of $OPS SETs in ${CEIL_SECS}s = $CEIL_RATE SETs/s; target CPU ${CEIL_TCPU}s (load $(loadavg))"
-    echo "same SETs as MULTI/512 SETs/marker/EXEC: ${CEILTX_SECS}s = $(echo "$OPS / $CEILTX_SECS" | bc) SETs/s; target CPU ${CEILTX_TCPU}s"
-    if [ -z "$best_ceil" ] || [ "$CEIL_RATE" -gt "$best_ceil" ]; then best_ceil=$CEIL_RATE; fi
-    # Without keyspace notifications: they would cost the target CPU on every SET, which the
-    # ceiling does not pay; the end is found by polling for the final probes.
-    run 0 "$OPS" --no-lag
-    applied=$(echo "$RESULT" | sed -n 's/.*applied in [0-9.]*s = \([0-9]*\)\/s.*/\1/p')
-    echo "max rate: $RESULT; ratio to ceiling $(echo "scale=2; $applied / $CEIL_RATE" | bc); peak RSS $((R_HWM / 1024)) MiB, CPU ${R_CPU}s, target CPU ${R_TCPU}s (load $(loadavg))"
-    if [ -z "$best_rate" ] || [ "$applied" -gt "$best_rate" ]; then best_rate=$applied; fi
-done
+if [ -n "${CEIL:-}" ]; then
+    # A ceiling measured earlier (SETs/s): no ceiling or max-rate run, only the fixed rates
+    # (for profiling one rate; ratios are only meaningful with a same-run ceiling).
+    best_ceil=$CEIL
+    echo "ceiling given: $CEIL SETs/s (not measured in this run)"
+    if [ -n "${MAXRATE:-}" ]; then
+        run 0 "$OPS" --no-lag
+        applied=$(echo "$RESULT" | sed -n 's/.*applied in [0-9.]*s = \([0-9]*\)\/s.*/\1/p')
+        echo "max rate: $RESULT; ratio to the given ceiling $(echo "scale=2; $applied / $CEIL" | bc); peak RSS $((R_HWM / 1024)) MiB, CPU ${R_CPU}s, target CPU ${R_TCPU}s ($R_SPLIT), $(batches) (load $(loadavg))"
+    fi
+else
+    for _ in $(seq "$REPEAT"); do
+        ceiling
+        echo "ceiling: redis-cli --pipe of $OPS SETs in ${CEIL_SECS}s = $CEIL_RATE SETs/s; target CPU ${CEIL_TCPU}s ($CEIL_SPLIT) (load $(loadavg))"
+        echo "same SETs as MULTI/512 SETs/marker/EXEC: ${CEILTX_SECS}s = $(echo "$OPS / $CEILTX_SECS" | bc) SETs/s; target CPU ${CEILTX_TCPU}s"
+        if [ -z "$best_ceil" ] || [ "$CEIL_RATE" -gt "$best_ceil" ]; then best_ceil=$CEIL_RATE; fi
+        # Without keyspace notifications: they would cost the target CPU on every SET, which
+        # the ceiling does not pay; the end is found by polling for the final probes.
+        run 0 "$OPS" --no-lag
+        applied=$(echo "$RESULT" | sed -n 's/.*applied in [0-9.]*s = \([0-9]*\)\/s.*/\1/p')
+        echo "max rate: $RESULT; ratio to ceiling $(echo "scale=2; $applied / $CEIL_RATE" | bc); peak RSS $((R_HWM / 1024)) MiB, CPU ${R_CPU}s, target CPU ${R_TCPU}s ($R_SPLIT), $(batches) (load $(loadavg))"
+        if [ -z "$best_rate" ] || [ "$applied" -gt "$best_rate" ]; then best_rate=$applied; fi
+    done
+    echo "SUMMARY best of $REPEAT: ceiling $best_ceil SETs/s, df2redis-sync $best_rate entries/s, ratio $(echo "scale=2; $best_rate / $best_ceil" | bc)"
+fi
 CEIL_RATE=$best_ceil
-echo "SUMMARY best of $REPEAT: ceiling $best_ceil SETs/s, df2redis-sync $best_rate entries/s, ratio $(echo "scale=2; $best_rate / $best_ceil" | bc)"
 for f in $FRACTIONS; do
     rate=$(echo "$CEIL_RATE * $f / 1" | bc)
     ops=$((rate * SECONDS_PER_RATE))
     run "$rate" "$ops"
-    echo "$f x ceiling: $RESULT; peak RSS $((R_HWM / 1024)) MiB, CPU ${R_CPU}s, target CPU ${R_TCPU}s (load $(loadavg))"
+    echo "$f x ceiling: $RESULT; peak RSS $((R_HWM / 1024)) MiB, CPU ${R_CPU}s, target CPU ${R_TCPU}s ($R_SPLIT), $(batches) (load $(loadavg))"
 done

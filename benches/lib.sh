@@ -60,3 +60,8 @@ proc_cpu() { # pid
 server_cpu() { # port
     redis-cli -p "$1" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.2f", s}'
 }
+
+# CPU seconds of a redis-server so far, split: "<user> <sys>".
+server_cpu_split() { # port
+    redis-cli -p "$1" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_user:/ {u = $2} /^used_cpu_sys:/ {s = $2} END {printf "%.2f %.2f", u, s}'
+}

@@ -20,3 +20,4 @@ mod replicate;
 mod resp;
 mod rewrite;
 mod troubleshooting;
+mod writer;

@@ -1133,23 +1133,25 @@ impl FlowCtx {
         stats
             .received_next
             .store(self.counter.next().0, Ordering::Relaxed);
-        let JournalItem::Entry(entry) = &item else {
+        let JournalItem::Entry(entry) = item else {
             return Ok(());
         };
         stats.entries.fetch_add(1, Ordering::Relaxed);
+        let ping = entry.kind == EntryKind::Ping;
         #[cfg(debug_assertions)]
         if self.phase == Phase::Stable && entry.kind == EntryKind::Command {
             failpoint::panic_if("flow-panic", Some(self.id.0));
         }
+        // By value: a command replayed as it is moves into its batch without a copy.
         let rw = self
             .rewriter
-            .entry(entry)
+            .entry_owned(entry)
             .map_err(|e| self.fail(format!("{}: {e}", self.id)))?;
         if let Some(g) = rw.global {
             let lsn = lsn.unwrap_or(self.counter.next());
             return self.barrier(g.txid, lsn, rw);
         }
-        if entry.kind == EntryKind::Ping {
+        if ping {
             // The master wants a prompt ACK after a PING (§5.1): ship what is pending.
             self.take(rw, Some(self.counter.next()))?;
             return self.flush();

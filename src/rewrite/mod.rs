@@ -302,6 +302,17 @@ impl Rewriter {
         value::rewrite_string(s, &self.opts)
     }
 
+    /// [`Rewriter::entry`] taking the entry by value: a command replayed as it is moves into
+    /// the result instead of being copied (the stable-sync hot path).
+    pub fn entry_owned(&mut self, entry: JournalEntry) -> Result<Rewritten, RewriteError> {
+        match entry.kind {
+            EntryKind::Command | EntryKind::Expired => {
+                command::rewrite_command_owned(entry.db, entry.txid, entry.cmd, &self.opts)
+            }
+            _ => self.entry(&entry),
+        }
+    }
+
     /// One journal entry (from the live journal or a JOURNAL_BLOB).
     pub fn entry(&mut self, entry: &JournalEntry) -> Result<Rewritten, RewriteError> {
         match entry.kind {

@@ -53,6 +53,15 @@ pub enum BatchKind {
         /// The flow's `next` once every command of the batch is applied.
         next: Lsn,
     },
+    /// Consecutive journal batches (of one flow or several) that were waiting in the writer's
+    /// channel together, committed by the writer as one transaction with every flow's marker
+    /// (built by the writer only; flows never send it).
+    Merged {
+        /// Each flow's `next` once the transaction is applied (its last batch's).
+        nexts: Vec<(FlowId, Lsn)>,
+        /// Where each original batch starts in `cmds`, and its flow (for messages).
+        starts: Vec<(usize, FlowId)>,
+    },
     /// One global command (FLUSHALL/FLUSHDB) applied once for every flow.
     Global {
         /// Each flow's `next` once the command is applied.
@@ -92,6 +101,18 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The flow command `i` comes from (a merged batch holds several flows' commands).
+    pub fn flow_of(&self, i: usize) -> FlowId {
+        match &self.kind {
+            BatchKind::Merged { starts, .. } => starts
+                .iter()
+                .take_while(|(start, _)| *start <= i)
+                .last()
+                .map_or(self.flow, |(_, f)| *f),
+            _ => self.flow,
+        }
+    }
+
     /// RESP bytes of the commands (without framing added by the writer).
     pub fn resp_bytes(&self) -> usize {
         self.cmds.iter().map(|(_, c)| c.resp_len()).sum()
@@ -401,7 +422,26 @@ pub struct Writer {
     stats: Arc<WriterStats>,
     /// Blocking connections to other nodes, for redirected commands.
     side: std::collections::HashMap<String, Conn>,
+    /// A batch taken from the channel while merging that could not join the merged one; it
+    /// is the next to encode (channel order is kept).
+    stash: Option<Batch>,
+    /// The last batch taken was live journal (stable sync): see [`Writer::group_wait`].
+    journal_mode: bool,
+    /// When the last journal transaction was encoded (see [`Writer::linger_left`]).
+    last_journal_tx: Option<Instant>,
 }
+
+/// Shortest interval between two journal transactions of a writer on a busy stream (see
+/// [`Writer::linger_left`]): bounds the wait a batch can get from it, and keeps the
+/// transaction rate (one `MULTI`, `EXEC` and marker each, plus a round of syscalls on both
+/// sides) at about 1000/s whatever the entry rate. (`epoll` waits in whole milliseconds.)
+const JOURNAL_LINGER: Duration = Duration::from_millis(1);
+
+/// Largest merged journal transaction: commands, and bytes of argument payload. Each batch
+/// is already capped by the flow (`pipeline.batch_commands`, `batch_bytes`); this bounds how
+/// long one merged `EXEC` keeps the target busy.
+const MERGE_MAX_CMDS: usize = 1024;
+const MERGE_MAX_BYTES: usize = 1 << 20;
 
 const TOKEN: Token = Token(0);
 
@@ -452,6 +492,9 @@ impl Writer {
             limits: resp::Limits::default(),
             stats: Arc::new(WriterStats::new(&addr)),
             side: std::collections::HashMap::new(),
+            stash: None,
+            journal_mode: false,
+            last_journal_tx: None,
         })
     }
 
@@ -490,8 +533,10 @@ impl Writer {
                 ));
             }
             // Take batches while the window allows.
-            while open && self.inflight.len() < self.cfg.window.max(1) {
-                let got = if self.inflight.is_empty() && self.wpos >= self.wbuf.len() {
+            while open && self.inflight.len() < self.cfg.window.max(1) && !self.group_wait(rx) {
+                let got = if let Some(b) = self.stash.take() {
+                    Some(b)
+                } else if self.inflight.is_empty() && self.wpos >= self.wbuf.len() {
                     match rx.recv_timeout(Duration::from_millis(200)) {
                         Ok(b) => Some(b),
                         Err(RecvTimeoutError::Timeout) => None,
@@ -519,6 +564,10 @@ impl Writer {
                         if matches!(b.kind, BatchKind::Journal { .. }) && !b.cmds.is_empty() {
                             crate::pipeline::failpoint::panic_if("writer-panic", None);
                         }
+                        let b = self.merge(b, rx);
+                        if self.journal_mode {
+                            self.last_journal_tx = Some(Instant::now());
+                        }
                         self.encode(b);
                         // A batch that expects no reply is acknowledged at once.
                         self.finish_front()?;
@@ -527,9 +576,19 @@ impl Writer {
                 }
             }
             if !open && self.inflight.is_empty() && self.wpos >= self.wbuf.len() {
+                if let Some(b) = self.stash.take() {
+                    // Taken while merging, before the channel was seen closed.
+                    self.encode(b);
+                    self.finish_front()?;
+                    continue;
+                }
                 return Ok(());
             }
             if self.inflight.is_empty() {
+                if let Some(left) = self.linger_left() {
+                    // Holding journal batches with nothing in flight: nothing to poll for.
+                    std::thread::sleep(left);
+                }
                 continue;
             }
             self.write_some()?;
@@ -550,8 +609,13 @@ impl Writer {
                 ));
             }
             // Wait for the socket (replies, or room to write); short when more batches wait.
-            let t = if self.inflight.len() < self.cfg.window && !rx.is_empty() {
+            let t = if self.inflight.len() < self.cfg.window
+                && !rx.is_empty()
+                && !self.group_wait(rx)
+            {
                 Duration::ZERO
+            } else if let Some(left) = self.linger_left() {
+                left.min(Duration::from_millis(50))
             } else {
                 Duration::from_millis(50)
             };
@@ -561,6 +625,77 @@ impl Writer {
                 Err(e) => return Err(self.err(format!("mio poll: {e}"), true)),
             }
         }
+    }
+
+    /// Whether the writer leaves the batches queued in its channel for now, so that they
+    /// merge into one transaction: in stable sync, while fewer than a merge's worth of
+    /// batches wait (half the channel, at most 2) and either a transaction is still
+    /// unanswered or the last one went less than [`JOURNAL_LINGER`] ago. So a batch waits at
+    /// most about one transaction's run time or 1 ms, and a batch after a quiet millisecond
+    /// with nothing in flight goes at once (low rates keep their low lag). A full sync (plain
+    /// batches) and cluster writers (tracked batches) are never held.
+    fn group_wait(&self, rx: &Receiver<Batch>) -> bool {
+        if !self.journal_mode || self.stash.is_some() {
+            return false;
+        }
+        let ready = rx.capacity().map_or(2, |c| (c / 2).clamp(1, 2));
+        rx.len() < ready && (!self.inflight.is_empty() || self.linger_left().is_some())
+    }
+
+    /// Time left before the next journal transaction may go when the last one went less than
+    /// [`JOURNAL_LINGER`] ago (a busy stream); `None` when it may go now. On a busy stream
+    /// this caps a writer at about one journal transaction per millisecond, which collects
+    /// what arrives meanwhile into it; after a quiet millisecond a batch goes at once.
+    fn linger_left(&self) -> Option<Duration> {
+        let e = self.last_journal_tx?.elapsed();
+        JOURNAL_LINGER.checked_sub(e).filter(|d| !d.is_zero())
+    }
+
+    /// Group commit: a journal batch taken from the channel absorbs the journal batches queued
+    /// right behind it (any flow), up to [`MERGE_MAX_CMDS`] / [`MERGE_MAX_BYTES`], so one
+    /// `MULTI`…`EXEC` commits all of them with every flow's marker. Batches queue only while
+    /// the writer or the target is behind, so this adds no wait: an idle writer sends each
+    /// batch as it comes, a busy one sends fewer, larger transactions (less CPU per entry
+    /// on both sides). Exactly-once is unchanged: the markers are still in the transaction
+    /// that holds their flow's writes, and a flow's position moves only when that `EXEC` is
+    /// answered. Channel order is kept; the first batch that cannot join (another kind, or
+    /// over the caps) is kept in `stash` and encoded next.
+    fn merge(&mut self, first: Batch, rx: &Receiver<Batch>) -> Batch {
+        self.journal_mode = matches!(first.kind, BatchKind::Journal { .. });
+        let BatchKind::Journal { next } = first.kind else {
+            return first;
+        };
+        let flow = first.flow;
+        let mut cmds = first.cmds;
+        let mut bytes: usize = cmds.iter().map(|(_, c)| c.payload_len()).sum();
+        let mut nexts = vec![(flow, next)];
+        let mut starts = vec![(0, flow)];
+        while cmds.len() < MERGE_MAX_CMDS && bytes < MERGE_MAX_BYTES {
+            let Ok(b) = rx.try_recv() else { break };
+            let (BatchKind::Journal { next: n }, more) = (&b.kind, b.cmds.len()) else {
+                self.stash = Some(b);
+                break;
+            };
+            let n = *n;
+            let add: usize = b.cmds.iter().map(|(_, c)| c.payload_len()).sum();
+            if cmds.len() + more > MERGE_MAX_CMDS || bytes + add > MERGE_MAX_BYTES {
+                self.stash = Some(b);
+                break;
+            }
+            starts.push((cmds.len(), b.flow));
+            bytes += add;
+            cmds.extend(b.cmds);
+            match nexts.iter_mut().find(|(f, _)| *f == b.flow) {
+                Some(e) => e.1 = e.1.max(n),
+                None => nexts.push((b.flow, n)),
+            }
+        }
+        let kind = if starts.len() == 1 {
+            BatchKind::Journal { next }
+        } else {
+            BatchKind::Merged { nexts, starts }
+        };
+        Batch { flow, cmds, kind }
     }
 
     fn select(
@@ -642,7 +777,7 @@ impl Writer {
                     }
                 }
             }
-            BatchKind::Journal { .. } | BatchKind::Global { .. } => {
+            BatchKind::Journal { .. } | BatchKind::Global { .. } | BatchKind::Merged { .. } => {
                 let mut queued = Vec::new();
                 Cmd::new("MULTI").encode_resp(&mut self.wbuf);
                 slots.push_back(Slot::Multi);
@@ -655,7 +790,7 @@ impl Writer {
                 self.select(DbIndex(0), &mut slots, Some(&mut queued));
                 let marks: Vec<(FlowId, Lsn)> = match &batch.kind {
                     BatchKind::Journal { next } => vec![(batch.flow, *next)],
-                    BatchKind::Global { nexts } => nexts.clone(),
+                    BatchKind::Global { nexts } | BatchKind::Merged { nexts, .. } => nexts.clone(),
                     _ => Vec::new(),
                 };
                 for (f, n) in marks {
@@ -720,12 +855,26 @@ impl Writer {
             // Nearly every reply is `+OK`, `+QUEUED` or an integer answering a command that
             // needs nothing but counting: skip it without building a `Value` (one allocation
             // per reply otherwise). Errors, bulk strings, arrays and `EXEC` go the full way.
+            let front_slot = self.inflight.front().and_then(|f| f.slots.front()).copied();
+            // Likewise an `EXEC` answered by an array of nothing but such replies (every
+            // command of the transaction succeeded): nothing to report but the batch's
+            // acknowledgement. Building it as a `Value` cost one allocation per command.
+            if front_slot == Some(Slot::Exec) {
+                if let Some(n) = plain_array_len(rest) {
+                    pos += n;
+                    any = true;
+                    if let Some(f) = self.inflight.front_mut() {
+                        f.slots.pop_front();
+                        f.txs.pop_front();
+                    }
+                    if let Err(e) = self.finish_front() {
+                        break Err(e);
+                    }
+                    continue;
+                }
+            }
             if let Some(n) = plain_reply_len(rest) {
-                let countable = self
-                    .inflight
-                    .front()
-                    .and_then(|f| f.slots.front())
-                    .is_some_and(|s| *s != Slot::Exec);
+                let countable = front_slot.is_some_and(|s| s != Slot::Exec);
                 if countable {
                     pos += n;
                     any = true;
@@ -885,7 +1034,7 @@ impl Writer {
                 match &f.batch.kind {
                     BatchKind::Plain => {}
                     BatchKind::Journal { next } => self.applied.advance(f.batch.flow, *next),
-                    BatchKind::Global { nexts } => {
+                    BatchKind::Global { nexts } | BatchKind::Merged { nexts, .. } => {
                         for (fl, n) in nexts {
                             self.applied.advance(*fl, *n);
                         }
@@ -1114,7 +1263,7 @@ impl Writer {
         let cmd = front.and_then(|f| f.batch.cmds.get(i));
         let (flow, name, key) = match (front, cmd) {
             (Some(f), Some((_, c))) => (
-                f.batch.flow,
+                f.batch.flow_of(i),
                 escape_bytes(c.name()),
                 c.get(1).map(escape_bytes).unwrap_or_default(),
             ),
@@ -1166,9 +1315,62 @@ fn plain_reply_len(buf: &[u8]) -> Option<usize> {
     (nl >= 2 && head.get(nl - 1) == Some(&b'\r')).then_some(nl + 1)
 }
 
+/// Length of a complete array reply at the start of `buf` whose every element is a plain
+/// reply ([`plain_reply_len`]): an `EXEC` in which every command succeeded. `None` for
+/// anything else (an error element, a bulk string, a null or nested array, a partial reply),
+/// which goes to the full decoder.
+fn plain_array_len(buf: &[u8]) -> Option<usize> {
+    if *buf.first()? != b'*' {
+        return None;
+    }
+    let head = buf.get(..buf.len().min(24))?;
+    let nl = memchr::memchr(b'\n', head)?;
+    let digits = head.get(1..nl.checked_sub(1)?)?;
+    if head.get(nl - 1) != Some(&b'\r') || digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    let mut n = 0usize;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + usize::from(d - b'0');
+    }
+    let mut pos = nl + 1;
+    for _ in 0..n {
+        pos += plain_reply_len(buf.get(pos..)?)?;
+    }
+    Some(pos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_arrays_are_recognised_and_everything_else_is_left_to_the_decoder() {
+        assert_eq!(plain_array_len(b"*2\r\n+OK\r\n:1\r\n+OK"), Some(13));
+        assert_eq!(plain_array_len(b"*0\r\n"), Some(4));
+        assert_eq!(plain_array_len(b"*2\r\n+OK\r\n"), None, "incomplete");
+        assert_eq!(
+            plain_array_len(b"*2\r\n+OK\r\n-ERR x\r\n"),
+            None,
+            "error inside"
+        );
+        assert_eq!(plain_array_len(b"*1\r\n$1\r\na\r\n"), None, "bulk inside");
+        assert_eq!(plain_array_len(b"*1\r\n*0\r\n"), None, "nested");
+        assert_eq!(plain_array_len(b"*-1\r\n"), None, "null array");
+        assert_eq!(plain_array_len(b"-EXECABORT x\r\n"), None);
+        assert_eq!(plain_array_len(b"*\r\n"), None);
+        assert_eq!(plain_array_len(b"*1x\r\n+OK\r\n"), None);
+        assert_eq!(plain_array_len(b"*9999999999\r\n"), None, "count too long");
+        assert_eq!(plain_array_len(b"*3"), None);
+        // The decoder agrees on every array the fast path takes.
+        let v = b"*3\r\n+OK\r\n+QUEUED\r\n:-5\r\n";
+        let (val, used) = resp::decode(v, &resp::Limits::default()).unwrap().unwrap();
+        assert_eq!(plain_array_len(v), Some(used));
+        assert_eq!(val.as_array().map(|a| a.len()), Some(3));
+    }
 
     #[test]
     fn plain_replies_are_recognised_and_everything_else_is_left_to_the_decoder() {

@@ -1,0 +1,127 @@
+//! The target writer against a real redis-server: journal batches that wait in its channel
+//! together are committed as one `MULTI`/`EXEC` with every flow's marker (group commit), in
+//! channel order, and each flow's applied position moves to its last batch's `next`.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::bounded;
+use df2redis_sync::model::{Cmd, DbIndex, FlowId, Lsn};
+use df2redis_sync::target::writer::{Applied, Batch, BatchKind, Markers, Writer, WriterConfig};
+
+use crate::support::RedisServer;
+
+fn markers() -> Markers {
+    Markers {
+        prefix: "t:ckpt:".into(),
+        replid: "r1".into(),
+    }
+}
+
+fn writer(server: &RedisServer, applied: &Arc<Applied>) -> Writer {
+    let cfg = WriterConfig {
+        endpoint: server.endpoint(),
+        window: 4,
+        markers: markers(),
+        reply_timeout: Duration::from_secs(10),
+        hint: None,
+    };
+    Writer::connect(cfg, applied.clone()).expect("writer connects")
+}
+
+/// `n` commands `SET <prefix><i> <i>` (or `APPEND`, to see the order) in db 0.
+fn cmds(name: &str, prefix: &str, n: usize) -> Vec<(DbIndex, Cmd)> {
+    (0..n)
+        .map(|i| {
+            let mut c = Cmd::new(name);
+            c.arg(format!("{prefix}{i}").as_bytes())
+                .arg(i.to_string().as_bytes());
+            (DbIndex(0), c)
+        })
+        .collect()
+}
+
+fn journal(flow: u32, cmds: Vec<(DbIndex, Cmd)>, next: u64) -> Batch {
+    Batch {
+        flow: FlowId(flow),
+        cmds,
+        kind: BatchKind::Journal { next: Lsn(next) },
+    }
+}
+
+/// Calls of one command since the server started (`INFO commandstats`).
+fn calls(server: &RedisServer, cmd: &str) -> u64 {
+    let info = server.cli(&["INFO", "commandstats"]);
+    let key = format!("cmdstat_{cmd}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn queued_journal_batches_are_committed_together_in_channel_order() {
+    let server = RedisServer::start();
+    let applied = Arc::new(Applied::new(&[Lsn(0), Lsn(0)]));
+    let w = writer(&server, &applied);
+    let (tx, rx) = bounded::<Batch>(16);
+    // Everything is queued before the writer runs, so what it merges is deterministic:
+    // [j0 j1 j0'] merge, the plain batch stops the merge and goes alone, [j1'] goes alone.
+    tx.send(journal(0, cmds("APPEND", "a", 10), 10)).unwrap();
+    tx.send(journal(1, cmds("SET", "b", 5), 5)).unwrap();
+    tx.send(journal(0, cmds("APPEND", "a", 3), 20)).unwrap();
+    tx.send(Batch {
+        flow: FlowId(0),
+        cmds: cmds("SET", "p", 2),
+        kind: BatchKind::Plain,
+    })
+    .unwrap();
+    tx.send(journal(1, cmds("SET", "c", 4), 7)).unwrap();
+    drop(tx);
+    let execs_before = calls(&server, "exec");
+    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+
+    assert_eq!(calls(&server, "exec") - execs_before, 2, "two transactions");
+    assert_eq!(calls(&server, "multi"), 2);
+    assert_eq!(applied.get(FlowId(0)), Lsn(20));
+    assert_eq!(applied.get(FlowId(1)), Lsn(7));
+    assert_eq!(server.cli(&["GET", "t:ckpt:0"]), "r1:20");
+    assert_eq!(server.cli(&["GET", "t:ckpt:1"]), "r1:7");
+    // Order inside the merged transaction: flow 0's first batch, then its second.
+    assert_eq!(server.cli(&["GET", "a0"]), "00");
+    assert_eq!(server.cli(&["GET", "a2"]), "22");
+    assert_eq!(server.cli(&["GET", "a9"]), "9");
+    assert_eq!(server.cli(&["GET", "b4"]), "4");
+    assert_eq!(server.cli(&["GET", "p1"]), "1");
+    assert_eq!(server.cli(&["GET", "c3"]), "3");
+}
+
+#[test]
+fn merged_transactions_stay_within_the_cap() {
+    let server = RedisServer::start();
+    let applied = Arc::new(Applied::new(&[Lsn(0)]));
+    let w = writer(&server, &applied);
+    let (tx, rx) = bounded::<Batch>(16);
+    // 10 batches of 512 commands: at most 1024 commands per transaction, so 5 × 2.
+    for i in 0..10u64 {
+        tx.send(journal(
+            0,
+            cmds("SET", &format!("k{i}:"), 512),
+            (i + 1) * 512,
+        ))
+        .unwrap();
+    }
+    drop(tx);
+    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    assert_eq!(calls(&server, "exec"), 5);
+    assert_eq!(
+        calls(&server, "set"),
+        10 * 512 + 5,
+        "data plus one marker per EXEC"
+    );
+    assert_eq!(applied.get(FlowId(0)), Lsn(5120));
+    assert_eq!(server.cli(&["GET", "t:ckpt:0"]), "r1:5120");
+    assert_eq!(server.cli(&["DBSIZE"]), (10 * 512 + 1).to_string());
+}
