@@ -20,53 +20,16 @@ cd "$(dirname "$0")/.."
 cargo build --release --bins >&2
 BIN=target/release
 WORK=$(mktemp -d /tmp/cluster-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-wait_ping() { # port
-    for _ in $(seq 1 200); do
-        redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "nothing answers on port $1" >&2
-    exit 1
-}
-
-server() { # port dir extra-args...
-    local port=$1 dir=$2
-    shift 2
-    mkdir -p "$dir"
-    redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$dir" \
-        --daemonize no --logfile "$dir/redis.log" "$@" &
-    PIDS+=($!)
-    wait_ping "$port"
-}
+. scripts/lib.sh
+lib_init
 
 STD_PORT=$((BASE_PORT + 1))
 C1=$((BASE_PORT + 2))
 C2=$((BASE_PORT + 3))
 C3=$((BASE_PORT + 4))
 
-# --port 0: a free port picked by the kernel, read back from the address file once it serves.
-RUST_LOG=info "$BIN/dfly-emulator" --port 0 --addr-file "$WORK/emulator.addr" \
-    --shards "$SHARDS" --bench-source >/dev/null 2>"$WORK/emulator.log" &
-EMU_PID=$!
-PIDS+=($EMU_PID)
-for _ in $(seq 1 600); do
-    [ -s "$WORK/emulator.addr" ] && break
-    kill -0 "$EMU_PID" 2>/dev/null || { echo "dfly-emulator exited:" >&2; tail -n 20 "$WORK/emulator.log" >&2; exit 1; }
-    sleep 0.1
-done
-[ -s "$WORK/emulator.addr" ] || { echo "dfly-emulator did not serve within 60 s" >&2; exit 1; }
-EMU_ADDR=$(cat "$WORK/emulator.addr")
-EMU_PORT=${EMU_ADDR##*:}
-BACKEND=$(redis-cli -p "$EMU_PORT" EMULATOR BACKEND)
-BPORT=${BACKEND##*:}
+# Port 0: a free port picked by the kernel, read back from the address file once it serves.
+start_emulator 0 --shards "$SHARDS" --bench-source
 awk -v n="$KEYS" 'BEGIN {
     for (i = 0; i < n; i++) {
         k = "bulk:" i;

@@ -20,42 +20,11 @@ cd "$(dirname "$0")/.."
 cargo build --release --bins >&2
 BIN=target/release
 WORK=$(mktemp -d /tmp/replicate-1m.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+. scripts/lib.sh
+lib_init
 
-wait_ping() { # port
-    for _ in $(seq 1 200); do
-        redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "nothing answers on port $1" >&2
-    exit 1
-}
-
-mkdir -p "$WORK/target"
-redis-server --bind 127.0.0.1 --port "$TGT_PORT" --save "" --appendonly no \
-    --dir "$WORK/target" --daemonize no --logfile "$WORK/target/redis.log" &
-PIDS+=($!)
-RUST_LOG=info "$BIN/dfly-emulator" --port "$EMU_PORT" --addr-file "$WORK/emulator.addr" \
-    --shards "$SHARDS" --bench-source >/dev/null 2>"$WORK/emulator.log" &
-EMU_PID=$!
-PIDS+=($EMU_PID)
-wait_ping "$TGT_PORT"
-for _ in $(seq 1 600); do
-    [ -s "$WORK/emulator.addr" ] && break
-    kill -0 "$EMU_PID" 2>/dev/null || { echo "dfly-emulator exited:" >&2; tail -n 20 "$WORK/emulator.log" >&2; exit 1; }
-    sleep 0.1
-done
-[ -s "$WORK/emulator.addr" ] || { echo "dfly-emulator did not serve within 60 s" >&2; exit 1; }
-EMU_ADDR=$(cat "$WORK/emulator.addr")
-EMU_PORT=${EMU_ADDR##*:}
-BACKEND=$(redis-cli -p "$EMU_PORT" EMULATOR BACKEND)
-BPORT=${BACKEND##*:}
+server "$TGT_PORT" "$WORK/target"
+start_emulator "$EMU_PORT" --shards "$SHARDS" --bench-source
 t0=$(date +%s.%N)
 "$BIN/dfly-emulator" load --target "$BACKEND" --scale "$SCALE" >/dev/null 2>&1
 # Bulk keys, inline commands through redis-cli --pipe: eight shapes in turn, spread over dbs
