@@ -78,28 +78,9 @@ pipeline:
   connections_per_node: $CONNS
 EOF
     local log="$WORK/$name.log"
-    local start synced="" stable
-    start=$(date +%s.%N)
-    "$BIN/df2redis-sync" replicate "$WORK/$name.yaml" --log-file "$log" 2>/dev/null &
-    local repl=$!
-    PIDS+=($repl)
-    for _ in $(seq 1 3000); do
-        if [ -z "$synced" ] && grep -q "full sync started" "$log" 2>/dev/null; then
-            synced=$(date +%s.%N)
-        fi
-        grep -q "stable sync: following the journal" "$log" 2>/dev/null && break
-        kill -0 "$repl" 2>/dev/null || { cat "$log"; exit 1; }
-        sleep 0.05
-    done
-    grep -q "stable sync: following the journal" "$log" || {
-        echo "$name: no stable sync after 150 s" >&2
-        tail -20 "$log" >&2
-        exit 1
-    }
-    stable=$(date +%s.%N)
-    synced=${synced:-$start}
+    start_replica "$WORK/$name.yaml" "$log" 150
     local secs
-    secs=$(echo "scale=2; ($stable - $synced) / 1" | bc)
+    secs=$(echo "scale=2; ($STABLE - $SYNCED) / 1" | bc)
     echo "$name: full sync of $total keys in $secs s -> $(echo "$total / $secs" | bc) keys/s"
     if [ "$name" = cluster ]; then
         if timeout 600 "$BIN/df2redis-sync" -q check "$WORK/$name.yaml" --mode full --rounds 1 \
@@ -114,8 +95,8 @@ EOF
             echo "  master 127.0.0.1:$p holds $(redis-cli -p "$p" dbsize) keys"
         done
     fi
-    kill -TERM "$repl"
-    wait "$repl" || true
+    kill -TERM "$REPL"
+    wait "$REPL" || true
 }
 
 run standalone "  addr: 127.0.0.1:$STD_PORT"

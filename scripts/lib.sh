@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Shared helpers of the benchmark scripts (scripts/replicate-1m.sh, scripts/cluster-bench.sh):
+# Shared helpers of scripts/demo.sh, scripts/replicate-1m.sh and scripts/cluster-bench.sh:
 # sourced, not run. The caller sets `WORK` (a temp dir) and `BIN` (the binaries' directory)
 # and has `set -euo pipefail`. Every process started here is recorded in `PIDS` and stopped
 # by the EXIT trap installed by `lib_init`.
 
 PIDS=()
 
-# Installs the cleanup: stop every recorded process, remove WORK.
+# Installs the cleanup: stop every recorded process, remove WORK (on exit; Ctrl-C or SIGTERM
+# exits with 130 through it).
 lib_init() {
-    trap lib_cleanup EXIT INT TERM
+    trap lib_cleanup EXIT
+    trap 'exit 130' INT TERM
 }
 
 lib_cleanup() {
@@ -63,4 +65,33 @@ start_emulator() {
     EMU_PORT=${EMU_ADDR##*:}
     BACKEND=$(redis-cli -p "$EMU_PORT" EMULATOR BACKEND)
     BPORT=${BACKEND##*:}
+}
+
+# start_replica CONFIG LOG LIMIT: `df2redis-sync replicate CONFIG` logging to LOG, waited for
+# until it follows the journal (LIMIT seconds at most; exit 1 with the log's tail otherwise).
+# Sets REPL (its pid), START (when it was started), SYNCED (when "full sync started" was
+# logged, i.e. DFLY SYNC was answered: from there on the time is the replica's; START if not
+# seen) and STABLE (when stable sync was reached).
+start_replica() {
+    local cfg=$1 log=$2 limit=$3
+    START=$(date +%s.%N)
+    SYNCED=""
+    "$BIN/df2redis-sync" replicate "$cfg" --log-file "$log" 2>/dev/null &
+    REPL=$!
+    PIDS+=($REPL)
+    for _ in $(seq 1 $((limit * 20))); do
+        if [ -z "$SYNCED" ] && grep -q "full sync started" "$log" 2>/dev/null; then
+            SYNCED=$(date +%s.%N)
+        fi
+        grep -q "stable sync: following the journal" "$log" 2>/dev/null && break
+        kill -0 "$REPL" 2>/dev/null || { cat "$log"; exit 1; }
+        sleep 0.05
+    done
+    grep -q "stable sync: following the journal" "$log" || {
+        echo "$cfg: no stable sync after $limit s" >&2
+        tail -20 "$log" >&2
+        exit 1
+    }
+    STABLE=$(date +%s.%N)
+    SYNCED=${SYNCED:-$START}
 }

@@ -65,33 +65,12 @@ checkpoint:
   dir: $WORK/ckpt
   interval: 1s
 EOF
-start=$(date +%s.%N)
-"$BIN/df2redis-sync" replicate "$WORK/replicate.yaml" --log-file "$WORK/replica.log" 2>/dev/null &
-REPL=$!
-PIDS+=($REPL)
-synced=""
-for _ in $(seq 1 1200); do
-    # "full sync started" is logged once DFLY SYNC was answered (with --bench-source, after the
-    # emulator serialized its whole snapshot): from there on the time is the replica's.
-    if [ -z "$synced" ] && grep -q "full sync started" "$WORK/replica.log" 2>/dev/null; then
-        synced=$(date +%s.%N)
-    fi
-    grep -q "stable sync: following the journal" "$WORK/replica.log" 2>/dev/null && break
-    kill -0 "$REPL" 2>/dev/null || { cat "$WORK/replica.log"; exit 1; }
-    sleep 0.1
-done
-grep -q "stable sync: following the journal" "$WORK/replica.log" || {
-    echo "no stable sync after 120 s" >&2
-    tail -20 "$WORK/replica.log" >&2
-    exit 1
-}
-stable=$(date +%s.%N)
+start_replica "$WORK/replicate.yaml" "$WORK/replica.log" 120
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$REPL/status")
 bytes=$(redis-cli -p "$EMU_PORT" info replication | tr -d '\r' |
     awk -F: '/^slave0_bytes_sent:/ {n = split($2, a, ","); for (i = 1; i <= n; i++) s += a[i]; print s}')
-synced=${synced:-$start}
-wall=$(echo "scale=2; ($stable - $start) / 1" | bc)
-snap=$(echo "scale=2; ($stable - $synced) / 1" | bc)
+wall=$(echo "scale=2; ($STABLE - $START) / 1" | bc)
+snap=$(echo "scale=2; ($STABLE - $SYNCED) / 1" | bc)
 serve=$(redis-cli -p "$EMU_PORT" info replication | tr -d '\r' | awk -F: '/^emulator_serve_micros:/ {print $2 / 1000000}')
 echo "full sync: $total keys, $(echo "scale=1; $bytes / 1000000" | bc) MB of stream over $SHARDS flows"
 echo "  replica side (DFLY SYNC answered -> every flow at FULLSYNC_END, applied, STARTSTABLE): $snap s -> $(echo "$total / $snap" | bc) keys/s, $(echo "scale=2; $bytes / 1000000 / $snap" | bc) MB/s"

@@ -6,39 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use df2redis_sync::model::Cmd;
 use df2redis_sync::net::{Conn, Endpoint};
 
+use crate::support::emu::Proc;
 use crate::support::{run_bounded, RedisCluster};
-
-/// A child process terminated (SIGTERM, then SIGKILL) on drop.
-struct Proc(std::process::Child);
-
-impl Proc {
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill9();
-    }
-}
 
 fn plain(addr: &str) -> Endpoint {
     let mut ep = Endpoint::plain(addr);
@@ -260,6 +234,14 @@ fn all_output(p: &Path) -> String {
     s
 }
 
+/// `check --mode full` says equal within `secs` seconds; otherwise panics with `what`, the last
+/// report and the replica's output.
+fn assert_equal_within(cfg: &Path, dir: &Path, secs: u32, what: &str, log: &Path) {
+    if let Err(last) = wait_check_equal(cfg, dir, secs) {
+        panic!("{what}:\n{last}\n{}", all_output(log));
+    }
+}
+
 /// Every type arrives exactly in the cluster, spread over all three masters, and the live
 /// workload (INCR, APPEND, LPUSH, SPOP, MSET/DEL across slots, SMOVE, LMOVE, MULTI/EXEC, …)
 /// converges: `check --mode full` finds source and target equal.
@@ -272,9 +254,7 @@ fn cluster_target_every_type_and_live_workload_converge() {
     let cfg = cluster_config(dir.path(), &emu, &cluster.nodes()[0].addr(), "");
     let log = dir.path().join("replica.log");
     let _r = spawn_replica(&cfg, &log);
-    if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
-        panic!("full sync never equal:\n{last}\n{}", all_output(&log));
-    }
+    assert_equal_within(&cfg, dir.path(), 30, "full sync never equal", &log);
     // Data on every master, not all on one.
     for n in cluster.nodes() {
         let k: usize = n.cli(&["DBSIZE"]).parse().unwrap();
@@ -303,12 +283,7 @@ fn cluster_target_every_type_and_live_workload_converge() {
         assert_eq!(r.as_int(), Some(1), "{r:?}");
     }
     assert!(work.join().unwrap());
-    if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
-        panic!(
-            "never equal after the workload:\n{last}\n{}",
-            all_output(&log)
-        );
-    }
+    assert_equal_within(&cfg, dir.path(), 30, "never equal after the workload", &log);
     let text = log_text(&log);
     assert!(text.contains("target cluster: 3 masters"), "{text}");
     assert!(
@@ -332,20 +307,13 @@ fn cluster_failover_during_stable_sync_converges_without_restart() {
     let cfg = cluster_config(dir.path(), &emu, &cluster.nodes()[0].addr(), "");
     let log = dir.path().join("replica.log");
     let _r = spawn_replica(&cfg, &log);
-    if let Err(last) = wait_check_equal(&cfg, dir.path(), 30) {
-        panic!("full sync never equal:\n{last}\n{}", all_output(&log));
-    }
+    assert_equal_within(&cfg, dir.path(), 30, "full sync never equal", &log);
     let work = spawn_work(&emu, "3000", "15000");
     std::thread::sleep(Duration::from_millis(1500));
     let rep = cluster.replica_of(0).expect("node 0 has a replica");
     cluster.failover(rep);
     assert!(work.join().unwrap());
-    if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
-        panic!(
-            "never equal after the failover:\n{last}\n{}",
-            all_output(&log)
-        );
-    }
+    assert_equal_within(&cfg, dir.path(), 40, "never equal after the failover", &log);
     let text = log_text(&log);
     assert!(text.contains("target topology changed"), "{text}");
     assert!(
@@ -379,9 +347,7 @@ fn cluster_kill_9_mid_stream_resumes_exactly() {
         r = spawn_replica(&cfg, &log);
     }
     assert!(work.join().unwrap());
-    if let Err(last) = wait_check_equal(&cfg, dir.path(), 40) {
-        panic!("never equal after kill -9:\n{last}\n{}", all_output(&log));
-    }
+    assert_equal_within(&cfg, dir.path(), 40, "never equal after kill -9", &log);
     let text = log_text(&log);
     assert_eq!(
         text.matches("partial sync: stable sync resumed").count(),

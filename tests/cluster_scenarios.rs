@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::support::cluster_ops::MigrateOpts;
 use crate::support::emu::{
     call, connect, spawn_replica, spawn_work, start_empty_emulator, start_emulator,
-    wait_check_equal, wait_log, write_config,
+    wait_check_equal, wait_log, wait_log_count, write_config,
 };
 use crate::support::RedisCluster;
 
@@ -78,11 +78,7 @@ fn slots_migrated_during_full_sync_and_stable_sync_converge() {
         assert!(mig.join().unwrap() > 0, "no key moved during the full sync");
         r
     });
-    assert!(
-        wait_log(&log, "stable sync: following the journal", 60),
-        "no stable sync: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    wait_log_count(&log, "stable sync: following the journal", 1);
     // Stable sync: workload and multi-key mix (cross-slot transfers meet ASK redirects) while
     // another range moves the other way round.
     let work = spawn_work(&emu_addr, "2000", "8000");
@@ -118,11 +114,7 @@ fn new_master_given_slots_during_stable_sync_converges() {
     let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
     let log = dir.path().join("replica.log");
     let _r = spawn_replica(&cfg, &log);
-    assert!(
-        wait_log(&log, "stable sync: following the journal", 60),
-        "no stable sync: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    wait_log_count(&log, "stable sync: following the journal", 1);
     let work = spawn_work(&emu_addr, "2000", "8000");
     let new = cluster.add_master();
     let from = cluster.owner_of(16383).unwrap();
@@ -213,11 +205,7 @@ fn multi_key_commands_and_cross_slot_transactions_converge() {
     let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
     let log = dir.path().join("replica.log");
     let _r = spawn_replica(&cfg, &log);
-    assert!(
-        wait_log(&log, "stable sync: following the journal", 60),
-        "no stable sync: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    wait_log_count(&log, "stable sync: following the journal", 1);
     let work = spawn_work(&emu_addr, "1000", "3000");
     multi_key_mix(&emu_addr, 40);
     assert!(work.join().unwrap());
@@ -261,11 +249,7 @@ fn kill_9_during_transfers_and_multi_key_mix_converges_exactly() {
     let cfg = write_config(dir.path(), &emu_addr, &cluster_target(&cluster), PREFIXES);
     let log = dir.path().join("replica.log");
     let mut r = spawn_replica(&cfg, &log);
-    assert!(
-        wait_log(&log, "stable sync: following the journal", 60),
-        "no stable sync: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    wait_log_count(&log, "stable sync: following the journal", 1);
     let work = spawn_work(&emu_addr, "1000", "6000");
     let mix = {
         let addr = emu_addr.clone();
@@ -274,7 +258,7 @@ fn kill_9_during_transfers_and_multi_key_mix_converges_exactly() {
     for i in 0..2 {
         // Kill once this run follows the journal again and has had time to apply a part of
         // the mix, while the mix still runs.
-        crate::support::emu::wait_log_count(&log, "stable sync: following the journal", i + 1);
+        wait_log_count(&log, "stable sync: following the journal", i + 1);
         std::thread::sleep(Duration::from_millis(700));
         assert!(!mix.is_finished(), "the mix ended before kill {i}");
         let _ = r.0.kill();
@@ -318,11 +302,7 @@ fn transfer_interrupted_after_restore_is_completed_on_resume() {
     call(&mut c, &["SELECT", "1"]);
     call(&mut c, &["SET", "seed", "1"]);
     let _r = spawn_replica(&cfg, &log);
-    assert!(
-        wait_log(&log, "stable sync: following the journal", 60),
-        "no stable sync: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    wait_log_count(&log, "stable sync: following the journal", 1);
     // Values to move, and time for a low-water position past them.
     for k in ["mv:a", "mv:b", "mv:c"] {
         call(&mut c, &["SET", k, k, "PX", "3600000"]);

@@ -10,31 +10,10 @@ use std::time::{Duration, Instant};
 use df2redis_sync::ops::status::{http_get, StatusReport};
 
 use crate::recordings::redis;
-use crate::support::emu::Emulator;
+use crate::support::emu::{Emulator, Proc};
 use crate::support::RedisServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_df2redis-sync");
-
-/// A child process killed (TERM, then KILL) when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An emulator with 3 shards (plus `args`), its dataset loaded at `scale`; its address.
 fn start_emulator(dir: &Path, args: &[&str], scale: Option<&str>) -> (Emulator, String) {
@@ -128,7 +107,7 @@ fn write_config(dir: &Path, src: &str, target: &str, extra: &str) -> PathBuf {
     cfg
 }
 
-fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+fn wait_exit(child: &mut Proc, secs: u64) -> std::process::ExitStatus {
     wait_for(secs, "the replica to exit", || child.0.try_wait().unwrap())
 }
 
@@ -150,7 +129,7 @@ fn metrics_and_status_follow_a_replication_from_full_sync_to_stop() {
         "logging:\n  progress_interval: 200ms\nmetrics:\n  listen: 127.0.0.1:0\n",
     );
     let stderr_path = dir.path().join("stderr.txt");
-    let mut child = Child(
+    let mut child = Proc(
         std::process::Command::new(BIN)
             .args(["replicate", cfg.to_str().unwrap()])
             .stdout(std::process::Stdio::null())
@@ -469,7 +448,7 @@ fn trace_logs_never_show_passwords() {
     .unwrap();
     let log_file = dir.path().join("replica.log");
     let stderr_path = dir.path().join("stderr.txt");
-    let mut child = Child(
+    let mut child = Proc(
         std::process::Command::new(BIN)
             .args(["-vv", "replicate", cfg.to_str().unwrap(), "--log-file"])
             .arg(&log_file)
@@ -556,7 +535,7 @@ fn status_without_an_endpoint_uses_the_checkpoint_and_the_pid_file() {
     let server = RedisServer::start();
     let cfg = write_config(dir.path(), &emu_addr, &server.addr(), "");
     let ckpt = dir.path().join("ckpt");
-    let mut child = Child(
+    let mut child = Proc(
         std::process::Command::new(BIN)
             .args(["-q", "replicate", cfg.to_str().unwrap()])
             .stdout(std::process::Stdio::null())
@@ -586,7 +565,7 @@ fn status_without_an_endpoint_uses_the_checkpoint_and_the_pid_file() {
     assert!(!pid_file.exists(), "removed at exit");
     assert_eq!(status_json(&cfg).verdict, "stopped");
     // A stale pid file whose pid is now another program's.
-    let mut other = Child(
+    let mut other = Proc(
         std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -650,7 +629,7 @@ fn cluster_target_per_node_writer_metrics_and_redirects() {
         ),
     )
     .unwrap();
-    let _child = Child(
+    let _child = Proc(
         std::process::Command::new(BIN)
             .args(["replicate", cfg.to_str().unwrap(), "--log-file"])
             .arg(dir.path().join("replica.log"))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use df2redis_sync::model::Cmd;
 use df2redis_sync::net::{Conn, Endpoint};
 
-use crate::support::emu::{start_emulator, Emulator};
+use crate::support::emu::{start_emulator, Emulator, Proc};
 use crate::support::replay::{RecordedSession, ReplayMaster};
 use crate::support::RedisServer;
 
@@ -1204,27 +1204,6 @@ fn frozen_target_stop_then_resume_converges() {
     assert_manifest(&rec_dir, &server);
 }
 
-/// A child process killed (SIGTERM, then waited for) when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let end = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < end {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs the Dragonfly emulator (h4) with its dataset loaded (`scale`), starts the replica
 /// (before the workload when `replica_first`), runs the workload of every supported command at
 /// 3,000 ops/s, kills the replica with SIGKILL after each delay in `kills` (restarting it each
@@ -1458,8 +1437,8 @@ fn emulator_config(dir: &std::path::Path, emu_addr: &str, target: &str) -> PathB
 }
 
 /// The real binary replicating with `cfg`, logging to `log`.
-fn spawn_replica(cfg: &std::path::Path, log: &std::path::Path) -> Child {
-    Child(
+fn spawn_replica(cfg: &std::path::Path, log: &std::path::Path) -> Proc {
+    Proc(
         std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
             .args(["replicate", cfg.to_str().unwrap(), "--log-file"])
             .arg(log)
@@ -1594,14 +1573,14 @@ fn emulator_redis_benchmark_and_scripted_mix_converge() {
 /// A redis-server on `port` with its files in `dir` (AOF with fsync on every write when
 /// `aof`, else no persistence at all), started and answering as itself (its `process_id`:
 /// another test's server may have taken the port). `Err` with the tail of its log otherwise.
-fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Result<Child, String> {
+fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Result<Proc, String> {
     let persist: &[&str] = if aof {
         &["--appendonly", "yes", "--appendfsync", "always"]
     } else {
         &["--appendonly", "no"]
     };
     let log = dir.join("redis.log");
-    let mut child = Child(
+    let mut child = Proc(
         std::process::Command::new(crate::support::program("redis-server"))
             .args([
                 "--bind",
@@ -1647,7 +1626,7 @@ fn target_on(port: u16, dir: &std::path::Path, aof: bool) -> Result<Child, Strin
 }
 
 /// [`target_on`] a free port, another one (5 at most) when the port turned out taken.
-fn target_on_free_port(dir: &std::path::Path, aof: bool) -> (u16, Child) {
+fn target_on_free_port(dir: &std::path::Path, aof: bool) -> (u16, Proc) {
     let mut last = String::new();
     for _ in 0..5 {
         let port = crate::support::free_port(false);

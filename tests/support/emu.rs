@@ -14,6 +14,14 @@ use df2redis_sync::resp::Value;
 /// A child process: SIGTERM on drop, SIGKILL after 5 s.
 pub struct Proc(pub std::process::Child);
 
+impl Proc {
+    /// `kill -9` now, and reap it.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -27,8 +35,7 @@ impl Drop for Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.kill9();
     }
 }
 
