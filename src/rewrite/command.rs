@@ -149,117 +149,107 @@ fn one(db: DbIndex, c: Cmd) -> Rewritten {
     }
 }
 
-/// [`rewrite_command`] for a command the caller owns: the commands replayed as they are (a
-/// `SET` without Dragonfly-only tokens, and every other pass-through command) are moved into
-/// the result instead of copied, and their name is compared in place instead of through an
-/// upper-cased copy. Everything else takes [`rewrite_command`], so the result is the same.
-pub(crate) fn rewrite_command_owned(
+/// Rewrites one journal command (a COMMAND or EXPIRED entry, or one command of a group). The
+/// command is taken by value: one replayed as it is (the stable-sync hot path: `SET`, every
+/// pass-through name) moves into the result without a copy, and its name is upper-cased on the
+/// stack, not into an allocation.
+pub(crate) fn rewrite_command(
     db: DbIndex,
     txid: u64,
     cmd: Cmd,
     opts: &Options,
 ) -> Result<Rewritten, RewriteError> {
-    let name = cmd.name();
-    let as_is = if eq(name, "SET") {
-        !cmd.args()
-            .skip(3)
-            .any(|a| eq(a, "STICK") || eq(a, "_MCFLAGS"))
-    } else {
-        // INCRBYFLOAT / HINCRBYFLOAT are pass-through names that `rewrite_command` rewrites.
-        !eq(name, "INCRBYFLOAT")
-            && !eq(name, "HINCRBYFLOAT")
-            && PASS_THROUGH
-                .iter()
-                .any(|c| c.len() == name.len() && eq(name, c))
+    // Command names are short; a longer (or non-UTF-8) name is no command of any table and
+    // takes the unknown-command path, as it did as a lossy string.
+    let mut buf = [0u8; 64];
+    let raw = cmd.name();
+    let upper = match buf.get_mut(..raw.len()) {
+        Some(b) => {
+            b.copy_from_slice(raw);
+            b.make_ascii_uppercase();
+            std::str::from_utf8(b).unwrap_or("")
+        }
+        None => "",
     };
-    if as_is {
-        return Ok(one(db, cmd));
-    }
-    rewrite_command(db, txid, &cmd, opts)
-}
-
-/// Rewrites one journal command (a COMMAND or EXPIRED entry, or one command of a group).
-pub(crate) fn rewrite_command(
-    db: DbIndex,
-    txid: u64,
-    cmd: &Cmd,
-    opts: &Options,
-) -> Result<Rewritten, RewriteError> {
-    let name = cmd.name().to_ascii_uppercase();
-    let name_str = String::from_utf8_lossy(&name).into_owned();
-    let key = cmd.get(1);
-    let unsupported = || {
+    let unsupported = |cmd: &Cmd, with_key: bool| {
         Rewritten::skip(
             db,
-            key,
-            SkipReason::UnsupportedCommand { name: name.clone() },
+            cmd.get(1).filter(|_| with_key),
+            SkipReason::UnsupportedCommand {
+                name: cmd.name().to_ascii_uppercase(),
+            },
         )
     };
-    match name_str.as_str() {
+    match upper {
         "FLUSHALL" | "FLUSHDB" => {
             return Ok(Rewritten {
                 db,
-                cmds: vec![cmd.clone()],
+                cmds: vec![cmd],
                 global: Some(Global { txid }),
                 ..Rewritten::default()
             })
         }
         "SET" => return Ok(one(db, strip_set_tokens(cmd))),
-        "INCRBYFLOAT" | "HINCRBYFLOAT" => return incr_float(db, cmd),
-        "RESTORE" => return restore(db, cmd, opts),
-        "STICK" => return Ok(unsupported()),
-        "HSETEX" => return hsetex(db, cmd, opts),
-        "SADDEX" => return saddex(db, cmd),
-        "FIELDEXPIRE" | "HGETEX" => return field_ttl_command(db, cmd, opts),
+        "INCRBYFLOAT" | "HINCRBYFLOAT" => return incr_float(db, &cmd),
+        "RESTORE" => return restore(db, &cmd, opts),
+        "STICK" => return Ok(unsupported(&cmd, true)),
+        "HSETEX" => return hsetex(db, &cmd, opts),
+        "SADDEX" => return saddex(db, &cmd),
+        "FIELDEXPIRE" | "HGETEX" => return field_ttl_command(db, &cmd, opts),
         "SCRIPT" => {
             // SCRIPT LOAD teaches the target the body (for EVALSHA by later clients);
             // SCRIPT FLAGS is Dragonfly-only.
             return Ok(match cmd.get(1) {
-                Some(sub) if eq(sub, "LOAD") => one(db, cmd.clone()),
-                _ => Rewritten::skip(db, None, SkipReason::UnsupportedCommand { name }),
+                Some(sub) if eq(sub, "LOAD") => one(db, cmd),
+                _ => unsupported(&cmd, false),
             });
         }
         _ => {}
     }
-    if name.starts_with(b"JSON.") {
+    if upper.starts_with("JSON.") {
         return Ok(if opts.target_json {
-            one(db, cmd.clone())
+            one(db, cmd)
         } else {
-            Rewritten::skip(db, key, SkipReason::JsonWithoutModule)
+            Rewritten::skip(db, cmd.get(1), SkipReason::JsonWithoutModule)
         });
     }
     if ["BF.", "CF.", "CMS.", "TOPK."]
         .iter()
-        .any(|p| name.starts_with(p.as_bytes()))
+        .any(|p| upper.starts_with(p))
     {
-        return Ok(unsupported());
+        return Ok(unsupported(&cmd, true));
     }
-    if name.starts_with(b"FT.") || name_str == "CL.THROTTLE" || name_str == "DFLYCLUSTER" {
-        return Ok(Rewritten::skip(
-            db,
-            if name.starts_with(b"FT.") { None } else { key },
-            SkipReason::UnsupportedCommand { name },
-        ));
+    if upper.starts_with("FT.") || upper == "CL.THROTTLE" || upper == "DFLYCLUSTER" {
+        return Ok(unsupported(&cmd, !upper.starts_with("FT.")));
     }
-    if FIELD_TTL.contains(&name_str.as_str()) {
-        return field_ttl_command(db, cmd, opts);
+    if FIELD_TTL.contains(&upper) {
+        return field_ttl_command(db, &cmd, opts);
     }
-    if PASS_THROUGH.contains(&name_str.as_str()) {
-        return Ok(one(db, cmd.clone()));
+    if PASS_THROUGH.contains(&upper) {
+        return Ok(one(db, cmd));
     }
     match opts.unknown {
-        UnknownPolicy::Error => Err(err(db, cmd, "unknown command (policy: error)")),
+        UnknownPolicy::Error => Err(err(db, &cmd, "unknown command (policy: error)")),
         UnknownPolicy::Skip => Ok(Rewritten::skip(
             db,
-            key,
-            SkipReason::UnknownCommand { name },
+            cmd.get(1),
+            SkipReason::UnknownCommand {
+                name: cmd.name().to_ascii_uppercase(),
+            },
         )),
     }
 }
 
 /// `SET k v [PXAT t] [KEEPTTL] [STICK] [_MCFLAGS n]` without the Dragonfly-only tokens
 /// (§4.9): sticky keys and memcached flags mean nothing to Redis.
-fn strip_set_tokens(cmd: &Cmd) -> Cmd {
+fn strip_set_tokens(cmd: Cmd) -> Cmd {
+    if !cmd
+        .args()
+        .skip(3)
+        .any(|a| eq(a, "STICK") || eq(a, "_MCFLAGS"))
+    {
+        return cmd;
+    }
     let mut out = Cmd::with_capacity(cmd.len(), cmd.payload_len());
     let mut args = cmd.args().enumerate();
     while let Some((i, a)) = args.next() {
@@ -642,59 +632,58 @@ mod tests {
             now_ms: 1_000_000,
             ..Options::default()
         };
-        let borrowed = rewrite_command(DbIndex(2), 7, &Cmd::from_args(args), &opts);
-        // Every case of this module also checks that the owned path gives the same result.
-        let owned = rewrite_command_owned(DbIndex(2), 7, Cmd::from_args(args), &opts);
-        assert_eq!(
-            format!("{borrowed:?}"),
-            format!("{owned:?}"),
-            "owned and borrowed rewrites differ for {args:?}"
-        );
-        borrowed
+        rewrite_command(DbIndex(2), 7, Cmd::from_args(args), &opts)
     }
 
     #[test]
-    fn owned_rewrite_matches_borrowed_for_every_command_name() {
-        // Every pass-through name in both cases, the special ones, and unknown names.
-        let mut names: Vec<String> = PASS_THROUGH.iter().map(|s| s.to_string()).collect();
-        names.extend(PASS_THROUGH.iter().map(|s| s.to_ascii_lowercase()));
-        names.extend(
-            [
-                "FLUSHALL",
-                "flushdb",
-                "RESTORE",
-                "STICK",
-                "HSETEX",
-                "SADDEX",
-                "FIELDEXPIRE",
-                "HGETEX",
-                "SCRIPT",
-                "JSON.SET",
-                "BF.ADD",
-                "FT.CREATE",
-                "HEXPIRE",
-                "NOSUCH",
-                "Se",
-                "SETX",
-                "",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        for n in &names {
-            for tail in [
-                &["k", "v"][..],
-                &["k", "v", "STICK"],
-                &["k", "v", "_mcflags", "3"],
-            ] {
-                let mut args = vec![n.as_str()];
-                args.extend_from_slice(tail);
-                let _ = rw(&args);
+    fn names_are_matched_in_any_case_and_pass_through_moves_unchanged() {
+        // Every pass-through name, in both cases, is replayed exactly as it came (the two
+        // float increments are rewritten: `incr_float`).
+        for n in PASS_THROUGH {
+            if *n == "INCRBYFLOAT" || *n == "HINCRBYFLOAT" {
+                continue;
+            }
+            for name in [n.to_string(), n.to_ascii_lowercase()] {
+                let args = [name.as_str(), "k", "v"];
+                let r = rw(&args).unwrap_or_else(|e| panic!("{args:?}: {e:?}"));
+                assert_eq!(r.cmds, vec![Cmd::from_args(args)], "{args:?}");
+                assert!(r.skipped.is_none(), "{args:?}");
             }
         }
-        // The SET fast path moves the command unchanged.
+        // The special names are recognised in lower case too (same outcome kind as upper).
+        for n in [
+            "restore",
+            "stick",
+            "hsetex",
+            "saddex",
+            "fieldexpire",
+            "hgetex",
+            "script",
+            "json.set",
+            "bf.add",
+            "ft.create",
+            "hexpire",
+            "flushdb",
+        ] {
+            let lower = rw(&[n, "k", "v"]);
+            let upper = rw(&[&n.to_ascii_uppercase(), "k", "v"]);
+            assert_eq!(lower.is_ok(), upper.is_ok(), "{n}");
+            if let (Ok(l), Ok(u)) = (lower, upper) {
+                assert_eq!(l.skipped, u.skipped, "{n}");
+                assert_eq!(l.cmds.len(), u.cmds.len(), "{n}");
+            }
+        }
+        // Unknown names (near misses, empty, longer than any command) are refused under the
+        // default policy (error), never passed through.
+        let long = "X".repeat(100);
+        for n in ["NOSUCH", "Se", "SETX", "", long.as_str()] {
+            assert!(rw(&[n, "k", "v"]).is_err(), "{n:?}");
+        }
+        // SET moves unchanged without Dragonfly tokens and loses them otherwise (any case).
         let r = rw(&["set", "k", "v", "PXAT", "5"]).unwrap();
         assert_eq!(r.cmds, vec![Cmd::from_args(["set", "k", "v", "PXAT", "5"])]);
+        let r = rw(&["set", "k", "v", "stick", "_mcflags", "3"]).unwrap();
+        assert_eq!(r.cmds, vec![Cmd::from_args(["set", "k", "v"])]);
     }
 
     fn cmds(r: &Rewritten) -> Vec<Vec<String>> {
@@ -742,7 +731,7 @@ mod tests {
             ..Options::default()
         };
         let c = Cmd::from_args(["HSETEX", "h", "PX", "500", "FIELDS", "1", "f", "v"]);
-        let r = rewrite_command(DbIndex(0), 0, &c, &opts).unwrap();
+        let r = rewrite_command(DbIndex(0), 0, c.clone(), &opts).unwrap();
         assert_eq!(
             cmds(&r),
             vec![
@@ -767,7 +756,7 @@ mod tests {
         let r = rewrite_command(
             DbIndex(0),
             0,
-            &Cmd::from_args(["HEXPIRE", "h", "10", "NX", "FIELDS", "1", "a"]),
+            Cmd::from_args(["HEXPIRE", "h", "10", "NX", "FIELDS", "1", "a"]),
             &opts,
         )
         .unwrap();
@@ -794,7 +783,9 @@ mod tests {
         };
         let c = Cmd::from_args(["JSON.SET", "j", "$", "1"]);
         assert_eq!(
-            rewrite_command(DbIndex(0), 0, &c, &opts).unwrap().cmds,
+            rewrite_command(DbIndex(0), 0, c.clone(), &opts)
+                .unwrap()
+                .cmds,
             vec![c]
         );
         let r = rw(&["BF.ADD", "b", "x"]).unwrap();
@@ -816,7 +807,7 @@ mod tests {
             unknown: UnknownPolicy::Skip,
             ..Options::default()
         };
-        let r = rewrite_command(DbIndex(0), 0, &Cmd::from_args(["NOSUCHCMD", "k"]), &opts).unwrap();
+        let r = rewrite_command(DbIndex(0), 0, Cmd::from_args(["NOSUCHCMD", "k"]), &opts).unwrap();
         assert_eq!(
             r.skipped.unwrap().reason,
             SkipReason::UnknownCommand {
@@ -886,7 +877,7 @@ mod tests {
                 unknown: UnknownPolicy::Skip,
                 ..Options::default()
             };
-            let _ = rewrite_command(DbIndex(0), 1, &c, &opts);
+            let _ = rewrite_command(DbIndex(0), 1, c.clone(), &opts);
         }
     }
 }

@@ -302,26 +302,16 @@ impl Rewriter {
         value::rewrite_string(s, &self.opts)
     }
 
-    /// [`Rewriter::entry`] taking the entry by value: a command replayed as it is moves into
-    /// the result instead of being copied (the stable-sync hot path).
+    /// One journal entry (from the live journal), by value: a command replayed as it is
+    /// moves into the result instead of being copied (the stable-sync hot path).
     pub fn entry_owned(&mut self, entry: JournalEntry) -> Result<Rewritten, RewriteError> {
-        match entry.kind {
-            EntryKind::Command | EntryKind::Expired => {
-                command::rewrite_command_owned(entry.db, entry.txid, entry.cmd, &self.opts)
-            }
-            _ => self.entry(&entry),
-        }
-    }
-
-    /// One journal entry (from the live journal or a JOURNAL_BLOB).
-    pub fn entry(&mut self, entry: &JournalEntry) -> Result<Rewritten, RewriteError> {
         match entry.kind {
             EntryKind::Ping | EntryKind::Noop | EntryKind::Fin => Ok(Rewritten::empty(entry.db)),
             EntryKind::Command | EntryKind::Expired => {
-                command::rewrite_command(entry.db, entry.txid, &entry.cmd, &self.opts)
+                command::rewrite_command(entry.db, entry.txid, entry.cmd, &self.opts)
             }
             EntryKind::MultiCommand => {
-                let r = command::rewrite_command(entry.db, entry.txid, &entry.cmd, &self.opts)?;
+                let r = command::rewrite_command(entry.db, entry.txid, entry.cmd, &self.opts)?;
                 if self.group.is_empty() {
                     self.group_db = r.db;
                 }
@@ -342,6 +332,12 @@ impl Rewriter {
                 })
             }
         }
+    }
+
+    /// One journal entry (from the live journal or a JOURNAL_BLOB), borrowed: a copy goes
+    /// through [`Rewriter::entry_owned`].
+    pub fn entry(&mut self, entry: &JournalEntry) -> Result<Rewritten, RewriteError> {
+        self.entry_owned(entry.clone())
     }
 
     /// A journal item (entries are rewritten; LSN markers give nothing).

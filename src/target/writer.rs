@@ -788,12 +788,16 @@ impl Writer {
                     queued.push(Queued::Cmd(i));
                 }
                 self.select(DbIndex(0), &mut slots, Some(&mut queued));
-                let marks: Vec<(FlowId, Lsn)> = match &batch.kind {
-                    BatchKind::Journal { next } => vec![(batch.flow, *next)],
-                    BatchKind::Global { nexts } | BatchKind::Merged { nexts, .. } => nexts.clone(),
-                    _ => Vec::new(),
+                let one;
+                let marks: &[(FlowId, Lsn)] = match &batch.kind {
+                    BatchKind::Journal { next } => {
+                        one = [(batch.flow, *next)];
+                        &one
+                    }
+                    BatchKind::Global { nexts } | BatchKind::Merged { nexts, .. } => nexts,
+                    _ => &[],
                 };
-                for (f, n) in marks {
+                for &(f, n) in marks {
                     self.cfg.markers.set_cmd(f, n).encode_resp(&mut self.wbuf);
                     slots.push_back(Slot::Queued);
                     queued.push(Queued::Marker);
