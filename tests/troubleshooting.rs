@@ -1176,9 +1176,11 @@ fn status_file_messages() {
     p.stop();
 }
 
-/// The process out of file descriptors (`ulimit -n 48`, then 100 idle connections to the
-/// endpoint, each holding one): the endpoint's listener cannot accept; it is logged, replication
-/// goes on, and once the connections close the endpoint listens and answers again.
+/// The process out of file descriptors: its soft `RLIMIT_NOFILE` lowered to 3 while it runs
+/// (`prlimit`, util-linux), so no new descriptor can be had (0–2 are always open). The
+/// endpoint's accept fails; it is logged, replication goes on, and once the limit is back the
+/// queued connection is answered. (tiny_http, used before, panicked in its accept thread when it
+/// could not duplicate a socket and the endpoint stayed dead: CI run of 2026-11-24.)
 #[test]
 fn metrics_accept_failure_message() {
     let d = tempfile::tempdir().unwrap();
@@ -1191,44 +1193,43 @@ fn metrics_accept_failure_message() {
         "metrics:\n  listen: 127.0.0.1:0\n",
     );
     let cfg = write_cfg(d.path(), "r.yaml", &y);
-    let log = d.path().join("fds.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = Command::new("sh")
-        .args(["-c", "ulimit -n 48 && exec \"$0\" replicate \"$1\""])
-        .arg(env!("CARGO_BIN_EXE_df2redis-sync"))
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    let mut p = Proc { child, log };
+    let mut p = Proc::spawn(&["replicate", &cfg], d.path(), "fds");
     p.wait_text("stable sync: following the journal", LONG);
     let addr = std::fs::read_to_string(d.path().join("ckpt/status.addr")).unwrap();
     let addr = addr.trim().to_string();
-    let held: Vec<std::net::TcpStream> = (0..100)
-        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
-        .collect();
+    let pid = p.child.id().to_string();
+    let prlimit = |args: &[&str]| {
+        let out = Command::new("prlimit")
+            .args(["--pid", &pid])
+            .args(args)
+            .output()
+            .expect("prlimit (util-linux) runs");
+        assert!(out.status.success(), "prlimit {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let soft = prlimit(&["--nofile", "--output=SOFT", "--noheadings", "--raw"]);
+    prlimit(&["--nofile=3:"]);
+    // A scrape while no descriptor can be had: queued in the kernel, not accepted.
+    let scraper = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            df2redis_sync::ops::status::http_get(&addr, "/metrics", Duration::from_secs(20))
+        })
+    };
     p.wait_msgs(&["metrics-accept"], LONG);
-    drop(held);
-    let end = Instant::now() + LONG;
-    let get = || df2redis_sync::ops::status::http_get(&addr, "/metrics", Duration::from_secs(2));
-    while get().is_err() {
-        assert!(
-            Instant::now() < end,
-            "the endpoint never recovered:\n{}",
-            p.text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    prlimit(&[&format!("--nofile={soft}:")]);
+    let body = scraper
+        .join()
+        .unwrap()
+        .expect("the queued scrape is answered");
+    assert!(body.contains("df2redis_up 1"), "{body}");
+    p.wait_text("metrics endpoint: accepting connections again", LONG);
     let t = p.stop();
-    assert!(t.contains("metrics endpoint: listening again on"), "{t}");
     assert!(
         t.contains("stopped: writers drained, checkpoint saved"),
         "{t}"
     );
-    assert!(!t.contains("tiny_http"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
 }
 
 /// Size-prefixed RDB string (`pu(len) bytes`), the journal's string form too.

@@ -53,11 +53,6 @@ pub fn init(s: &LogSettings) -> io::Result<()> {
                 .filter_module(crate_name, s.config_level);
         }
     }
-    if s.rust_log.is_none() || flag_level.is_some() {
-        // tiny_http's only error line (its listener failed to accept) is reported by
-        // `ops::http` with what to do (docs/troubleshooting.md `metrics-accept`).
-        b.filter_module("tiny_http", LevelFilter::Off);
-    }
     let file = match s.file {
         Some(path) => Some(
             OpenOptions::new()
