@@ -352,3 +352,126 @@ fn transfer_interrupted_after_restore_is_completed_on_resume() {
         "{text}"
     );
 }
+
+/// Two keys of one slot that the emulator (3 shards) journals on the same flow.
+fn same_slot_same_flow_keys() -> (String, String) {
+    let shard = |k: &str| df2redis_sync::emulator::server::shard_of(k.as_bytes(), 3);
+    let first = "{eo}k0".to_string();
+    let second = (1..1000)
+        .map(|n| format!("{{eo}}k{n}"))
+        .find(|k| shard(k) == shard(&first))
+        .expect("a second key on the same shard");
+    (first, second)
+}
+
+/// The half-migrated slot window (issue 6): one slot is MIGRATING with one of its keys already
+/// moved; the journal writes the moved key, then a key still on the source node, of the same
+/// slot and the same flow, in two batches that reach the node together (the node is paused
+/// meanwhile, so both are on the wire before it runs either). The first group is refused
+/// (`ASK`; the resend meets `TRYAGAIN` on the importing node while the slot marker is still on
+/// the source) while the second one runs with its slot marker. The tool is killed with
+/// SIGKILL in that state, the migration finished, the tool restarted: the resume must apply
+/// the refused write (exact `INCR` counts), not skip it as the second group's marker
+/// suggests.
+#[test]
+fn kill_9_while_a_slot_migrates_loses_no_refused_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let (_emu, emu_addr) = start_empty_emulator(dir.path(), &[]);
+    let cfg = write_config(
+        dir.path(),
+        &emu_addr,
+        &cluster_target(&cluster),
+        "logging:\n  level: debug\n",
+    );
+    let log = dir.path().join("replica.log");
+    let (k1, k2) = same_slot_same_flow_keys();
+    let slot = df2redis_sync::route::Slot::of_key(k1.as_bytes()).get();
+    let a = cluster.owner_of(slot).unwrap();
+    let b = (a + 1) % 3;
+    // GET on one node, with ASKING (an importing node answers for its slot only then).
+    let get = |node: usize, k: &str| {
+        let mut n = cluster.conn(node);
+        n.request(&df2redis_sync::model::Cmd::new("ASKING"))
+            .unwrap();
+        let v = n
+            .request(&df2redis_sync::model::Cmd::from_args(["GET", k]))
+            .unwrap();
+        match v.as_bytes() {
+            Some(b) => String::from_utf8_lossy(b).into_owned(),
+            None => format!("{v:?}"),
+        }
+    };
+    let mut c = connect(&emu_addr);
+    call(&mut c, &["SET", "seed", "1"]);
+    let mut r = spawn_replica(&cfg, &log);
+    wait_log_count(&log, "stable sync: following the journal", 1);
+    // Journal writes of the slot: its marker now lives on the source node `a`.
+    call(&mut c, &["INCR", &k1]);
+    call(&mut c, &["INCR", &k2]);
+    let until = |what: &str, secs: u64, f: &dyn Fn() -> bool| {
+        let end = std::time::Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < end,
+                "{what} not within {secs} s; replica log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("both keys at 1 on the source node", 30, &|| {
+        get(a, &k1) == "1" && get(a, &k2) == "1"
+    });
+    // Let a low-water position pass them (written every 500 ms).
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.open_migration(slot, a, b);
+    cluster.migrate_keys(a, b, &[&k1]);
+    // Hold the source node's writes while the two journal batches reach it.
+    let paused = cluster.nodes()[a].cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    assert_eq!(paused.trim(), "OK");
+    call(&mut c, &["INCR", &k1]);
+    std::thread::sleep(Duration::from_millis(300));
+    call(&mut c, &["INCR", &k2]);
+    // The second group ran on the source node; the first one is being resent.
+    until("the second group applied on the source node", 30, &|| {
+        get(a, &k2) == "2"
+    });
+    until("the first group refused and resent", 30, &|| {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("TRYAGAIN"))
+    });
+    assert_eq!(get(b, &k1), "1", "the refused group was applied already");
+    // The group that ran while an earlier one of its slot was unacknowledged recorded its own
+    // range in the slot marker instead of raising the high-water position past the other.
+    let tag = String::from_utf8_lossy(df2redis_sync::target::cluster::slot_tag(slot)).into_owned();
+    let marker = cluster.nodes()[a].cli(&[
+        "ZRANGE",
+        &format!("df2redis-sync:ckpt:{{{tag}}}"),
+        "0",
+        "-1",
+        "WITHSCORES",
+    ]);
+    assert!(
+        marker.lines().any(|l| l.ends_with(":s0")) && marker.lines().any(|l| l.ends_with(":e0")),
+        "no applied range in the slot marker: {marker}"
+    );
+    r.kill9();
+    // Finish the migration (the rest of the slot's keys, its marker included, move to `b`).
+    cluster.migrate_slots(slot..=slot, a, b, MigrateOpts::default());
+    cluster.wait_ok(Duration::from_secs(30));
+    let _r = spawn_replica(&cfg, &log);
+    wait_log_count(&log, "stable sync: following the journal", 2);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("partial sync: stable sync resumed"),
+        "no partial resume: {text}"
+    );
+    if let Err(last) = wait_check_equal(&cfg, dir.path(), 20) {
+        panic!(
+            "a write was lost across the kill -9 during the migration:\n{last}\n\
+             {k1} on the target: {:?}\nreplica log:\n{text}",
+            get(b, &k1)
+        );
+    }
+    assert_eq!((get(b, &k1), get(b, &k2)), ("2".into(), "2".into()));
+}

@@ -11,10 +11,13 @@
 //! * when the slot map changes, a flow first waits until every batch it sent is acknowledged
 //!   (the *fence*), then routes by the new map: nothing it sends later can overtake what an old
 //!   owner still holds;
-//! * journal groups commit a per-(flow, slot) marker in their `MULTI`; the coordinator writes
-//!   the per-flow low-water position (everything before it acknowledged on every node) to
-//!   `<prefix>lowwater`; a resume asks the master for the low-water LSNs and skips what the
-//!   slot markers show as applied;
+//! * journal groups commit a per-(flow, slot) marker in their `MULTI`: a high-water position
+//!   when every earlier group of the (flow, slot) is acknowledged, else the group's own
+//!   applied range (a node may refuse an earlier group after running this one, during a slot
+//!   migration: [`FlowRouting::marker`]); the coordinator writes the per-flow low-water
+//!   position (everything before it acknowledged on every node) to `<prefix>lowwater`; a
+//!   resume asks the master for the low-water LSNs and skips what the slot markers show as
+//!   applied;
 //! * a cross-slot transfer commits its `RESTORE` and then its `DEL` each with its slot marker,
 //!   so a resume skips a finished one and completes (`DEL` only) one a crash cut in between
 //!   ([`transfer_on_resume`]; re-running it whole would leave a `RENAMENX`/`MOVE` source behind).
@@ -35,7 +38,7 @@ use crate::resp::Value;
 use crate::route::split::{self, Routed, Transfer, TransferIo, TransferOutcome};
 use crate::route::Slot;
 use crate::target::cluster::{
-    self as tc, ClusterMarkers, Dest, SlotOwners, Ticket, TopologyHint, Tracker,
+    self as tc, ClusterMarkers, Dest, SlotApplied, SlotOwners, Ticket, TopologyHint, Tracker,
 };
 use crate::target::topology::{Topology, SLOT_COUNT};
 use crate::target::writer::{Applied, Batch, BatchKind, Group, Markers, Writer, WriterConfig};
@@ -136,7 +139,7 @@ impl Setup {
     }
 
     /// Per flow, the slot markers (skip table of a resume).
-    pub fn read_skip(&self, flows: u32) -> Result<Vec<HashMap<u16, Lsn>>, String> {
+    pub fn read_skip(&self, flows: u32) -> Result<Vec<HashMap<u16, SlotApplied>>, String> {
         tc::read_slot_markers(&self.seed, &self.owners, &self.markers, flows)
             .map_err(|e| e.to_string())
     }
@@ -344,13 +347,21 @@ pub(super) struct FlowRouting {
     version: u64,
     owners: SlotOwners,
     txs: Vec<Vec<Sender<Batch>>>,
-    /// Resume: per slot, the flow's committed position; a journal command whose entry ends
-    /// at or before it was applied already.
-    skip: HashMap<u16, Lsn>,
+    /// Resume: per slot, what the flow's slot marker says is applied; a journal command
+    /// whose entry it covers was applied already.
+    skip: HashMap<u16, SlotApplied>,
     /// The largest position in `skip` (past it, nothing is skipped and the table is dropped).
     skip_until: Lsn,
     /// The loss of atomicity of a cross-slot transaction was logged.
     atomic_logged: bool,
+    /// Per slot: the end of the flow's last journal group sent to it in this session (0:
+    /// none). When it is past the flow's applied position, that group may still be refused
+    /// after a later one ran ([`FlowRouting::marker`]).
+    last_end: Vec<Lsn>,
+    /// Per slot: the end of each applied range the flow's slot marker holds (by range index;
+    /// the ranges of an earlier session as read at the resume, then the ones this session
+    /// wrote). A range whose end the flow's applied position passed may be reused.
+    ranges: HashMap<u16, Vec<Lsn>>,
     /// Commands skipped because their slot marker showed them applied.
     pub skipped: u64,
     /// Cross-slot transfers run.
@@ -358,7 +369,7 @@ pub(super) struct FlowRouting {
 }
 
 impl FlowRouting {
-    pub fn new(ctx: Arc<ClusterCtx>, skip: HashMap<u16, Lsn>) -> FlowRouting {
+    pub fn new(ctx: Arc<ClusterCtx>, skip: HashMap<u16, SlotApplied>) -> FlowRouting {
         let (version, owners, txs) = {
             let r = ctx.routes.read();
             (
@@ -367,7 +378,17 @@ impl FlowRouting {
                 r.txs.clone(),
             )
         };
-        let skip_until = skip.values().copied().max().unwrap_or(Lsn(0));
+        let skip_until = skip.values().map(SlotApplied::max).max().unwrap_or(Lsn(0));
+        let ranges = skip
+            .iter()
+            .filter(|(_, a)| !a.ranges.is_empty())
+            .map(|(&s, a)| {
+                // A half-written or unreadable range number is reusable at once (writing it
+                // adds both members).
+                let ends = a.ranges.iter().map(|r| r.map_or(Lsn(0), |(_, e)| e));
+                (s, ends.collect())
+            })
+            .collect();
         FlowRouting {
             ctx,
             version,
@@ -375,6 +396,8 @@ impl FlowRouting {
             txs,
             skip,
             skip_until,
+            last_end: vec![Lsn(0); usize::from(SLOT_COUNT)],
+            ranges,
             atomic_logged: false,
             skipped: 0,
             transfers: 0,
@@ -474,7 +497,46 @@ impl FlowRouting {
 
     /// True when the resume skip table shows the entry ending at `end` applied in `slot`.
     fn applied_before(&self, slot: u16, end: Lsn) -> bool {
-        self.skip.get(&slot).is_some_and(|m| end <= *m)
+        self.skip.get(&slot).is_some_and(|m| m.covers(end))
+    }
+
+    /// The slot-marker command of the flow's journal group for `slot` whose entries end at or
+    /// before `end`, given the flow's applied position `applied` (every batch before it was
+    /// acknowledged by every node).
+    ///
+    /// * Every earlier group of the (flow, slot) is acknowledged (its end is at or before
+    ///   `applied`): the group raises the high-water position to `end` (`ZADD GT`), as it is
+    ///   the only one of the slot not known applied.
+    /// * An earlier group is still unacknowledged: it may yet be refused *after* this one ran
+    ///   (during a slot migration the node refuses a group whose key already moved, `ASK`,
+    ///   and runs the next one whose keys are still there; the writer resends the refused
+    ///   one later). A high-water at `end` would then cover the refused group's entries, and a
+    ///   resume after a crash in that window would skip them (issue 6). So the group records
+    ///   its own range `(last end of the slot, end]` and raises the high-water only to
+    ///   `applied`, which every node acknowledged. A range number is reused once `applied`
+    ///   passed the end it holds: the same `ZADD GT` raises the high-water past it, so the
+    ///   entries it covered stay covered.
+    fn marker(&mut self, flow: FlowId, slot: u16, end: Lsn, applied: Lsn) -> Cmd {
+        let markers = &self.ctx.setup.markers;
+        let Some(last) = self.last_end.get_mut(usize::from(slot)) else {
+            return markers.zadd(slot, flow, end);
+        };
+        let start = std::mem::replace(last, end);
+        if start <= applied {
+            return markers.zadd(slot, flow, end);
+        }
+        let ends = self.ranges.entry(slot).or_default();
+        let i = match ends.iter().position(|e| *e <= applied) {
+            Some(i) => i,
+            None => {
+                ends.push(Lsn(0));
+                ends.len() - 1
+            }
+        };
+        if let Some(e) = ends.get_mut(i) {
+            *e = end;
+        }
+        markers.zadd_range(slot, flow, applied, i as u32, (start, end))
     }
 
     /// Runs a cross-slot transfer now, on the owners of its slots (the caller drained the
@@ -502,7 +564,13 @@ impl FlowRouting {
 
     /// Splits a flow batch into node parts grouped per slot. Journal batches (`next` given)
     /// commit the slot marker of each group in the group's transaction.
-    pub fn split(&self, flow: FlowId, cmds: Vec<(DbIndex, Cmd)>, next: Option<Lsn>) -> Vec<Part> {
+    pub fn split(
+        &mut self,
+        flow: FlowId,
+        cmds: Vec<(DbIndex, Cmd)>,
+        next: Option<Lsn>,
+    ) -> Vec<Part> {
+        let applied = self.ctx.tracker.applied(flow);
         // Per node index: (sort key, original position, command).
         let masters = self.owners.masters();
         let fallback = masters.first().copied().unwrap_or(0);
@@ -543,7 +611,7 @@ impl FlowRouting {
                         slot: slot.unwrap_or(0),
                         end: j + 1,
                         marker: match (slot, next) {
-                            (Some(s), Some(n)) => Some(self.ctx.setup.markers.zadd(s, flow, n)),
+                            (Some(s), Some(n)) => Some(self.marker(flow, s, n, applied)),
                             _ => None,
                         },
                     }),
@@ -583,11 +651,18 @@ impl FlowRouting {
 /// its source step, each with the slot marker at the entry (`Transfer::run`); later entries
 /// are sent only once it returned. So the source slot's marker at or past the entry means it
 /// is complete; the destination's alone means its RESTORE ran and its DEL did not.
-fn transfer_on_resume(skip: &HashMap<u16, Lsn>, t: &Transfer, end: Option<Lsn>) -> Option<bool> {
+fn transfer_on_resume(
+    skip: &HashMap<u16, SlotApplied>,
+    t: &Transfer,
+    end: Option<Lsn>,
+) -> Option<bool> {
     let Some(e) = end else {
         return Some(false);
     };
-    let applied = |key: &[u8]| skip.get(&Slot::of_key(key).get()).is_some_and(|m| e <= *m);
+    let applied = |key: &[u8]| {
+        skip.get(&Slot::of_key(key).get())
+            .is_some_and(|m| m.covers(e))
+    };
     if applied(&t.src) {
         None
     } else {
@@ -869,8 +944,11 @@ mod tests {
         let t = transfer(&["RENAMENX", "foo", "bar"]);
         let (a, b) = (Slot::of_key(b"foo").get(), Slot::of_key(b"bar").get());
         let end = Some(Lsn(10));
-        let skip = |pairs: &[(u16, u64)]| -> HashMap<u16, Lsn> {
-            pairs.iter().map(|&(s, l)| (s, Lsn(l))).collect()
+        let skip = |pairs: &[(u16, u64)]| -> HashMap<u16, SlotApplied> {
+            pairs
+                .iter()
+                .map(|&(s, l)| (s, SlotApplied::high(Lsn(l))))
+                .collect()
         };
         // Nothing committed at the entry: run whole (markers of earlier entries only).
         assert_eq!(transfer_on_resume(&skip(&[]), &t, end), Some(false));

@@ -1282,7 +1282,7 @@ impl FlowCtx {
             }
             log::debug!("{}: routing by the new slot map", self.id);
         }
-        let Some(cl) = self.cluster.as_ref() else {
+        let Some(cl) = self.cluster.as_mut() else {
             return Ok(());
         };
         let parts = cl.split(self.id, batch.cmds, next);

@@ -14,6 +14,14 @@
 //! (`<prefix>lowwater`, a hash `flow → <replid>:<next>`) is written only after every node
 //! acknowledged everything before it: a resume asks the master for the low-water LSN and skips
 //! each command whose slot marker shows it was already applied.
+//!
+//! A slot marker holds, per flow, a *high-water* position (member `<replid>:<flow>`: every
+//! entry of the flow in the slot up to it is applied) and a few *ranges* (members
+//! `<replid>:<flow>:s<i>` / `:e<i>`: the entries in `(s, e]` of the slot are applied) that a
+//! group writes instead of raising its high-water when an earlier group of the same (flow,
+//! slot) was still unacknowledged when it was split: that earlier group may be refused
+//! (`ASK`/`TRYAGAIN` during a migration) after the later one ran, and a high-water past it
+//! would make a resume skip it (issue 6; [`SlotApplied`], `pipeline::cluster::FlowRouting`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -83,12 +91,40 @@ impl ClusterMarkers {
         m
     }
 
-    /// The flow a slot-marker member belongs to, when it is this master's.
-    pub fn parse_member(&self, member: &[u8]) -> Option<FlowId> {
+    /// `<replid>:<flow>:s<i>` (`start`) or `<replid>:<flow>:e<i>`: one end of applied range
+    /// `i` of a flow in a slot marker.
+    pub fn range_member(&self, flow: FlowId, i: u32, start: bool) -> Vec<u8> {
+        let mut m = self.member(flow);
+        m.extend_from_slice(if start { b":s" } else { b":e" });
+        m.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+        m
+    }
+
+    /// What a slot-marker member is, when it is this master's: a flow's high-water position,
+    /// or one end of one of its applied ranges.
+    pub fn parse_member(&self, member: &[u8]) -> Option<Member> {
         let s = std::str::from_utf8(member).ok()?;
-        let (id, f) = s.rsplit_once(':')?;
-        (id == self.replid).then_some(())?;
-        f.parse().ok().map(FlowId)
+        let rest = s.strip_prefix(self.replid.as_str())?.strip_prefix(':')?;
+        let (f, range) = match rest.split_once(':') {
+            Some((f, r)) => (f, Some(r)),
+            None => (rest, None),
+        };
+        let flow = FlowId(f.parse().ok()?);
+        match range {
+            None => Some(Member::High(flow)),
+            Some(r) => {
+                let (start, i) = match r.split_at_checked(1)? {
+                    ("s", i) => (true, i),
+                    ("e", i) => (false, i),
+                    _ => return None,
+                };
+                Some(Member::Range {
+                    flow,
+                    i: i.parse().ok()?,
+                    start,
+                })
+            }
+        }
     }
 
     /// `ZADD <prefix>{<tag>} GT <next> <replid>:<flow>`: never lowers the position.
@@ -98,6 +134,26 @@ impl ClusterMarkers {
             .arg(b"GT")
             .arg_int(next.0)
             .arg(&self.member(flow));
+        c
+    }
+
+    /// `ZADD <prefix>{<tag>} GT <high> <replid>:<flow> <start> …:s<i> <end> …:e<i>`: raises the
+    /// flow's high-water to `high` (never lowers it) and records `(start, end]` as applied
+    /// range `i`. `GT` adds missing members; an existing range `i` is replaced only by a later
+    /// one (both ends greater), which is how ranges are reused (`FlowRouting::marker`).
+    pub fn zadd_range(
+        &self,
+        slot: u16,
+        flow: FlowId,
+        high: Lsn,
+        i: u32,
+        (start, end): (Lsn, Lsn),
+    ) -> Cmd {
+        let mut c = self.zadd(slot, flow, high);
+        c.arg_int(start.0)
+            .arg(&self.range_member(flow, i, true))
+            .arg_int(end.0)
+            .arg(&self.range_member(flow, i, false));
         c
     }
 
@@ -163,6 +219,82 @@ impl ClusterMarkers {
         }
         p.push(b'*');
         p
+    }
+}
+
+/// A member of a slot marker ([`ClusterMarkers::parse_member`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    /// `<replid>:<flow>`: the flow's high-water position in the slot.
+    High(FlowId),
+    /// `<replid>:<flow>:s<i>` / `:e<i>`: the start (exclusive) / end (inclusive) of applied
+    /// range `i` of the flow in the slot.
+    Range {
+        /// The flow.
+        flow: FlowId,
+        /// The range's index.
+        i: u32,
+        /// `s` (start) rather than `e` (end).
+        start: bool,
+    },
+}
+
+/// At most this many applied ranges per (flow, slot) are read back (a flow keeps one per
+/// group of the slot that was unacknowledged when a later one was split: a handful).
+pub const MAX_RANGES: usize = 4096;
+
+/// What a slot marker says one flow applied in its slot: every entry ending at or before
+/// `high`, and every entry ending inside one of `ranges` (`(start, end]`, by range index).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotApplied {
+    /// High-water position.
+    pub high: Lsn,
+    /// Applied ranges `(start, end]`; the index is the range's member number (`None`: no
+    /// complete range under that number).
+    pub ranges: Vec<Option<(Lsn, Lsn)>>,
+}
+
+impl SlotApplied {
+    /// Only a high-water position.
+    pub fn high(high: Lsn) -> SlotApplied {
+        SlotApplied {
+            high,
+            ranges: Vec::new(),
+        }
+    }
+
+    /// True when the entry ending at `end` is applied in this slot.
+    pub fn covers(&self, end: Lsn) -> bool {
+        end <= self.high
+            || self
+                .ranges
+                .iter()
+                .flatten()
+                .any(|&(s, e)| s < end && end <= e)
+    }
+
+    /// The largest position it says anything about.
+    pub fn max(&self) -> Lsn {
+        self.ranges
+            .iter()
+            .flatten()
+            .map(|&(_, e)| e)
+            .fold(self.high, Lsn::max)
+    }
+
+    /// Sets range `i` to `(start, end]` (as read from the target; an empty or reversed one
+    /// is no range, an index past [`MAX_RANGES`] is ignored).
+    pub fn set_range(&mut self, i: u32, start: Lsn, end: Lsn) {
+        let i = i as usize;
+        if i >= MAX_RANGES {
+            return;
+        }
+        if self.ranges.len() <= i {
+            self.ranges.resize(i + 1, None);
+        }
+        if let Some(r) = self.ranges.get_mut(i) {
+            *r = (start < end).then_some((start, end));
+        }
     }
 }
 
@@ -249,6 +381,11 @@ impl Tracker {
             e.0 = e.0.saturating_sub(1);
         }
         self.pop_done(lane, &mut t);
+    }
+
+    /// The position before which every batch of `lane` was acknowledged by every node.
+    pub fn applied(&self, lane: FlowId) -> Lsn {
+        self.applied.get(lane)
     }
 
     /// Batches of `lane` not completely acknowledged.
@@ -511,14 +648,14 @@ pub fn scan_markers(
     }
 }
 
-/// Per flow: the slot markers of this master found on every master (`slot → next`).
+/// Per flow: the slot markers of this master found on every master (`slot → applied`).
 pub fn read_slot_markers(
     seed: &Endpoint,
     owners: &SlotOwners,
     markers: &ClusterMarkers,
     flows: u32,
-) -> Result<Vec<HashMap<u16, Lsn>>, net::Error> {
-    let mut out: Vec<HashMap<u16, Lsn>> = vec![HashMap::new(); flows as usize];
+) -> Result<Vec<HashMap<u16, SlotApplied>>, net::Error> {
+    let mut out: Vec<HashMap<u16, SlotApplied>> = vec![HashMap::new(); flows as usize];
     for i in owners.masters() {
         let Some(addr) = owners.nodes.get(i) else {
             continue;
@@ -534,11 +671,13 @@ pub fn read_slot_markers(
             z.arg(&key).arg(b"0").arg(b"-1").arg(b"WITHSCORES");
             let v = c.request(&z)?;
             let items = v.as_array().unwrap_or(&[]);
+            // Range ends by (flow, index): (start, end).
+            let mut ranges: HashMap<(u32, u32), (Option<Lsn>, Option<Lsn>)> = HashMap::new();
             for pair in items.chunks_exact(2) {
                 let (Some(m), Some(score)) = (pair[0].as_bytes(), pair[1].as_bytes()) else {
                     continue;
                 };
-                let Some(f) = markers.parse_member(m) else {
+                let Some(member) = markers.parse_member(m) else {
                     continue;
                 };
                 let Some(n) = std::str::from_utf8(score)
@@ -548,8 +687,24 @@ pub fn read_slot_markers(
                 else {
                     continue;
                 };
-                if let Some(t) = out.get_mut(f.0 as usize) {
-                    t.insert(slot, Lsn(n as u64));
+                let n = Lsn(n as u64);
+                match member {
+                    Member::High(f) => {
+                        if let Some(t) = out.get_mut(f.0 as usize) {
+                            t.entry(slot).or_default().high = n;
+                        }
+                    }
+                    Member::Range { flow, i, start } => {
+                        if (flow.0 as usize) < out.len() && (i as usize) < MAX_RANGES {
+                            let r = ranges.entry((flow.0, i)).or_default();
+                            *if start { &mut r.0 } else { &mut r.1 } = Some(n);
+                        }
+                    }
+                }
+            }
+            for ((f, i), ends) in ranges {
+                if let (Some(t), (Some(s), Some(e))) = (out.get_mut(f as usize), ends) {
+                    t.entry(slot).or_default().set_range(i, s, e);
                 }
             }
         }
@@ -607,8 +762,67 @@ mod tests {
             replid: "r".into(),
         };
         assert_eq!(Slot::of_key(&m.slot_key(77)).get(), 77);
-        assert_eq!(m.parse_member(&m.member(FlowId(3))), Some(FlowId(3)));
+        assert_eq!(
+            m.parse_member(&m.member(FlowId(3))),
+            Some(Member::High(FlowId(3)))
+        );
+        assert_eq!(
+            m.parse_member(&m.range_member(FlowId(3), 7, true)),
+            Some(Member::Range {
+                flow: FlowId(3),
+                i: 7,
+                start: true
+            })
+        );
+        assert_eq!(
+            m.parse_member(&m.range_member(FlowId(0), 12, false)),
+            Some(Member::Range {
+                flow: FlowId(0),
+                i: 12,
+                start: false
+            })
+        );
         assert_eq!(m.parse_member(b"other:3"), None);
+        assert_eq!(m.parse_member(b"r:3:x1"), None);
+        assert_eq!(m.parse_member(b"r:3:s"), None);
+        assert_eq!(m.parse_member(b"r:x"), None);
+        assert_eq!(m.parse_member(b"rr:3"), None);
+        let c = m.zadd_range(77, FlowId(2), Lsn(5), 1, (Lsn(8), Lsn(9)));
+        let args: Vec<Vec<u8>> = c.args().map(<[u8]>::to_vec).collect();
+        let want: Vec<Vec<u8>> = [
+            &b"ZADD"[..],
+            &m.slot_key(77),
+            b"GT",
+            b"5",
+            b"r:2",
+            b"8",
+            b"r:2:s1",
+            b"9",
+            b"r:2:e1",
+        ]
+        .iter()
+        .map(|a| a.to_vec())
+        .collect();
+        assert_eq!(args, want);
+    }
+
+    #[test]
+    fn slot_applied_covers_the_high_water_and_the_ranges_only() {
+        let mut a = SlotApplied::high(Lsn(10));
+        a.set_range(1, Lsn(20), Lsn(30));
+        a.set_range(3, Lsn(40), Lsn(40));
+        assert_eq!(a.ranges, vec![None, Some((Lsn(20), Lsn(30))), None, None]);
+        assert!(a.covers(Lsn(10)) && a.covers(Lsn(1)));
+        assert!(
+            !a.covers(Lsn(11)) && !a.covers(Lsn(20)),
+            "a refused group before 20"
+        );
+        assert!(a.covers(Lsn(21)) && a.covers(Lsn(30)));
+        assert!(!a.covers(Lsn(31)) && !a.covers(Lsn(41)));
+        assert_eq!(a.max(), Lsn(30));
+        // Absurd indexes are ignored rather than allocated.
+        a.set_range(u32::MAX, Lsn(1), Lsn(2));
+        assert_eq!(a.ranges.len(), 4);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! * [`RedisCluster::add_master`]: a new empty node (same password / TLS), `CLUSTER MEET`, wait
 //!   until every node knows it; give it slots with `migrate_slots`.
 //! * [`RedisCluster::owner_of`], [`RedisCluster::master_slots`]: who owns what now.
+//! * [`RedisCluster::open_migration`], [`RedisCluster::migrate_keys`]: the first steps of a
+//!   migration only (the slot stays MIGRATING/IMPORTING with some keys moved), for tests that
+//!   need the half-migrated state to hold while they act; `migrate_slots` finishes it.
 
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
@@ -176,6 +179,42 @@ impl RedisCluster {
             }
         }
         moved
+    }
+
+    /// `CLUSTER SETSLOT slot IMPORTING` on `to`, then `MIGRATING` on `from`: the slot is open,
+    /// every key still on `from`.
+    pub fn open_migration(&self, slot: u16, from: usize, to: usize) {
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let s = slot.to_string();
+        ok(
+            &mut self.conn(to),
+            &Cmd::from_args(["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]),
+        );
+        ok(
+            &mut self.conn(from),
+            &Cmd::from_args(["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]),
+        );
+    }
+
+    /// `MIGRATE … KEYS <keys>` from node `from` to node `to` (a slot opened with
+    /// [`RedisCluster::open_migration`]).
+    pub fn migrate_keys(&self, from: usize, to: usize, keys: &[&str]) {
+        let a = self.nodes[to].addr();
+        let (host, port) = a.rsplit_once(':').unwrap();
+        let mut m = Cmd::new("MIGRATE");
+        m.arg(host.as_bytes())
+            .arg(port.as_bytes())
+            .arg(b"")
+            .arg(b"0")
+            .arg(b"10000");
+        if let Some(p) = &self.password {
+            m.arg(b"AUTH").arg(p.as_bytes());
+        }
+        m.arg(b"KEYS");
+        for k in keys {
+            m.arg(k.as_bytes());
+        }
+        ok(&mut self.conn(from), &m);
     }
 
     /// Starts a new empty master (same password and TLS as the cluster), introduces it with
