@@ -968,6 +968,103 @@ mod tests {
         assert_eq!(transfer_on_resume(&skip(&[(a, 12)]), &t, None), Some(false));
     }
 
+    /// A flow's routing over an empty slot map (no writers): enough for the marker decisions.
+    fn routing(skip: HashMap<u16, SlotApplied>) -> FlowRouting {
+        let owners = SlotOwners {
+            nodes: Vec::new(),
+            owner: vec![tc::NO_OWNER; usize::from(SLOT_COUNT)],
+        };
+        let applied = Arc::new(Applied::new(&[Lsn(0)]));
+        let ctx = ClusterCtx {
+            setup: Setup {
+                seed: Endpoint::plain("127.0.0.1:1"),
+                seeds: Vec::new(),
+                owners: owners.clone(),
+                markers: ClusterMarkers {
+                    prefix: "p:".into(),
+                    replid: "r".into(),
+                },
+            },
+            tracker: Arc::new(Tracker::new(applied, 2)),
+            hint: Arc::new(TopologyHint::default()),
+            routes: RwLock::new(Routes {
+                owners,
+                txs: Vec::new(),
+            }),
+            version: AtomicU64::new(0),
+            flows: 1,
+        };
+        FlowRouting::new(Arc::new(ctx), skip)
+    }
+
+    /// The marker arguments after `ZADD <key>`: `GT`, then (score, member) pairs.
+    fn marker_args(c: &Cmd) -> Vec<String> {
+        c.args()
+            .skip(2)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_group_behind_an_unacknowledged_one_of_its_slot_records_a_range() {
+        let f = FlowId(0);
+        // A range of an earlier session in slot 5 (number 0, up to 50), read at the resume.
+        let mut old = SlotApplied::high(Lsn(8));
+        old.set_range(0, Lsn(40), Lsn(50));
+        let mut r = routing(HashMap::from([(5, old)]));
+        // First group of the slot in this session: nothing of it in flight: high-water.
+        assert_eq!(
+            marker_args(&r.marker(f, 5, Lsn(20), Lsn(10))),
+            ["GT", "20", "r:0"]
+        );
+        // The group up to 20 is not acknowledged (applied 10): a range (20, 30], number 1
+        // (number 0 still holds entries past the acknowledged position), high-water to 10.
+        assert_eq!(
+            marker_args(&r.marker(f, 5, Lsn(30), Lsn(10))),
+            ["GT", "10", "r:0", "20", "r:0:s1", "30", "r:0:e1"]
+        );
+        // Another slot is independent.
+        assert_eq!(
+            marker_args(&r.marker(f, 6, Lsn(30), Lsn(10))),
+            ["GT", "30", "r:0"]
+        );
+        // Everything up to 30 acknowledged: high-water again.
+        assert_eq!(
+            marker_args(&r.marker(f, 5, Lsn(35), Lsn(30))),
+            ["GT", "35", "r:0"]
+        );
+        // Behind an unacknowledged group again: number 1 is reusable (its end 30 is
+        // acknowledged; the same ZADD raises the high-water to 30).
+        assert_eq!(
+            marker_args(&r.marker(f, 5, Lsn(45), Lsn(30))),
+            ["GT", "30", "r:0", "35", "r:0:s1", "45", "r:0:e1"]
+        );
+        // Still behind (45 not acknowledged): number 1 is busy, 0 too (50): a new number 2.
+        assert_eq!(
+            marker_args(&r.marker(f, 5, Lsn(55), Lsn(33))),
+            ["GT", "33", "r:0", "45", "r:0:s2", "55", "r:0:e2"]
+        );
+        // Acknowledged up to 50: the earlier session's number 0 is free first.
+        assert_eq!(
+            marker_args(&r.marker(f, 5, Lsn(60), Lsn(50))),
+            ["GT", "50", "r:0", "55", "r:0:s0", "60", "r:0:e0"]
+        );
+    }
+
+    #[test]
+    fn the_resume_skips_what_the_high_water_or_a_range_covers() {
+        let mut a = SlotApplied::high(Lsn(10));
+        // A group (10, 20] refused after the group (20, 30] ran: only the latter is covered.
+        a.set_range(0, Lsn(20), Lsn(30));
+        let r = routing(HashMap::from([(7, a)]));
+        assert_eq!(r.skip_until, Lsn(30));
+        assert!(r.applied_before(7, Lsn(10)));
+        assert!(!r.applied_before(7, Lsn(15)) && !r.applied_before(7, Lsn(20)));
+        assert!(r.applied_before(7, Lsn(25)) && r.applied_before(7, Lsn(30)));
+        assert!(!r.applied_before(7, Lsn(31)));
+        assert!(!r.applied_before(8, Lsn(1)));
+    }
+
     #[test]
     fn only_the_entrys_last_write_marks_a_transfer() {
         let step = |args: &[&str]| Step::Transfer {
