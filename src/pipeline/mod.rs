@@ -1285,7 +1285,14 @@ impl FlowCtx {
         let Some(cl) = self.cluster.as_mut() else {
             return Ok(());
         };
-        let parts = cl.split(self.id, batch.cmds, next);
+        let (parts, wait) = cl.split(self.id, batch.cmds, next);
+        if wait {
+            // Per-key order through a slot migration (`FlowRouting::split`).
+            self.drain_cluster("a write of a key of an unacknowledged several-key group")?;
+        }
+        let Some(cl) = self.cluster.as_ref() else {
+            return Ok(());
+        };
         let ticket = cl.ticket(self.id, parts.len(), next);
         for (tx, cmds, groups) in parts {
             self.send_on(

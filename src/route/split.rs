@@ -238,6 +238,17 @@ fn key_indices(cmd: &Cmd) -> Result<(Vec<usize>, Cross), &'static str> {
     Ok((v, cross))
 }
 
+/// Every key `cmd` reads or writes (by the command table's key positions); empty for a
+/// command without keys or one the table does not know. One-key commands: no table walk.
+pub fn keys(cmd: &Cmd) -> Vec<&[u8]> {
+    if let Some((Keys::At(i), _)) = spec(cmd.name()) {
+        return cmd.get(i).into_iter().collect();
+    }
+    key_indices(cmd)
+        .map(|(idx, _)| idx.iter().filter_map(|&i| cmd.get(i)).collect())
+        .unwrap_or_default()
+}
+
 /// The one slot of a command all of whose keys hash to one slot; `None` when it has no key
 /// or its keys span slots (or it is unknown). Cheap: no allocation for one-key commands.
 pub fn single_slot(cmd: &Cmd) -> Option<Slot> {
@@ -558,6 +569,23 @@ mod tests {
     const A: &str = "foo"; // 12182
     const B: &str = "bar"; // 5061
     const A2: &str = "{foo}x";
+
+    #[test]
+    fn keys_lists_every_key_read_or_written() {
+        let k = |args: &[&str]| -> Vec<String> {
+            keys(&c(args))
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        };
+        assert_eq!(k(&["SET", A, "1"]), [A]);
+        assert_eq!(k(&["MSET", A, "1", A2, "2"]), [A, A2]);
+        assert_eq!(k(&["SUNIONSTORE", A, A2, B]), [A, A2, B]);
+        assert_eq!(k(&["EVAL", "return 1", "2", A, A2, "arg"]), [A, A2]);
+        assert_eq!(k(&["SCRIPT", "LOAD", "return 1"]), Vec::<String>::new());
+        assert_eq!(k(&["NOSUCH", A]), Vec::<String>::new());
+        assert_eq!(k(&["SET"]), Vec::<String>::new());
+    }
 
     #[test]
     fn every_rewrite_command_has_key_positions() {
