@@ -11,6 +11,7 @@ use df2redis_sync::net::{Conn, Endpoint};
 
 use crate::support::emu::{start_emulator, Emulator, Proc};
 use crate::support::replay::{RecordedSession, ReplayMaster};
+use crate::support::synthetic;
 use crate::support::RedisServer;
 
 fn testdata(rel: &str) -> PathBuf {
@@ -690,77 +691,41 @@ fn flush_in_journal_blob_during_full_sync_restarts_the_sync() {
     assert_manifest(&rec_dir, &server);
 }
 
-/// `pu(x)` (§3.2.1).
-fn pu(out: &mut Vec<u8>, x: u64) {
-    if x < 64 {
-        out.push(x as u8);
-    } else if x < 16384 {
-        out.extend_from_slice(&[0x40 | (x >> 8) as u8, x as u8]);
-    } else if x <= u64::from(u32::MAX) {
-        out.push(0x80);
-        out.extend_from_slice(&(x as u32).to_be_bytes());
-    } else {
-        out.push(0x81);
-        out.extend_from_slice(&x.to_be_bytes());
+/// A pre-v1.21 master journals a multi-shard transaction as MULTI_COMMAND entries closed by
+/// EXEC; the flow collects the group and ships it whole at the EXEC. When that EXEC is the last
+/// byte the master sent (no PING or write after it yet), the group is applied and acknowledged
+/// at once, not when more bytes arrive.
+#[test]
+fn atomic_group_ending_the_stream_is_applied_at_once() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve(synthetic::journal_session(&[
+        &["SET", "before", "1"],
+        &["MULTI", "SET", "a", "1"],
+        &["MULTI", "INCRBY", "n", "5"],
+        &["EXEC"],
+    ]));
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    // ACK 5: the next LSN after the EXEC, reported only once the target applied the group.
+    let want = m.session().final_acks();
+    assert_eq!(want, [5]);
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while !m.wait_acks(&want, Duration::from_millis(200)) {
+        engine.assert_running("group at the end of the stream");
+        assert!(
+            std::time::Instant::now() < end,
+            "the group was not acknowledged within 20 s: ACKs {:?}",
+            m.last_acks()
+        );
     }
-}
-
-fn rdb_str(out: &mut Vec<u8>, s: &[u8]) {
-    pu(out, s.len() as u64);
-    out.extend_from_slice(s);
-}
-
-/// A synthetic v1.40.1 session: `flows` flows, `keys` string keys of `value_len` bytes in the
-/// snapshot (uncompressed), then `sets` journal `SET`s overwriting them.
-fn synthetic_session(flows: u32, keys: u64, value_len: usize, sets: u64) -> RecordedSession {
-    let replid = "0123456789abcdef0123456789abcdef01234567".to_string();
-    let capa = format!("*5\r\n+{replid}\r\n+SYNC1\r\n:{flows}\r\n:5\r\n+{replid}\r\n");
-    let value = vec![b'v'; value_len];
-    let mut out = Vec::new();
-    for f in 0..flows {
-        let token = format!("{:040x}", 0xabc0 + f);
-        let mut data = b"REDIS0009".to_vec();
-        data.extend_from_slice(&[0xFE, 0x00]);
-        for k in (0..keys).filter(|k| k % u64::from(flows) == u64::from(f)) {
-            data.push(0x00);
-            rdb_str(&mut data, format!("key:{k}").as_bytes());
-            rdb_str(&mut data, &value);
-        }
-        data.extend_from_slice(&[0xC8, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let split = data.len();
-        data.push(0xD3);
-        data.extend_from_slice(&1u64.to_le_bytes());
-        data.extend_from_slice(&[0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
-        data.extend_from_slice(token.as_bytes());
-        let mut n = 0u64;
-        for k in (0..sets).filter(|k| k % u64::from(flows) == u64::from(f)) {
-            let key = format!("key:{}", k % keys.max(1));
-            let val = format!("j{k}");
-            data.extend_from_slice(&[0x06, 0x00, 0x0A, 0x00, 0x01, 0x03]);
-            pu(&mut data, (3 + key.len() + val.len()) as u64);
-            rdb_str(&mut data, b"SET");
-            rdb_str(&mut data, key.as_bytes());
-            rdb_str(&mut data, val.as_bytes());
-            n += 1;
-        }
-        out.push(crate::support::replay::RecordedFlow {
-            id: f,
-            reply: format!("*2\r\n+FULL\r\n+{token}\r\n").into_bytes(),
-            partial: false,
-            requested_lsn: None,
-            data,
-            split,
-            acks: vec![1 + n],
-        });
-    }
-    RecordedSession {
-        dir: PathBuf::from("synthetic"),
-        version: "df-v1.40.1".into(),
-        capa_reply: capa.into_bytes(),
-        replid,
-        sync_id: "SYNC1".into(),
-        flows: out,
-    }
+    assert_eq!(server.cli(&["MGET", "before", "a", "n"]), "1\n1\n5");
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let cp = Store::new(dir.path())
+        .load()
+        .unwrap()
+        .expect("checkpoint saved");
+    assert_eq!(cp.flows[0].next_lsn, 5);
 }
 
 /// Throughput of the real binary (the one cargo built for this test run, or `DF2REDIS_BIN`) on
@@ -773,7 +738,7 @@ fn throughput_figures_on_a_synthetic_session() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let sets = keys;
-    let session = synthetic_session(2, keys, 100, sets);
+    let session = synthetic::string_session(2, keys, 100, sets);
     let snapshot_bytes: usize = session.flows.iter().map(|f| f.split).sum();
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -1001,7 +966,7 @@ fn cpu_pinning_from_the_config() {
 /// be what a real master sends on a second full sync, whose snapshot holds the current values.)
 #[test]
 fn partial_request_answered_full_resyncs_exactly() {
-    let rec = synthetic_session(2, 2000, 32, 3000);
+    let rec = synthetic::string_session(2, 2000, 32, 3000);
     let acks = rec.final_acks();
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 pub mod cluster_ops;
 pub mod emu;
 pub mod replay;
+pub mod synthetic;
 
 use df2redis_sync::net::{Endpoint, Secret, TlsOptions};
 
