@@ -2819,12 +2819,60 @@ fn port_zero_reports_the_bound_address_in_the_file_and_on_stdout() {
     assert_ne!(port, 0);
     assert_eq!(cli(port, &["SET", "k", "v"]), "OK");
     assert_eq!(cli(port, &["GET", "k"]), "v");
-    // No temporary file is left beside the address file.
-    let names: Vec<String> = std::fs::read_dir(dir.path())
+    // No temporary file is left beside the address file and the backend file.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["emu.addr".to_string()]);
+    names.sort();
+    assert_eq!(names, ["emu.addr", "emu.addr.backend"]);
+    // `<pid> <dir>` of the redis-server it started, which runs in that directory.
+    let backend = std::fs::read_to_string(dir.path().join("emu.addr.backend")).unwrap();
+    let (pid, bdir) = backend.trim_end().split_once(' ').unwrap();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, std::fs::canonicalize(bdir).unwrap(), "{backend}");
+}
+
+/// SIGTERM: the emulator stops its redis-server (killed and reaped first, so nothing writes
+/// into the directory being removed) and exits 130, leaving no `/tmp/dfly-emulator-redis-*`
+/// directory. Three rounds: the directory used to be left, re-created by the server's own
+/// shutdown log lines, when the emulator only signalled the server before removing it.
+#[test]
+fn sigterm_stops_the_backend_and_removes_its_directory() {
+    for round in 0..3 {
+        let mut emu = Emulator::start_in_tempdir(&["--shards", "1"]);
+        let b = emu.backend().cloned().expect("a backend of its own");
+        assert!(b.running(), "round {round}: {b:?}");
+        assert_eq!(cli(emu.port(), &["SET", "k", "v"]), "OK");
+        let st = emu.terminate();
+        assert_eq!(st.code(), Some(130), "round {round}");
+        assert!(!b.running(), "round {round}: {b:?} still runs");
+        assert!(!b.dir.exists(), "round {round}: {} left", b.dir.display());
+    }
+}
+
+/// A SIGKILLed emulator cannot stop its redis-server: the server keeps running, orphaned. The
+/// fixture finds it through `<addr-file>.backend` and stops it (only that process: it checks
+/// the process runs in the backend's directory) and removes the directory.
+#[test]
+fn a_sigkilled_emulators_backend_is_stopped_by_the_fixture() {
+    let emu = Emulator::start_in_tempdir(&["--shards", "1"]);
+    let b = emu.backend().cloned().expect("a backend of its own");
+    let st = Command::new("kill")
+        .args(["-KILL", &emu.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The emulator is gone (its port refuses), its server is not.
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(emu.addr()).is_ok() {
+        assert!(Instant::now() < end, "the emulator still answers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(b.running(), "{b:?}");
+    drop(emu);
+    assert!(!b.running(), "{b:?} still runs");
+    assert!(!b.dir.exists(), "{} left", b.dir.display());
 }
 
 /// A taken `--port` fails at once, naming the address, before any backend is started.
