@@ -12,27 +12,15 @@
 
 use std::path::PathBuf;
 
+pub use df2redis_sync::emulator::rdbenc::put_pu as pu;
+
 use super::replay::{RecordedFlow, RecordedSession};
 
 /// The replication id every synthetic session uses.
 const REPLID: &str = "0123456789abcdef0123456789abcdef01234567";
 
-/// `pu(x)`, the RDB packed length (§3.2.1): 6-bit, 14-bit, 32-bit or 64-bit.
-pub fn pu(out: &mut Vec<u8>, x: u64) {
-    if x < 64 {
-        out.push(x as u8);
-    } else if x < 16384 {
-        out.extend_from_slice(&[0x40 | (x >> 8) as u8, x as u8]);
-    } else if x <= u64::from(u32::MAX) {
-        out.push(0x80);
-        out.extend_from_slice(&(x as u32).to_be_bytes());
-    } else {
-        out.push(0x81);
-        out.extend_from_slice(&x.to_be_bytes());
-    }
-}
-
-/// An RDB string: `pu(len)` + the bytes.
+/// A raw RDB string, `pu(len)` + the bytes (the journal's argument form: never the integer
+/// encodings `put_str` may choose).
 pub fn rdb_str(out: &mut Vec<u8>, s: &[u8]) {
     pu(out, s.len() as u64);
     out.extend_from_slice(s);
