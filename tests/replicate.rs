@@ -163,6 +163,7 @@ fn term_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
 }
 
 /// `kill <sig> <pid>`, which must succeed.
+#[track_caller]
 fn signal(sig: &str, pid: &str) {
     assert!(
         std::process::Command::new("kill")
@@ -176,6 +177,7 @@ fn signal(sig: &str, pid: &str) {
 
 /// Stops an in-process engine (like SIGTERM) and checks the master saw nothing a correct
 /// replica must not do.
+#[track_caller]
 fn stop_clean(engine: Engine, m: &ReplayMaster) {
     engine.stop().unwrap();
     assert!(m.violations().is_empty(), "{:?}", m.violations());
@@ -192,6 +194,7 @@ fn full_syncs(m: &ReplayMaster) -> usize {
 
 /// Waits (20 s at most) until the target holds more than `keys` keys: the full sync is
 /// writing (the owner marker alone is set before any writer starts).
+#[track_caller]
 fn wait_full_sync_writing(probe: &mut redis::Conn, keys: i64) {
     let end = std::time::Instant::now() + Duration::from_secs(20);
     while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= keys {
