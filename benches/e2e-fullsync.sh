@@ -22,7 +22,8 @@
 # under `pipeline:`, several separated by "; ", e.g. "batch_commands: 1024; channel_capacity: 4"), REPEAT (runs of ceiling + replica per
 # dataset, alternating; the best of each is compared, default 1), BIN (default
 # target/release), KEEP=1 keeps the work dir, PERF=<path> records a perf profile of each
-# replica run to <path>.<dataset>.<flows> (its RSS and CPU figures are then perf's). Build first: cargo build --release --bins
+# replica run to <path>.<dataset>.<flows> (its RSS and CPU figures are then perf's), PIN=1
+# (target alone on the last CPU, see benches/lib.sh). Build first: cargo build --release --bins
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -71,7 +72,7 @@ ceiling() { # dataset file -> CEIL_SECS, CEIL_KEYS
     local c0
     c0=$(server_cpu "$port")
     t0=$(date +%s.%N)
-    redis-cli -p "$port" --pipe <"$2" >"$WORK/ceil-$1.out"
+    "${ON_OTHERS[@]}" redis-cli -p "$port" --pipe <"$2" >"$WORK/ceil-$1.out"
     t1=$(date +%s.%N)
     CEIL_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
     grep -q "errors: 0" "$WORK/ceil-$1.out" || { cat "$WORK/ceil-$1.out" >&2; exit 1; }
@@ -87,7 +88,7 @@ replicate() { # dataset file shards -> prints the result line
     tp=$(free_port)
     start_redis "tgt-$ds-$shards" "$tp"
     tgt=${PIDS[-1]}
-    RUST_LOG=info "$BIN/dfly-emulator" --port "$ep" --shards "$shards" --bench-source \
+    RUST_LOG=info "${ON_OTHERS[@]}" "$BIN/dfly-emulator" --port "$ep" --shards "$shards" --bench-source \
         2>"$WORK/emulator-$ds-$shards.log" &
     emu=$!
     PIDS+=($emu)
@@ -113,7 +114,7 @@ EOF
     rm -rf "$WORK/replica-$ds-$shards.log" "$WORK/ckpt-$ds-$shards"
     local wrap=()
     [ -n "${PERF:-}" ] && wrap=(perf record -F 1999 -g -o "$PERF.$ds.$shards" --)
-    "${wrap[@]}" "$BIN/df2redis-sync" replicate "$WORK/r-$ds-$shards.yaml" \
+    "${wrap[@]}" "${ON_OTHERS[@]}" "$BIN/df2redis-sync" replicate "$WORK/r-$ds-$shards.yaml" \
         --log-file "$WORK/replica-$ds-$shards.log" 2>/dev/null &
     repl=$!
     PIDS+=($repl)
@@ -149,7 +150,7 @@ EOF
     rm -rf "$WORK/tgt-$ds-$shards"
 }
 
-echo "# e2e full sync: $(date -u +%FT%TZ), $(nproc) cores, load average $(loadavg), redis $(redis-server --version | awk '{print $3}')"
+echo "# e2e full sync: $(date -u +%FT%TZ), $(nproc) cores, load average $(loadavg), redis $(redis-server --version | awk '{print $3}'), $(pinning)"
 REPEAT=${REPEAT:-1}
 for ds in $DATASETS; do
     file=$(gen "$ds") || exit 1

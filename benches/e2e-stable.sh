@@ -22,7 +22,8 @@
 # 64), KEYSPACE (distinct keys per flow, default 100000), FRACTIONS (default "0.1 0.25 0.5
 # 0.75 0.9"), SECONDS_PER_RATE (default 5), PROBE_MS (default 5), PIPELINE (a YAML line
 # under `pipeline:`), REPEAT (ceiling + max-rate runs, alternating; best of each compared;
-# the fixed rates use the best ceiling; default 1), CEIL (SETs/s: skip the ceiling and max-rate
+# the fixed rates use the best ceiling; default 1), PIN=1 (target alone on the last CPU, see
+# benches/lib.sh), CEIL (SETs/s: skip the ceiling and max-rate
 # runs, use this ceiling for FRACTIONS; with MAXRATE=1 the max-rate run still runs), BIN (default target/release), MASTER (default
 # $BIN/examples/bench_master), KEEP=1 keeps the work dir.
 # Build first: cargo build --release --bins --example bench_master
@@ -52,7 +53,7 @@ ceiling() { # -> CEIL_RATE
     c0=$(server_cpu "$port")
     s0=$(server_cpu_split "$port")
     t0=$(date +%s.%N)
-    redis-cli -p "$port" --pipe <"$WORK/journal.resp" >"$WORK/ceil.out"
+    "${ON_OTHERS[@]}" redis-cli -p "$port" --pipe <"$WORK/journal.resp" >"$WORK/ceil.out"
     t1=$(date +%s.%N)
     CEIL_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
     CEIL_SPLIT=$(split_diff "$s0" "$(server_cpu_split "$port")")
@@ -69,7 +70,7 @@ ceiling() { # -> CEIL_RATE
     pid=${PIDS[-1]}
     c0=$(server_cpu "$port")
     t0=$(date +%s.%N)
-    redis-cli -p "$port" --pipe <"$WORK/journal-tx.resp" >"$WORK/ceiltx.out"
+    "${ON_OTHERS[@]}" redis-cli -p "$port" --pipe <"$WORK/journal-tx.resp" >"$WORK/ceiltx.out"
     t1=$(date +%s.%N)
     grep -q "errors: 0" "$WORK/ceiltx.out" || { cat "$WORK/ceiltx.out" >&2; exit 1; }
     CEILTX_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
@@ -103,7 +104,7 @@ run() { # rate ops [extra bench_master flags] -> RESULT (bench_master's line), R
     start_redis "tgt-$rate" "$tp"
     tgt=${PIDS[-1]}
     timeout=$((SECONDS_PER_RATE * 4 + 120))
-    "$MASTER" --port "$mp" --flows "$FLOWS" --rate "$rate" --ops "$ops" --value-size "$VALUE" \
+    "${ON_OTHERS[@]}" "$MASTER" --port "$mp" --flows "$FLOWS" --rate "$rate" --ops "$ops" --value-size "$VALUE" \
         --keyspace "$KEYSPACE" --probe-ms "$PROBE_MS" --target "127.0.0.1:$tp" \
         --timeout "$timeout" --dump "$WORK/lags-$rate.txt" "$@" >"$WORK/bm-$rate.out" 2>"$WORK/bm-$rate.err" &
     bm=$!
@@ -122,7 +123,7 @@ EOF
     local c0 s0
     c0=$(server_cpu "$tp")
     s0=$(server_cpu_split "$tp")
-    "$BIN/df2redis-sync" replicate "$WORK/r-$rate.yaml" --log-file "$WORK/replica-$rate.log" 2>/dev/null &
+    "${ON_OTHERS[@]}" "$BIN/df2redis-sync" replicate "$WORK/r-$rate.yaml" --log-file "$WORK/replica-$rate.log" 2>/dev/null &
     repl=$!
     PIDS+=($repl)
     if ! wait "$bm"; then
@@ -147,7 +148,7 @@ EOF
     [ "$got" -gt 0 ] || { echo "nothing reached the target" >&2; exit 1; }
 }
 
-echo "# e2e stable sync: $(date -u +%FT%TZ), $(nproc) cores, load average $(loadavg), $FLOWS flows, SET of $VALUE-byte values"
+echo "# e2e stable sync: $(date -u +%FT%TZ), $(nproc) cores, load average $(loadavg), $FLOWS flows, SET of $VALUE-byte values, $(pinning)"
 REPEAT=${REPEAT:-1}
 best_ceil="" best_rate=""
 if [ -n "${CEIL:-}" ]; then

@@ -6,6 +6,31 @@
 BIN=${BIN:-target/release}
 PIDS=()
 
+# PIN=1: the target redis-server alone on the machine's last CPU, every other process of the
+# benchmark (the ceiling's redis-cli, the synthetic master and its probe subscriber,
+# df2redis-sync) on the others — the shape of a real migration, where source, replica and
+# target are separate machines, and the same for the ceiling and the replication runs.
+# Default: no pinning (the scheduler places everything).
+ON_TARGET=()
+ON_OTHERS=()
+if [ -n "${PIN:-}" ]; then
+    _ncpu=$(nproc)
+    if [ "$_ncpu" -ge 2 ]; then
+        ON_TARGET=(taskset -c "$((_ncpu - 1))")
+        ON_OTHERS=(taskset -c "0-$((_ncpu - 2))")
+    else
+        echo "PIN ignored: one CPU" >&2
+    fi
+fi
+
+pinning() { # -> a line for the report
+    if [ ${#ON_TARGET[@]} -gt 0 ]; then
+        echo "pinned: target on CPU ${ON_TARGET[2]}, everything else on CPU ${ON_OTHERS[2]}"
+    else
+        echo "not pinned"
+    fi
+}
+
 bench_init() { # name -> WORK dir, cleanup trap
     WORK=$(mktemp -d "/tmp/$1.XXXXXX")
     trap bench_cleanup EXIT INT TERM
@@ -35,7 +60,7 @@ start_redis() { # name port [extra redis-server args...] -> pid appended to PIDS
     local name=$1 port=$2
     shift 2
     mkdir -p "$WORK/$name"
-    redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+    "${ON_TARGET[@]}" redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
         --dir "$WORK/$name" --daemonize no --logfile "$WORK/$name/redis.log" "$@" &
     PIDS+=($!)
     wait_ping "$port"

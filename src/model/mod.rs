@@ -2,8 +2,10 @@
 //! that name a flow, a journal position and a database.
 //!
 //! Nothing here does I/O. A [`Cmd`] keeps every argument in one byte buffer plus end offsets, so
-//! a command costs two allocations whatever its arity, and its RESP encoding size is known
-//! exactly before anything is written.
+//! a command costs one allocation when it has at most [`INLINE_ARGS`] arguments (the offsets
+//! live inside the `Cmd`; nearly every journal command: `SET k v`, `SET k v PXAT t`, `DEL k`,
+//! `HSET k f v`) and two otherwise, and its RESP encoding size is known exactly before anything
+//! is written.
 
 use std::fmt;
 
@@ -37,15 +39,97 @@ impl fmt::Display for DbIndex {
     }
 }
 
+/// Arguments whose end offsets a [`Cmd`] keeps inline, without a second allocation.
+pub const INLINE_ARGS: usize = 5;
+
+/// The end offset of each argument: inline while there are at most [`INLINE_ARGS`] and every
+/// offset fits in a `u32`, on the heap after that (32 bytes: a `Cmd` is 56).
+#[derive(Clone)]
+enum Ends {
+    Inline { len: u8, at: [u32; INLINE_ARGS] },
+    Heap(Vec<usize>),
+}
+
+impl Default for Ends {
+    fn default() -> Ends {
+        Ends::Inline {
+            len: 0,
+            at: [0; INLINE_ARGS],
+        }
+    }
+}
+
+impl Ends {
+    fn with_capacity(args: usize) -> Ends {
+        if args <= INLINE_ARGS {
+            Ends::default()
+        } else {
+            Ends::Heap(Vec::with_capacity(args))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Ends::Inline { len, .. } => *len as usize,
+            Ends::Heap(v) => v.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, i: usize) -> Option<usize> {
+        match self {
+            Ends::Inline { len, at } => at[..*len as usize].get(i).map(|&e| e as usize),
+            Ends::Heap(v) => v.get(i).copied(),
+        }
+    }
+
+    fn push(&mut self, end: usize) {
+        match self {
+            Ends::Inline { len, at } => {
+                let n = *len as usize;
+                match u32::try_from(end) {
+                    Ok(e) if n < INLINE_ARGS => {
+                        at[n] = e;
+                        *len += 1;
+                    }
+                    _ => {
+                        let mut v = Vec::with_capacity((n + 1).max(2 * INLINE_ARGS));
+                        v.extend(at[..n].iter().map(|&e| e as usize));
+                        v.push(end);
+                        *self = Ends::Heap(v);
+                    }
+                }
+            }
+            Ends::Heap(v) => v.push(end),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len()).map(move |i| self.get(i).unwrap_or(0))
+    }
+}
+
 /// One Redis command, stored flat: all argument bytes back to back in `data`, and the end
 /// offset of each argument in `ends`.
 ///
 /// Invariant: `ends` is non-decreasing and its last element (if any) equals `data.len()`.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct Cmd {
     data: Vec<u8>,
-    ends: Vec<usize>,
+    ends: Ends,
 }
+
+impl PartialEq for Cmd {
+    /// The same arguments (however the offsets are stored).
+    fn eq(&self, other: &Cmd) -> bool {
+        self.data == other.data && self.ends.iter().eq(other.ends.iter())
+    }
+}
+
+impl Eq for Cmd {}
 
 impl Cmd {
     /// A command whose first argument (the name) is `name`.
@@ -59,7 +143,7 @@ impl Cmd {
     pub fn with_capacity(args: usize, bytes: usize) -> Cmd {
         Cmd {
             data: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(args),
+            ends: Ends::with_capacity(args),
         }
     }
 
@@ -101,9 +185,12 @@ impl Cmd {
 
     /// Argument `i`, or `None` past the end.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(i)?;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        Some(&self.data[start..end])
+        let end = self.ends.get(i)?;
+        let start = match i.checked_sub(1) {
+            Some(p) => self.ends.get(p)?,
+            None => 0,
+        };
+        self.data.get(start..end)
     }
 
     /// The command name (first argument), or an empty slice for an empty command.
@@ -125,7 +212,7 @@ impl Cmd {
     pub fn resp_len(&self) -> usize {
         let mut n = 1 + decimal_len(self.ends.len()) + 2;
         let mut start = 0;
-        for &end in &self.ends {
+        for end in self.ends.iter() {
             let l = end - start;
             n += 1 + decimal_len(l) + 2 + l + 2;
             start = end;
@@ -142,7 +229,7 @@ impl Cmd {
         out.extend_from_slice(ibuf.format(self.ends.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut start = 0;
-        for &end in &self.ends {
+        for end in self.ends.iter() {
             out.push(b'$');
             out.extend_from_slice(ibuf.format(end - start).as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -236,6 +323,36 @@ mod tests {
         assert_eq!(args, vec![&b"HSET"[..], b"h", b"", b"v"]);
         assert_eq!(c.get(4), None);
         assert_eq!(c.name(), b"HSET");
+    }
+
+    #[test]
+    fn offsets_spill_from_inline_to_heap_and_compare_by_content() {
+        let names: Vec<String> = (0..INLINE_ARGS + 3).map(|i| format!("a{i}")).collect();
+        let mut grown = Cmd::default();
+        for (i, n) in names.iter().enumerate() {
+            grown.arg(n.as_bytes());
+            assert_eq!(grown.len(), i + 1);
+            assert_eq!(grown.get(i), Some(n.as_bytes()));
+            assert_eq!(grown.get(0), Some(&b"a0"[..]));
+        }
+        let args: Vec<&[u8]> = grown.args().collect();
+        assert_eq!(args.len(), INLINE_ARGS + 3);
+        // Reserved on the heap from the start: equal to the one that spilled.
+        let mut reserved = Cmd::with_capacity(INLINE_ARGS + 3, 64);
+        for n in &names {
+            reserved.arg(n.as_bytes());
+        }
+        assert_eq!(grown, reserved);
+        assert_eq!(grown.to_resp(), reserved.to_resp());
+        assert_eq!(grown.to_resp().len(), grown.resp_len());
+        let short = Cmd::from_args(&names[..2]);
+        assert_ne!(short, grown);
+        assert_eq!(short, Cmd::from_args(&names[..2]));
+        assert!(
+            std::mem::size_of::<Cmd>() <= 56,
+            "{}",
+            std::mem::size_of::<Cmd>()
+        );
     }
 
     #[test]

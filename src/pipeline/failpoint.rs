@@ -19,6 +19,7 @@
 //! docs/ARCHITECTURE.md (Testing), not in the operator docs.
 
 /// The environment variable that arms a failpoint (debug builds only).
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub const ENV: &str = "DF2REDIS_SYNC_FAILPOINT";
 
 #[cfg(debug_assertions)]
@@ -70,6 +71,8 @@ pub fn hit(_name: &str, _arg: Option<u32>) -> bool {
 }
 
 /// Panics with the failpoint's name when [`hit`] (the panic message names the caller's line).
+/// Its call sites are debug-only, so a release build does not use it.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 #[inline(always)]
 #[track_caller]
 pub fn panic_if(name: &str, arg: Option<u32>) {
