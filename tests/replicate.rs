@@ -746,6 +746,61 @@ fn atomic_group_ending_the_stream_is_applied_at_once() {
     assert_eq!(cp.flows[0].next_lsn, 5);
 }
 
+/// A pre-v1.21 group still open when a session ends (its EXEC not received yet) must leave
+/// the flow's position at the group's first entry: its commands wait in the flow for the EXEC,
+/// so a position past them would make a resume skip them. The first session ends with `SET
+/// before`, `MULTI SET a 1` (the ACK stays 2); the resume asks for LSN 2 and gets the whole
+/// group again.
+#[test]
+fn open_atomic_group_holds_the_position_at_its_start() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first =
+        synthetic::journal_session(&[&["SET", "before", "1"], &["MULTI", "SET", "a", "1"]]);
+    first.flows[0].acks = vec![2];
+    let group: &[&[&str]] = &[
+        &["MULTI", "SET", "a", "1"],
+        &["MULTI", "INCRBY", "n", "5"],
+        &["EXEC"],
+    ];
+    let resume = synthetic::partial_journal_session(2, group);
+    let m = ReplayMaster::serve_sequence(vec![first, resume]);
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    assert!(
+        m.wait_acks(&[2], Duration::from_secs(20)),
+        "ACKs {:?}",
+        m.last_acks()
+    );
+    // Idle, the flow ACKs every second: time for a position past the open group to show.
+    std::thread::sleep(Duration::from_millis(2500));
+    engine.assert_running("first session");
+    assert_eq!(
+        m.last_acks(),
+        [Some(2)],
+        "the ACK moved past the open group"
+    );
+    // What came before the group is applied; the group is not.
+    assert_eq!(server.cli(&["GET", "before"]), "1");
+    assert_eq!(server.cli(&["EXISTS", "a"]), "0");
+    m.close_all();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while m.session().final_acks() != [5] || !m.wait_acks(&[5], Duration::from_millis(100)) {
+        assert!(
+            std::time::Instant::now() < end,
+            "never resumed: {:?} {:?}",
+            m.observed(),
+            m.violations()
+        );
+        engine.assert_running("resumed session");
+    }
+    assert_eq!(server.cli(&["MGET", "before", "a", "n"]), "1\n1\n5");
+    stop_clean(engine, &m);
+    assert_eq!(
+        m.observed().flow_lsns.values().copied().collect::<Vec<_>>(),
+        [Some(2)]
+    );
+}
+
 /// Throughput of the real binary (the one cargo built for this test run, or `DF2REDIS_BIN`) on
 /// a synthetic session: full sync keys/s and MB/s, stable sync entries/s, peak RSS. Checks the
 /// result (every key, the journal's last writes) and prints the figures.

@@ -111,6 +111,32 @@ pub fn journal_session_flows(flows: &[&[&[&str]]]) -> RecordedSession {
     )
 }
 
+/// The session a master serves to a replica resuming at `lsn`: one PARTIAL flow (v1.35+: no
+/// RDB framing) whose journal, from `lsn` on, is `cmds` (the shapes of [`journal_session`]).
+pub fn partial_journal_session(lsn: u64, cmds: &[&[&str]]) -> RecordedSession {
+    let full = journal_session(cmds);
+    let mut f = full.flows[0].clone();
+    let journal = f.data.split_off(f.data.len() - journal_bytes(&f.data));
+    let token = format!("{:040x}", 0xabc0u64);
+    f.reply = format!("*2\r\n+PARTIAL\r\n+{token}\r\n").into_bytes();
+    f.partial = true;
+    f.requested_lsn = Some(lsn);
+    f.data = journal;
+    f.split = 0;
+    f.acks = vec![lsn + cmds.len() as u64];
+    session(vec![f])
+}
+
+/// How many bytes of a synthetic FULL flow follow its eof token (its journal).
+fn journal_bytes(data: &[u8]) -> usize {
+    let token = format!("{:040x}", 0xabc0u64);
+    let at = data
+        .windows(40)
+        .position(|w| w == token.as_bytes())
+        .expect("token");
+    data.len() - at - 40
+}
+
 /// Flow `id` (of `flow_count`) of a [`journal_session`].
 fn journal_flow(id: u32, flow_count: u64, cmds: &[&[&str]]) -> RecordedFlow {
     let mut data = snapshot_head();
@@ -178,7 +204,7 @@ mod tests {
             &["EXEC"],
         ]);
         let f = &s.flows[0];
-        let journal = &f.data[f.data.len() - journal_len(&f.data)..];
+        let journal = &f.data[f.data.len() - journal_bytes(&f.data)..];
         let mut d = JournalDecoder::new(Limits::default());
         let mut items = Vec::new();
         d.decode_all(journal, &mut items).unwrap();
@@ -199,15 +225,5 @@ mod tests {
             ]
         );
         assert_eq!(f.acks, [5]);
-    }
-
-    /// Bytes after the 40-byte token (the token is the last hex run before the journal).
-    fn journal_len(data: &[u8]) -> usize {
-        let token = format!("{:040x}", 0xabc0u64);
-        let at = data
-            .windows(40)
-            .position(|w| w == token.as_bytes())
-            .expect("token");
-        data.len() - at - 40
     }
 }
