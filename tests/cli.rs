@@ -15,6 +15,20 @@ struct Run {
     stderr: String,
 }
 
+impl Run {
+    /// Asserts that stderr contains `needle` (showing stderr otherwise).
+    #[track_caller]
+    fn err_has(&self, needle: &str) {
+        assert!(self.stderr.contains(needle), "{}", self.stderr);
+    }
+
+    /// Asserts that stdout contains `needle` (showing stdout otherwise).
+    #[track_caller]
+    fn out_has(&self, needle: &str) {
+        assert!(self.stdout.contains(needle), "{}", self.stdout);
+    }
+}
+
 fn run(args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
         .args(args)
@@ -60,9 +74,9 @@ fn help_lists_commands_examples_and_exit_codes() {
     }
     let r = run(&["replicate", "--help"]);
     assert_eq!(r.code, 0);
-    assert!(r.stdout.contains("--dry-run"), "{}", r.stdout);
-    assert!(r.stdout.contains("-c, --config <CONFIG>"), "{}", r.stdout);
-    assert!(r.stdout.contains("REPLCONF"), "{}", r.stdout);
+    r.out_has("--dry-run");
+    r.out_has("-c, --config <CONFIG>");
+    r.out_has("REPLCONF");
 }
 
 #[test]
@@ -79,19 +93,15 @@ fn version_flag_and_subcommand() {
 fn usage_errors_exit_2() {
     let r = run(&["bogus"]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("unrecognized subcommand 'bogus'"),
-        "{}",
-        r.stderr
-    );
+    r.err_has("unrecognized subcommand 'bogus'");
 
     let r = run(&[]);
     assert_eq!(r.code, 2, "no subcommand prints help and exits 2");
-    assert!(r.stderr.contains("Usage:"), "{}", r.stderr);
+    r.err_has("Usage:");
 
     let r = run(&["replicate"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("required"), "{}", r.stderr);
+    r.err_has("required");
 
     let r = run(&["replicate", "a.yaml", "--config", "b.yaml"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -109,34 +119,15 @@ fn bad_config_exits_2_with_the_message() {
     );
     let r = run(&["replicate", "--dry-run", &path]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&format!("config {path} has 2 problems:")),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("source.passwrd: unknown key; did you mean `password`?"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("target.addr = `127.0.0.1:99999`: port must be a number between 1 and 65535"),
-        "{}",
-        r.stderr
-    );
+    r.err_has(&format!("config {path} has 2 problems:"));
+    r.err_has("source.passwrd: unknown key; did you mean `password`?");
+    r.err_has("target.addr = `127.0.0.1:99999`: port must be a number between 1 and 65535");
     assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
     assert!(r.stdout.is_empty(), "nothing on stdout: {}", r.stdout);
 
     let r = run(&["replicate", "-c", "/definitely/not/here.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr
-            .contains("cannot read config file /definitely/not/here.yaml"),
-        "{}",
-        r.stderr
-    );
+    r.err_has("cannot read config file /definitely/not/here.yaml");
 }
 
 #[test]
@@ -176,7 +167,7 @@ fn replicate_unreachable_master_exits_1() {
     );
     let r = run(&["replicate", &path]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("127.0.0.1:1"), "{}", r.stderr);
+    r.err_has("127.0.0.1:1");
 }
 
 #[test]
@@ -189,12 +180,7 @@ fn config_warnings_are_logged_and_log_file_is_written() {
         "source:\n  addr: 127.0.0.1:1\ntarget:\n  addr: 127.0.0.1:1\nmigrate:\n  snapshotPath: x\n",
     );
     let r = run(&["replicate", &path, "--log-file", log.to_str().unwrap()]);
-    assert!(
-        r.stderr
-            .contains("`migrate` belongs to the Go df2redis and is ignored"),
-        "{}",
-        r.stderr
-    );
+    r.err_has("`migrate` belongs to the Go df2redis and is ignored");
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
         logged.contains("`migrate` belongs to the Go df2redis"),
@@ -251,28 +237,15 @@ fn dry_run_plain_redis_source_is_reported_as_not_dragonfly() {
         &side_yaml(&target.endpoint()),
     );
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains(&format!(
-            "source   {}: PING ok (AUTH ok), but NOT a Dragonfly",
-            source.addr()
-        )),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains(&format!(
-            "target   redis-standalone via {} (AUTH as writer ok): 1 master",
-            target.addr()
-        )),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout
-            .contains(&format!("  server {}  PING ok", target.addr())),
-        "{}",
-        r.stdout
-    );
+    r.out_has(&format!(
+        "source   {}: PING ok (AUTH ok), but NOT a Dragonfly",
+        source.addr()
+    ));
+    r.out_has(&format!(
+        "target   redis-standalone via {} (AUTH as writer ok): 1 master",
+        target.addr()
+    ));
+    r.out_has(&format!("  server {}  PING ok", target.addr()));
     assert!(
         r.stderr.contains("answered PING and AUTH but is not a Dragonfly: INFO SERVER has no dragonfly_version (it reports redis_version"),
         "{}",
@@ -343,13 +316,9 @@ fn dry_run_detects_dragonfly_and_never_opens_a_replication_session() {
     source.password = Some(df2redis_sync::net::Secret::new("df-pw"));
     let r = dry_run(dir.path(), &source, &side_yaml(&target.endpoint()));
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains(&format!(
-            "source   {addr}: PING ok (AUTH ok), Dragonfly df-v1.40.1"
-        )),
-        "{}",
-        r.stdout
-    );
+    r.out_has(&format!(
+        "source   {addr}: PING ok (AUTH ok), Dragonfly df-v1.40.1"
+    ));
     assert!(
         r.stdout.ends_with("dry run: ok (nothing was replicated)\n"),
         "{}",
@@ -376,12 +345,8 @@ fn dry_run_prints_cluster_masters_and_slots() {
     let body = format!("  type: redis-cluster\n  seeds: [{}]\n", seeds.join(", "));
     let r = dry_run(dir.path(), &Endpoint::plain(addr), &body);
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("target   redis-cluster via "),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains(": 3 masters"), "{}", r.stdout);
+    r.out_has("target   redis-cluster via ");
+    r.out_has(": 3 masters");
     let masters: Vec<&str> = r
         .stdout
         .lines()
@@ -424,12 +389,7 @@ fn dry_run_tls_target_with_ca() {
         &side_yaml(&target.endpoint()),
     );
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains(&format!("  server {}  PING ok", target.addr())),
-        "{}",
-        r.stdout
-    );
+    r.out_has(&format!("  server {}  PING ok", target.addr()));
 }
 
 #[test]
@@ -449,21 +409,12 @@ fn dry_run_connectivity_failures_exit_1() {
         &side_yaml(&wrong),
     );
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("dry run failed"), "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains(&format!("source: {dead}: connect failed")),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains(&format!(
-            "target: topology discovery: {}: AUTH failed",
-            target.addr()
-        )),
-        "{}",
-        r.stderr
-    );
+    r.err_has("dry run failed");
+    r.err_has(&format!("source: {dead}: connect failed"));
+    r.err_has(&format!(
+        "target: topology discovery: {}: AUTH failed",
+        target.addr()
+    ));
     assert!(!r.stderr.contains("wrong-secret"), "{}", r.stderr);
     assert!(!r.stdout.contains("dry run: ok"), "{}", r.stdout);
 }
@@ -476,12 +427,7 @@ fn dry_run_type_mismatch_is_caught() {
     let body = format!("  type: redis-cluster\n  seeds: [\"{}\"]\n", target.addr());
     let r = dry_run(dir.path(), &Endpoint::plain(addr), &body);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("has cluster support disabled; set target.type: redis-standalone"),
-        "{}",
-        r.stderr
-    );
+    r.err_has("has cluster support disabled; set target.type: redis-standalone");
 }
 
 #[test]
@@ -566,10 +512,5 @@ fn log_level_from_flags_rust_log_and_config() {
         "/definitely/not/here/x.log",
     ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("cannot open log file /definitely/not/here/x.log"),
-        "{}",
-        r.stderr
-    );
+    r.err_has("cannot open log file /definitely/not/here/x.log");
 }

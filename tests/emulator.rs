@@ -58,6 +58,21 @@ impl Emu {
         cli(self.port, args)
     }
 
+    /// `dfly-emulator load --seed <seed> --scale <scale>` into this emulator; must succeed.
+    fn load(&self, seed: &str, scale: &str) {
+        let out = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
+            .args(["load", "--target", &format!("127.0.0.1:{}", self.port)])
+            .args(["--seed", seed, "--scale", scale])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "load: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn backend_cli(&self, args: &[&str]) -> String {
         cli(self.backend_port, args)
     }
@@ -174,6 +189,13 @@ impl FlowConn {
         }
     }
 
+    /// The flow's bytes once the 40-byte eof token arrived (the whole snapshot).
+    fn through_token(&self) -> Vec<u8> {
+        self.wait_for("eof token", |b| {
+            b.windows(40).any(|w| w == self.token.as_bytes())
+        })
+    }
+
     fn ack(&mut self, lsn: u64) {
         let l = lsn.to_string();
         let msg = format!(
@@ -255,6 +277,13 @@ impl Replica {
         }
         let id = self.sync_id.clone();
         assert_eq!(text(&self.main.call(&["DFLY", "SYNC", &id])), "OK");
+    }
+
+    /// Waits until every flow delivered its whole snapshot (FULLSYNC_END).
+    fn wait_fullsync_end(&self) {
+        for f in &self.flows {
+            f.wait_for("FULLSYNC_END", has_fullsync_end);
+        }
     }
 
     fn start_stable(&mut self) {
@@ -499,9 +528,7 @@ fn full_sync_then_stable_journal_with_rewrites_and_acks_in_info() {
     }
     let mut r = Replica::connect(e.port, None);
     r.sync();
-    for f in &r.flows {
-        f.wait_for("FULLSYNC_END", has_fullsync_end);
-    }
+    r.wait_fullsync_end();
     // Header and AUX fields in the recorded order; flow 0 carries shard-count and table-mem.
     let b0 = r.flows[0].bytes();
     assert!(b0.starts_with(b"REDIS0009\xFA\x09redis-ver\x066.2.11\xFA\x06df-ver\x0Adf-v1.40.1\xFA\x0Aredis-bits\xC0\x40"));
@@ -512,9 +539,7 @@ fn full_sync_then_stable_journal_with_rewrites_and_acks_in_info() {
     r.start_stable();
     let mut next = Vec::new();
     for f in &r.flows {
-        let b = f.wait_for("eof token", |b| {
-            b.windows(40).any(|w| w == f.token.as_bytes())
-        });
+        let b = f.through_token();
         let (_, lsn, rest) = split_trailer(&b, &f.token);
         assert_eq!(lsn, 1, "no writes since the journal started");
         assert!(rest.is_empty());
@@ -709,9 +734,7 @@ fn writes_during_full_sync_arrive_as_journal_blobs() {
     });
     r.start_stable();
     let f = &r.flows[0];
-    let b = f.wait_for("eof token", |b| {
-        b.windows(40).any(|w| w == f.token.as_bytes())
-    });
+    let b = f.through_token();
     let (_, lsn, _) = split_trailer(&b, &f.token);
     assert_eq!(lsn, 2, "JOURNAL_OFFSET follows the blob's LSN");
 }
@@ -849,9 +872,7 @@ fn v134_partial_sync_goes_through_dfly_sync_with_journal_blobs() {
     );
     r.start_stable();
     let f = &r.flows[0];
-    let b = f.wait_for("eof token", |b| {
-        b.windows(40).any(|w| w == f.token.as_bytes())
-    });
+    let b = f.through_token();
     assert_eq!(split_trailer(&b, &f.token).1, 3);
 }
 
@@ -1455,14 +1476,10 @@ fn conformance(folder: &str, seed: u64, extra: &[&str]) {
         assert_eq!(&f.kind, kind, "{folder}: FLOW answer");
     }
     r.sync();
-    for f in &r.flows {
-        f.wait_for("FULLSYNC_END", has_fullsync_end);
-    }
+    r.wait_fullsync_end();
     r.start_stable();
     for f in &r.flows {
-        f.wait_for("eof token", |b| {
-            b.windows(40).any(|w| w == f.token.as_bytes())
-        });
+        f.through_token();
     }
     // This crate's replica, started before the workload so the workload reaches it through
     // the journal; it must end at the manifest too.
@@ -1730,51 +1747,44 @@ fn crc64(data: &[u8]) -> u64 {
     crc
 }
 
+/// The snapshot formats the emulator writes: LZ4 blobs with tagged chunks (the v1.40
+/// default), ZSTD with big values as contiguous pieces, LZF strings.
+const SNAPSHOT_FORMATS: [&[&str]; 3] = [
+    &["--compression", "lz4"],
+    &[
+        "--compression",
+        "zstd",
+        "--tagged-chunks",
+        "false",
+        "--chunk-size",
+        "4096",
+    ],
+    &["--compression", "lzf"],
+];
+
+/// An emulator with `shards` shards and `extra` flags, loaded with the dataset of `seed` at
+/// scale 1, and a scripted replica that went through its full sync into stable sync.
+fn full_sync_of_a_dataset(shards: u16, extra: &[&str], seed: &str) -> (Emu, Replica) {
+    let shards = shards.to_string();
+    let mut flags = vec!["--shards", shards.as_str()];
+    flags.extend_from_slice(extra);
+    let e = Emu::start(&flags);
+    e.load(seed, "1");
+    let mut r = Replica::connect(e.port, None);
+    r.sync();
+    r.wait_fullsync_end();
+    r.start_stable();
+    (e, r)
+}
+
 /// Every key entry of a full sync, re-loaded by a real redis-server (RESTORE of the entry's
 /// type + value bytes as a DUMP payload), must equal the backing server's value
 /// (`DEBUG DIGEST-VALUE`). Redis 7.0 reads every type the emulator writes except streams
 /// (type 21, Redis 7.2), which are checked by structure only.
 #[test]
 fn full_sync_values_reload_in_redis_to_the_same_data() {
-    for extra in [
-        &["--compression", "lz4"][..],
-        &[
-            "--compression",
-            "zstd",
-            "--tagged-chunks",
-            "false",
-            "--chunk-size",
-            "4096",
-        ][..],
-        &["--compression", "lzf"][..],
-    ] {
-        let mut flags = vec!["--shards", "3"];
-        flags.extend_from_slice(extra);
-        let e = Emu::start(&flags);
-        let out = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args([
-                "load",
-                "--target",
-                &format!("127.0.0.1:{}", e.port),
-                "--seed",
-                "9",
-                "--scale",
-                "1",
-            ])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "load: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut r = Replica::connect(e.port, None);
-        r.sync();
-        for f in &r.flows {
-            f.wait_for("FULLSYNC_END", has_fullsync_end);
-        }
-        r.start_stable();
+    for extra in SNAPSHOT_FORMATS {
+        let (e, r) = full_sync_of_a_dataset(3, extra, "9");
         let scratch = redis_server();
         let scratch_port = scratch.port();
         let mut s = Client::new(scratch_port);
@@ -1783,9 +1793,7 @@ fn full_sync_values_reload_in_redis_to_the_same_data() {
         let mut total_keys = 0;
         let mut lzf_strings = 0;
         for f in &r.flows {
-            let bytes = f.wait_for("eof token", |b| {
-                b.windows(40).any(|w| w == f.token.as_bytes())
-            });
+            let bytes = f.through_token();
             let (w, _) = walk_flow(&bytes);
             total_keys += w.raw.len();
             lzf_strings += w.keys.values().filter(|(_, n)| n == "lzf").count();
@@ -2218,51 +2226,12 @@ type Reassembled = (df2redis_sync::rdb::Value, Option<i64>, bool);
 fn full_sync_decodes_with_the_crate_decoder_to_the_backend_keyspace() {
     use df2redis_sync::rdb::{FlowDecoder, FlowEvent, SnapshotItem, Step, Value as V};
     use df2redis_sync::wire::Limits;
-    for extra in [
-        &["--compression", "lz4"][..],
-        &[
-            "--compression",
-            "zstd",
-            "--tagged-chunks",
-            "false",
-            "--chunk-size",
-            "4096",
-        ][..],
-        &["--compression", "lzf"][..],
-    ] {
-        let mut flags = vec!["--shards", "2"];
-        flags.extend_from_slice(extra);
-        let e = Emu::start(&flags);
-        let out = Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args([
-                "load",
-                "--target",
-                &format!("127.0.0.1:{}", e.port),
-                "--seed",
-                "4",
-                "--scale",
-                "1",
-            ])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "load: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut r = Replica::connect(e.port, None);
-        r.sync();
-        for f in &r.flows {
-            f.wait_for("FULLSYNC_END", has_fullsync_end);
-        }
-        r.start_stable();
+    for extra in SNAPSHOT_FORMATS {
+        let (e, r) = full_sync_of_a_dataset(2, extra, "4");
         let mut b = Client::new(e.backend_port);
         let mut total = 0;
         for f in &r.flows {
-            let bytes = f.wait_for("eof token", |b| {
-                b.windows(40).any(|w| w == f.token.as_bytes())
-            });
+            let bytes = f.through_token();
             for chunked in [false, true] {
                 let mut d = FlowDecoder::new_full(f.token.as_bytes(), Limits::default());
                 let mut values: std::collections::BTreeMap<(u32, Vec<u8>), Reassembled> =
@@ -2426,14 +2395,10 @@ fn snapshot_plus_journal_of_a_workload_replays_to_the_same_keyspace() {
         .status()
         .unwrap();
     assert!(during.success());
-    for f in &r.flows {
-        f.wait_for("FULLSYNC_END", has_fullsync_end);
-    }
+    r.wait_fullsync_end();
     r.start_stable();
     for f in &r.flows {
-        f.wait_for("eof token", |b| {
-            b.windows(40).any(|w| w == f.token.as_bytes())
-        });
+        f.through_token();
     }
     let st = Command::new(bin)
         .args([
@@ -2630,9 +2595,7 @@ fn faults_close_after_entries_stall_and_close_main() {
     r.flows[0].wait_for("FULLSYNC_END", has_fullsync_end);
     r.start_stable();
     let f = &r.flows[0];
-    f.wait_for("eof token", |b| {
-        b.windows(40).any(|w| w == f.token.as_bytes())
-    });
+    f.through_token();
     // Stall: nothing arrives while stalled, everything after.
     assert_eq!(
         text(&c.call(&["EMULATOR", "FAULT", "STALL-FLOW", "0", "700"])),
@@ -2819,12 +2782,60 @@ fn port_zero_reports_the_bound_address_in_the_file_and_on_stdout() {
     assert_ne!(port, 0);
     assert_eq!(cli(port, &["SET", "k", "v"]), "OK");
     assert_eq!(cli(port, &["GET", "k"]), "v");
-    // No temporary file is left beside the address file.
-    let names: Vec<String> = std::fs::read_dir(dir.path())
+    // No temporary file is left beside the address file and the backend file.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["emu.addr".to_string()]);
+    names.sort();
+    assert_eq!(names, ["emu.addr", "emu.addr.backend"]);
+    // `<pid> <dir>` of the redis-server it started, which runs in that directory.
+    let backend = std::fs::read_to_string(dir.path().join("emu.addr.backend")).unwrap();
+    let (pid, bdir) = backend.trim_end().split_once(' ').unwrap();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, std::fs::canonicalize(bdir).unwrap(), "{backend}");
+}
+
+/// SIGTERM: the emulator stops its redis-server (killed and reaped first, so nothing writes
+/// into the directory being removed) and exits 130, leaving no `/tmp/dfly-emulator-redis-*`
+/// directory. Three rounds: the directory used to be left, re-created by the server's own
+/// shutdown log lines, when the emulator only signalled the server before removing it.
+#[test]
+fn sigterm_stops_the_backend_and_removes_its_directory() {
+    for round in 0..3 {
+        let mut emu = Emulator::start_in_tempdir(&["--shards", "1"]);
+        let b = emu.backend().cloned().expect("a backend of its own");
+        assert!(b.running(), "round {round}: {b:?}");
+        assert_eq!(cli(emu.port(), &["SET", "k", "v"]), "OK");
+        let st = emu.terminate();
+        assert_eq!(st.code(), Some(130), "round {round}");
+        assert!(!b.running(), "round {round}: {b:?} still runs");
+        assert!(!b.dir.exists(), "round {round}: {} left", b.dir.display());
+    }
+}
+
+/// A SIGKILLed emulator cannot stop its redis-server: the server keeps running, orphaned. The
+/// fixture finds it through `<addr-file>.backend` and stops it (only that process: it checks
+/// the process runs in the backend's directory) and removes the directory.
+#[test]
+fn a_sigkilled_emulators_backend_is_stopped_by_the_fixture() {
+    let emu = Emulator::start_in_tempdir(&["--shards", "1"]);
+    let b = emu.backend().cloned().expect("a backend of its own");
+    let st = Command::new("kill")
+        .args(["-KILL", &emu.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The emulator is gone (its port refuses), its server is not.
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(emu.addr()).is_ok() {
+        assert!(Instant::now() < end, "the emulator still answers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(b.running(), "{b:?}");
+    drop(emu);
+    assert!(!b.running(), "{b:?} still runs");
+    assert!(!b.dir.exists(), "{} left", b.dir.display());
 }
 
 /// A taken `--port` fails at once, naming the address, before any backend is started.

@@ -93,17 +93,21 @@ fn acl_user_auth() {
 
 #[test]
 fn connect_refused_names_address_and_phase() {
-    // A port nobody listens on: bind, note the port, close.
-    let port = crate::support::free_port(false);
-    let mut ep = Endpoint::plain(format!("127.0.0.1:{port}"));
+    // A port bound by this test but not listened on: refused for sure while `_held` lives.
+    let (_held, addr) = crate::support::refused_addr();
+    let mut ep = Endpoint::plain(addr.clone());
     ep.connect_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
     let e = Conn::connect(&ep).unwrap_err();
     assert_eq!(e.phase, Phase::Connect);
     assert!(
         e.to_string()
-            .starts_with(&format!("127.0.0.1:{port}: connect failed:")),
+            .starts_with(&format!("{addr}: connect failed:")),
         "{e}"
     );
+    // Refused, not timed out.
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(1), "{e}");
 }
 
 #[test]

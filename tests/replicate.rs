@@ -9,8 +9,11 @@ use std::time::Duration;
 use df2redis_sync::model::Cmd;
 use df2redis_sync::net::{Conn, Endpoint};
 
-use crate::support::emu::{start_emulator, Emulator, Proc};
+use crate::support::emu::{
+    spawn_replica, spawn_work, start_emulator, wait_check_equal, write_config, Emulator, Proc,
+};
 use crate::support::replay::{RecordedSession, ReplayMaster};
+use crate::support::synthetic;
 use crate::support::RedisServer;
 
 fn testdata(rel: &str) -> PathBuf {
@@ -109,12 +112,105 @@ fn config(src: &str, port: u16, dir: &std::path::Path) -> Config {
 
 /// [`config`] plus extra YAML sections.
 fn config_with(src: &str, port: u16, dir: &std::path::Path, extra: &str) -> Config {
-    let yaml = format!(
-        "source:\n  addr: {src}\ntarget:\n  addr: 127.0.0.1:{port}\n\
-         checkpoint:\n  dir: {}\n  interval: 200ms\n{extra}",
-        dir.display()
-    );
+    let yaml = yaml(src, &format!("127.0.0.1:{port}"), dir, "200ms", extra);
     Config::from_yaml_str(&yaml, "test").unwrap()
+}
+
+/// A replicate config: checkpoints in `ckpt` every `interval`, the source, and last the target
+/// `addr`, so that `extra` may go on with more target keys (indented by two spaces) before
+/// sections of its own.
+fn yaml(src: &str, target: &str, ckpt: &std::path::Path, interval: &str, extra: &str) -> String {
+    format!(
+        "checkpoint:\n  dir: {}\n  interval: {interval}\nsource:\n  addr: {src}\n\
+         target:\n  addr: {target}\n{extra}",
+        ckpt.display()
+    )
+}
+
+/// [`yaml`] written to `dir/replicate.yaml`; returns its path.
+fn write_yaml(
+    dir: &std::path::Path,
+    src: &str,
+    target: &str,
+    ckpt: &std::path::Path,
+    interval: &str,
+    extra: &str,
+) -> PathBuf {
+    let cfg = dir.join("replicate.yaml");
+    std::fs::write(&cfg, yaml(src, target, ckpt, interval, extra)).unwrap();
+    cfg
+}
+
+/// The pipeline settings that make the target the bottleneck at once (one command per batch,
+/// one batch in each queue).
+const TINY_PIPELINE: &str =
+    "pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n";
+
+/// The real binary, quiet, replicating with `cfg` (`bin`: another build, for figures).
+fn spawn_binary(bin: &str, cfg: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(bin)
+        .args(["-q", "replicate", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM to `child`, then its exit status.
+fn term_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    signal("-TERM", &child.id().to_string());
+    child.wait().unwrap()
+}
+
+/// `kill <sig> <pid>`, which must succeed.
+#[track_caller]
+fn signal(sig: &str, pid: &str) {
+    assert!(
+        std::process::Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success(),
+        "kill {sig} {pid}"
+    );
+}
+
+/// Stops an in-process engine (like SIGTERM) and checks the master saw nothing a correct
+/// replica must not do.
+#[track_caller]
+fn stop_clean(engine: Engine, m: &ReplayMaster) {
+    engine.stop().unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+}
+
+/// How many `DFLY SYNC` (full syncs) the master received.
+fn full_syncs(m: &ReplayMaster) -> usize {
+    m.observed()
+        .main_commands
+        .iter()
+        .filter(|c| c.starts_with("DFLY SYNC"))
+        .count()
+}
+
+/// Waits (20 s at most) until the target holds more than `keys` keys: the full sync is
+/// writing (the owner marker alone is set before any writer starts).
+#[track_caller]
+fn wait_full_sync_writing(probe: &mut redis::Conn, keys: i64) {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= keys {
+        assert!(
+            std::time::Instant::now() < end,
+            "the full sync never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Freezes the target (SIGSTOP) until the guard is dropped.
+fn freeze(server: &RedisServer) -> Stopped {
+    let pid = server.pid().to_string();
+    signal("-STOP", &pid);
+    Stopped(pid)
 }
 
 fn test_options() -> Options {
@@ -325,8 +421,7 @@ fn partial_resume(rel: &str, expect_sync: bool) {
     let m = ReplayMaster::start(&rec_dir.join("capture-resume"));
     let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
     wait_caught_up(&m, &mut engine, rel);
-    engine.stop().unwrap();
-    assert!(m.violations().is_empty(), "{rel}: {:?}", m.violations());
+    stop_clean(engine, &m);
     let obs = m.observed();
     let wanted: Vec<Option<u64>> = m.session().flows.iter().map(|f| f.requested_lsn).collect();
     let asked: Vec<Option<u64>> = obs.flow_lsns.values().copied().collect();
@@ -358,17 +453,14 @@ fn run_binary(
     signal: &str,
 ) -> crate::support::replay::Observed {
     let m = ReplayMaster::start(&rec_dir.join(capture));
-    let cfg = dir.join("replicate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n  interval: {interval}\n",
-            m.addr(),
-            server.addr(),
-            dir.join("ckpt").display()
-        ),
-    )
-    .unwrap();
+    let cfg = write_yaml(
+        dir,
+        m.addr(),
+        &server.addr(),
+        &dir.join("ckpt"),
+        interval,
+        "",
+    );
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
         .args(["replicate", cfg.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
@@ -377,11 +469,7 @@ fn run_binary(
         .unwrap();
     let caught_up = m.wait_acks(&m.session().final_acks(), Duration::from_secs(60));
     let t0 = std::time::Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    self::signal(signal, &child.id().to_string());
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -516,14 +604,8 @@ fn frozen_target_stops_cleanly_before_the_master_timeout() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let m = ReplayMaster::start(&rec_dir.join("capture"));
-    let yaml = format!(
-        "source:\n  addr: {}\ntarget:\n  addr: {}\n  io_timeout: 60s\n\
-         checkpoint:\n  dir: {}\n  interval: 200ms\n\
-         pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n",
-        m.addr(),
-        server.addr(),
-        dir.path().display()
-    );
+    let extra = format!("  io_timeout: 60s\n{TINY_PIPELINE}");
+    let yaml = yaml(m.addr(), &server.addr(), dir.path(), "200ms", &extra);
     let cfg = Config::from_yaml_str(&yaml, "test").unwrap();
     let opts = Options {
         stall_limit: Duration::from_millis(1500),
@@ -531,34 +613,10 @@ fn frozen_target_stops_cleanly_before_the_master_timeout() {
         ..test_options()
     };
     let mut probe = redis::Conn::connect(server.port()).unwrap();
-    let info = probe.cmd(&[b"INFO", b"server"]).text();
-    let pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .to_string();
     let engine = Engine::start(cfg, opts);
     // Freeze the target once the full sync is writing.
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        // More than the owner marker (set before any writer starts): data is arriving.
-        let n = probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0);
-        if n > 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "the full sync never started"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let frozen = Stopped(pid);
+    wait_full_sync_writing(&mut probe, 1);
+    let frozen = freeze(&server);
     let t0 = std::time::Instant::now();
     let r = engine.stop_when_done(Duration::from_secs(20));
     let took = t0.elapsed();
@@ -585,58 +643,27 @@ fn second_signal_exits_130_at_once() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let m = ReplayMaster::start(&rec_dir.join("capture"));
-    let cfg = dir.path().join("replicate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n\
-             pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n",
-            m.addr(),
-            server.addr(),
-            dir.path().join("ckpt").display()
-        ),
-    )
-    .unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let cfg = write_yaml(
+        dir.path(),
+        m.addr(),
+        &server.addr(),
+        &ckpt,
+        "5s",
+        TINY_PIPELINE,
+    );
     let mut probe = redis::Conn::connect(server.port()).unwrap();
-    let info = probe.cmd(&[b"INFO", b"server"]).text();
-    let pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-        .args(["replicate", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    // More than the owner marker (set before any writer starts): data is arriving.
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
-        assert!(
-            std::time::Instant::now() < end,
-            "the full sync never started"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let kill = |sig: &str, pid: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([sig, pid])
-            .status()
-            .unwrap()
-            .success())
-    };
-    kill("-STOP", &pid);
-    let _frozen = Stopped(pid);
+    let mut child = spawn_binary(env!("CARGO_BIN_EXE_df2redis-sync"), &cfg);
+    wait_full_sync_writing(&mut probe, 1);
+    let _frozen = freeze(&server);
     let me = child.id().to_string();
-    kill("-TERM", &me);
+    signal("-TERM", &me);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         child.try_wait().unwrap().is_none(),
         "draining into a frozen target cannot be done yet"
     );
-    kill("-TERM", &me);
+    signal("-TERM", &me);
     let t0 = std::time::Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -678,89 +705,100 @@ fn flush_in_journal_blob_during_full_sync_restarts_the_sync() {
     let m = ReplayMaster::serve_sequence(vec![bad, clean]);
     let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
     wait_caught_up(&m, &mut engine, "s2 with a FLUSHALL blob");
-    engine.stop().unwrap();
-    assert!(m.violations().is_empty(), "{:?}", m.violations());
-    let syncs = m
-        .observed()
-        .main_commands
-        .iter()
-        .filter(|c| c.starts_with("DFLY SYNC"))
-        .count();
-    assert_eq!(syncs, 2, "one full sync abandoned, one completed");
+    stop_clean(engine, &m);
+    assert_eq!(full_syncs(&m), 2, "one full sync abandoned, one completed");
     assert_manifest(&rec_dir, &server);
 }
 
-/// `pu(x)` (§3.2.1).
-fn pu(out: &mut Vec<u8>, x: u64) {
-    if x < 64 {
-        out.push(x as u8);
-    } else if x < 16384 {
-        out.extend_from_slice(&[0x40 | (x >> 8) as u8, x as u8]);
-    } else if x <= u64::from(u32::MAX) {
-        out.push(0x80);
-        out.extend_from_slice(&(x as u32).to_be_bytes());
-    } else {
-        out.push(0x81);
-        out.extend_from_slice(&x.to_be_bytes());
+/// A pre-v1.21 master journals a multi-shard transaction as MULTI_COMMAND entries closed by
+/// EXEC; the flow collects the group and ships it whole at the EXEC. When that EXEC is the last
+/// byte the master sent (no PING or write after it yet), the group is applied and acknowledged
+/// at once, not when more bytes arrive.
+#[test]
+fn atomic_group_ending_the_stream_is_applied_at_once() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = ReplayMaster::serve(synthetic::journal_session(&[
+        &["SET", "before", "1"],
+        &["MULTI", "SET", "a", "1"],
+        &["MULTI", "INCRBY", "n", "5"],
+        &["EXEC"],
+    ]));
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    // ACK 5: the next LSN after the EXEC, reported only once the target applied the group.
+    let want = m.session().final_acks();
+    assert_eq!(want, [5]);
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while !m.wait_acks(&want, Duration::from_millis(200)) {
+        engine.assert_running("group at the end of the stream");
+        assert!(
+            std::time::Instant::now() < end,
+            "the group was not acknowledged within 20 s: ACKs {:?}",
+            m.last_acks()
+        );
     }
+    assert_eq!(server.cli(&["MGET", "before", "a", "n"]), "1\n1\n5");
+    stop_clean(engine, &m);
+    let cp = Store::new(dir.path())
+        .load()
+        .unwrap()
+        .expect("checkpoint saved");
+    assert_eq!(cp.flows[0].next_lsn, 5);
 }
 
-fn rdb_str(out: &mut Vec<u8>, s: &[u8]) {
-    pu(out, s.len() as u64);
-    out.extend_from_slice(s);
-}
-
-/// A synthetic v1.40.1 session: `flows` flows, `keys` string keys of `value_len` bytes in the
-/// snapshot (uncompressed), then `sets` journal `SET`s overwriting them.
-fn synthetic_session(flows: u32, keys: u64, value_len: usize, sets: u64) -> RecordedSession {
-    let replid = "0123456789abcdef0123456789abcdef01234567".to_string();
-    let capa = format!("*5\r\n+{replid}\r\n+SYNC1\r\n:{flows}\r\n:5\r\n+{replid}\r\n");
-    let value = vec![b'v'; value_len];
-    let mut out = Vec::new();
-    for f in 0..flows {
-        let token = format!("{:040x}", 0xabc0 + f);
-        let mut data = b"REDIS0009".to_vec();
-        data.extend_from_slice(&[0xFE, 0x00]);
-        for k in (0..keys).filter(|k| k % u64::from(flows) == u64::from(f)) {
-            data.push(0x00);
-            rdb_str(&mut data, format!("key:{k}").as_bytes());
-            rdb_str(&mut data, &value);
-        }
-        data.extend_from_slice(&[0xC8, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let split = data.len();
-        data.push(0xD3);
-        data.extend_from_slice(&1u64.to_le_bytes());
-        data.extend_from_slice(&[0xFF, 0, 0, 0, 0, 0, 0, 0, 0]);
-        data.extend_from_slice(token.as_bytes());
-        let mut n = 0u64;
-        for k in (0..sets).filter(|k| k % u64::from(flows) == u64::from(f)) {
-            let key = format!("key:{}", k % keys.max(1));
-            let val = format!("j{k}");
-            data.extend_from_slice(&[0x06, 0x00, 0x0A, 0x00, 0x01, 0x03]);
-            pu(&mut data, (3 + key.len() + val.len()) as u64);
-            rdb_str(&mut data, b"SET");
-            rdb_str(&mut data, key.as_bytes());
-            rdb_str(&mut data, val.as_bytes());
-            n += 1;
-        }
-        out.push(crate::support::replay::RecordedFlow {
-            id: f,
-            reply: format!("*2\r\n+FULL\r\n+{token}\r\n").into_bytes(),
-            partial: false,
-            requested_lsn: None,
-            data,
-            split,
-            acks: vec![1 + n],
-        });
+/// A pre-v1.21 group still open when a session ends (its EXEC not received yet) must leave
+/// the flow's position at the group's first entry: its commands wait in the flow for the EXEC,
+/// so a position past them would make a resume skip them. The first session ends with `SET
+/// before`, `MULTI SET a 1` (the ACK stays 2); the resume asks for LSN 2 and gets the whole
+/// group again.
+#[test]
+fn open_atomic_group_holds_the_position_at_its_start() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first =
+        synthetic::journal_session(&[&["SET", "before", "1"], &["MULTI", "SET", "a", "1"]]);
+    first.flows[0].acks = vec![2];
+    let group: &[&[&str]] = &[
+        &["MULTI", "SET", "a", "1"],
+        &["MULTI", "INCRBY", "n", "5"],
+        &["EXEC"],
+    ];
+    let resume = synthetic::partial_journal_session(2, group);
+    let m = ReplayMaster::serve_sequence(vec![first, resume]);
+    let mut engine = Engine::start(config(m.addr(), server.port(), dir.path()), test_options());
+    assert!(
+        m.wait_acks(&[2], Duration::from_secs(20)),
+        "ACKs {:?}",
+        m.last_acks()
+    );
+    // Idle, the flow ACKs every second: time for a position past the open group to show.
+    std::thread::sleep(Duration::from_millis(2500));
+    engine.assert_running("first session");
+    assert_eq!(
+        m.last_acks(),
+        [Some(2)],
+        "the ACK moved past the open group"
+    );
+    // What came before the group is applied; the group is not.
+    assert_eq!(server.cli(&["GET", "before"]), "1");
+    assert_eq!(server.cli(&["EXISTS", "a"]), "0");
+    m.close_all();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while m.session().final_acks() != [5] || !m.wait_acks(&[5], Duration::from_millis(100)) {
+        assert!(
+            std::time::Instant::now() < end,
+            "never resumed: {:?} {:?}",
+            m.observed(),
+            m.violations()
+        );
+        engine.assert_running("resumed session");
     }
-    RecordedSession {
-        dir: PathBuf::from("synthetic"),
-        version: "df-v1.40.1".into(),
-        capa_reply: capa.into_bytes(),
-        replid,
-        sync_id: "SYNC1".into(),
-        flows: out,
-    }
+    assert_eq!(server.cli(&["MGET", "before", "a", "n"]), "1\n1\n5");
+    stop_clean(engine, &m);
+    assert_eq!(
+        m.observed().flow_lsns.values().copied().collect::<Vec<_>>(),
+        [Some(2)]
+    );
 }
 
 /// Throughput of the real binary (the one cargo built for this test run, or `DF2REDIS_BIN`) on
@@ -773,31 +811,17 @@ fn throughput_figures_on_a_synthetic_session() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let sets = keys;
-    let session = synthetic_session(2, keys, 100, sets);
+    let session = synthetic::string_session(2, keys, 100, sets);
     let snapshot_bytes: usize = session.flows.iter().map(|f| f.split).sum();
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let m = ReplayMaster::serve(session);
-    let cfg = dir.path().join("replicate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n",
-            m.addr(),
-            server.addr(),
-            dir.path().join("ckpt").display()
-        ),
-    )
-    .unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let cfg = write_yaml(dir.path(), m.addr(), &server.addr(), &ckpt, "5s", "");
     let bin = std::env::var("DF2REDIS_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_df2redis-sync").to_string());
     let t0 = std::time::Instant::now();
-    let mut child = std::process::Command::new(&bin)
-        .args(["-q", "replicate", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_binary(&bin, &cfg);
     let pid = child.id();
     let mut probe = redis::Conn::connect(server.port()).unwrap();
     let end = t0 + Duration::from_secs(600);
@@ -821,11 +845,7 @@ fn throughput_figures_on_a_synthetic_session() {
         .unwrap_or("?")
         .trim()
         .to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let st = child.wait().unwrap();
-    assert_eq!(st.code(), Some(0));
+    assert_eq!(term_and_wait(&mut child).code(), Some(0));
     assert_eq!(
         probe.cmd(&[b"DBSIZE"]).int(),
         Some(keys as i64 + 3),
@@ -875,8 +895,7 @@ fn lost_source_connection_reconnects_and_resumes_partial() {
         );
         engine.assert_running("resumed session");
     }
-    engine.stop().unwrap();
-    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    stop_clean(engine, &m);
     let obs = m.observed();
     assert_eq!(
         obs.flow_lsns.values().copied().collect::<Vec<_>>(),
@@ -896,39 +915,20 @@ fn lost_target_connection_during_full_sync_converges() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let m = ReplayMaster::serve_sequence(vec![rec.clone(), rec]);
-    let yaml = format!(
-        "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n  interval: 200ms\n\
-         pipeline:\n  batch_commands: 4\n  channel_capacity: 2\n  inflight_batches: 2\n",
+    let cfg = config_with(
         m.addr(),
-        server.addr(),
-        dir.path().display()
+        server.port(),
+        dir.path(),
+        "pipeline:\n  batch_commands: 4\n  channel_capacity: 2\n  inflight_batches: 2\n",
     );
-    let mut engine = Engine::start(
-        Config::from_yaml_str(&yaml, "test").unwrap(),
-        test_options(),
-    );
+    let mut engine = Engine::start(cfg, test_options());
     let mut probe = redis::Conn::connect(server.port()).unwrap();
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    // More than the owner marker (set before any writer starts): data is arriving.
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
-        assert!(
-            std::time::Instant::now() < end,
-            "the full sync never started"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_full_sync_writing(&mut probe, 1);
     let killed = probe.cmd(&[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"]);
     assert!(killed.int().unwrap_or(0) >= 1, "{killed:?}");
     wait_caught_up(&m, &mut engine, "after the target connection loss");
-    engine.stop().unwrap();
-    assert!(m.violations().is_empty(), "{:?}", m.violations());
-    let syncs = m
-        .observed()
-        .main_commands
-        .iter()
-        .filter(|c| c.starts_with("DFLY SYNC"))
-        .count();
-    assert_eq!(syncs, 2, "the interrupted full sync was redone");
+    stop_clean(engine, &m);
+    assert_eq!(full_syncs(&m), 2, "the interrupted full sync was redone");
     assert_manifest(&rec_dir, &server);
 }
 
@@ -941,24 +941,9 @@ fn cpu_pinning_from_the_config() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let m = ReplayMaster::start(&rec_dir.join("capture"));
-    let cfg = dir.path().join("replicate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n\
-             cpu:\n  flow_threads: [1]\n  writer_threads: [0]\n",
-            m.addr(),
-            server.addr(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-        .args(["-q", "replicate", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let cpu = "cpu:\n  flow_threads: [1]\n  writer_threads: [0]\n";
+    let cfg = write_yaml(dir.path(), m.addr(), &server.addr(), dir.path(), "5s", cpu);
+    let mut child = spawn_binary(env!("CARGO_BIN_EXE_df2redis-sync"), &cfg);
     let caught_up = m.wait_acks(&m.session().final_acks(), Duration::from_secs(60));
     let mut seen = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
@@ -976,10 +961,7 @@ fn cpu_pinning_from_the_config() {
             seen.push((comm.to_string(), cpus));
         }
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(term_and_wait(&mut child).code(), Some(0));
     assert!(caught_up);
     let flows: Vec<_> = seen
         .iter()
@@ -1001,7 +983,7 @@ fn cpu_pinning_from_the_config() {
 /// be what a real master sends on a second full sync, whose snapshot holds the current values.)
 #[test]
 fn partial_request_answered_full_resyncs_exactly() {
-    let rec = synthetic_session(2, 2000, 32, 3000);
+    let rec = synthetic::string_session(2, 2000, 32, 3000);
     let acks = rec.final_acks();
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -1016,12 +998,7 @@ fn partial_request_answered_full_resyncs_exactly() {
     let end = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let o = m.observed();
-        let syncs = o
-            .main_commands
-            .iter()
-            .filter(|c| c.starts_with("DFLY SYNC"))
-            .count();
-        if syncs == 2 && m.wait_acks(&acks, Duration::from_millis(100)) && m.all_sent() {
+        if full_syncs(&m) == 2 && m.wait_acks(&acks, Duration::from_millis(100)) && m.all_sent() {
             let lsns: Vec<_> = o.flow_lsns.values().copied().collect();
             assert_eq!(lsns, acks.iter().map(|a| Some(*a)).collect::<Vec<_>>());
             break;
@@ -1031,8 +1008,7 @@ fn partial_request_answered_full_resyncs_exactly() {
     }
     // Wait until the second sync's markers are back (its last batch acknowledged).
     std::thread::sleep(Duration::from_millis(500));
-    engine.stop().unwrap();
-    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    stop_clean(engine, &m);
     let after = keyspace::dump_redis(&mut conn).unwrap();
     let diffs = keyspace::compare(&before, &after, &BTreeSet::new(), 0);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
@@ -1047,51 +1023,24 @@ fn kill_9_during_full_sync_then_restart_converges() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let m = ReplayMaster::serve_sequence(vec![rec.clone(), rec]);
-    let cfg = dir.path().join("replicate.yaml");
-    let write_cfg = |extra: &str| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "source:\n  addr: {}\ntarget:\n  addr: {}\ncheckpoint:\n  dir: {}\n  interval: 100ms\n{extra}",
-                m.addr(),
-                server.addr(),
-                dir.path().join("ckpt").display()
-            ),
-        )
-        .unwrap()
-    };
-    write_cfg("pipeline:\n  batch_commands: 2\n  channel_capacity: 1\n  inflight_batches: 1\n");
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-            .args(["-q", "replicate", cfg.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut child = spawn();
+    let ckpt = dir.path().join("ckpt");
+    let write_cfg =
+        |extra: &str| write_yaml(dir.path(), m.addr(), &server.addr(), &ckpt, "100ms", extra);
+    let bin = env!("CARGO_BIN_EXE_df2redis-sync");
+    let cfg =
+        write_cfg("pipeline:\n  batch_commands: 2\n  channel_capacity: 1\n  inflight_batches: 1\n");
+    let mut child = spawn_binary(bin, &cfg);
     let mut probe = redis::Conn::connect(server.port()).unwrap();
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) < 10 {
-        assert!(
-            std::time::Instant::now() < end,
-            "the full sync never started"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_full_sync_writing(&mut probe, 9);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
         !m.all_sent() || m.last_acks().iter().all(Option::is_none),
         "killed mid full sync"
     );
-    write_cfg("");
-    let mut child = spawn();
+    let mut child = spawn_binary(bin, &write_cfg(""));
     let ok = m.wait_acks(&m.session().final_acks(), Duration::from_secs(60));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let st = child.wait().unwrap();
+    let st = term_and_wait(&mut child);
     assert!(ok, "the restart never caught up: {:?}", m.observed());
     assert_eq!(st.code(), Some(0));
     assert!(m.violations().is_empty(), "{:?}", m.violations());
@@ -1107,21 +1056,14 @@ fn tls_target_with_password() {
     let ca = server.certs().unwrap().ca.clone();
     let dir = tempfile::tempdir().unwrap();
     let m = ReplayMaster::start(&rec_dir.join("capture"));
-    let yaml = format!(
-        "source:\n  addr: {}\ntarget:\n  addr: {}\n  password: s3cret\n  tls:\n    ca: {}\n\
-         checkpoint:\n  dir: {}\n",
-        m.addr(),
-        server.addr(),
-        ca.display(),
-        dir.path().display()
-    );
+    let tls = format!("  password: s3cret\n  tls:\n    ca: {}\n", ca.display());
+    let yaml = yaml(m.addr(), &server.addr(), dir.path(), "5s", &tls);
     let mut engine = Engine::start(
         Config::from_yaml_str(&yaml, "test").unwrap(),
         test_options(),
     );
     wait_caught_up(&m, &mut engine, "s1 over TLS");
-    engine.stop().unwrap();
-    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    stop_clean(engine, &m);
     // The comparator's client is plain TCP and the server is TLS-only: compare the key count
     // of every db with the manifest through redis-cli (the value checks are the other tests').
     let manifest = keyspace::load_manifest(&rec_dir.join("manifest.json")).unwrap();
@@ -1152,40 +1094,15 @@ fn frozen_target_stop_then_resume_converges() {
     // second session (a starved redis-server, not a frozen one), and the replay master serves
     // a repeated last session from where it stopped, which never converges.
     let m = ReplayMaster::serve_sequence(vec![rec.clone(), rec.clone(), rec.clone(), rec]);
-    let cfg = config_with(
-        m.addr(),
-        server.port(),
-        dir.path(),
-        "pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n",
-    );
+    let cfg = config_with(m.addr(), server.port(), dir.path(), TINY_PIPELINE);
     let opts = Options {
         stall_limit: Duration::from_millis(1500),
         ..test_options()
     };
     let mut probe = redis::Conn::connect(server.port()).unwrap();
-    let info = probe.cmd(&[b"INFO", b"server"]).text();
-    let pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .to_string();
     let mut engine = Engine::start(cfg, opts);
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    // More than the owner marker (set before any writer starts): data is arriving.
-    while probe.cmd(&[b"DBSIZE"]).int().unwrap_or(0) <= 1 {
-        assert!(
-            std::time::Instant::now() < end,
-            "the full sync never started"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let frozen = Stopped(pid);
+    wait_full_sync_writing(&mut probe, 1);
+    let frozen = freeze(&server);
     // The first session ends (every connection of it closed) while the target is frozen.
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while m.observed().closed < 4 {
@@ -1199,8 +1116,7 @@ fn frozen_target_stop_then_resume_converges() {
     }
     drop(frozen);
     wait_caught_up(&m, &mut engine, "after the target came back");
-    engine.stop().unwrap();
-    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    stop_clean(engine, &m);
     assert_manifest(&rec_dir, &server);
 }
 
@@ -1360,15 +1276,17 @@ fn emulator_timeout_never_fires_under_a_frozen_target() {
     };
     assert!(emu(&["load", "--scale", "1"]).success());
     let server = RedisServer::start();
-    let yaml = format!(
-        "source:\n  addr: {emu_addr}\ntarget:\n  addr: {}\n  io_timeout: 60s\n\
-         checkpoint:\n  dir: {}\n  interval: 500ms\n\
-         pipeline:\n  batch_commands: 1\n  channel_capacity: 1\n  inflight_batches: 1\n",
-        server.addr(),
-        dir.path().join("ckpt").display()
+    let extra = format!("  io_timeout: 60s\n{TINY_PIPELINE}");
+    let ckpt = dir.path().join("ckpt");
+    let cfg_path = write_yaml(
+        dir.path(),
+        &emu_addr,
+        &server.addr(),
+        &ckpt,
+        "500ms",
+        &extra,
     );
-    let cfg_path = dir.path().join("replicate.yaml");
-    std::fs::write(&cfg_path, &yaml).unwrap();
+    let yaml = std::fs::read_to_string(&cfg_path).unwrap();
     let opts = Options {
         stall_limit: Duration::from_secs(2),
         max_failures: 5,
@@ -1388,20 +1306,7 @@ fn emulator_timeout_never_fires_under_a_frozen_target() {
             .unwrap()
     });
     std::thread::sleep(Duration::from_secs(1));
-    let mut probe = redis::Conn::connect(server.port()).unwrap();
-    let info = probe.cmd(&[b"INFO", b"server"]).text();
-    let pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let frozen = Stopped(pid);
+    let frozen = freeze(&server);
     std::thread::sleep(Duration::from_secs(5));
     drop(frozen);
     assert!(work.join().unwrap().success());
@@ -1422,67 +1327,10 @@ fn emulator_timeout_never_fires_under_a_frozen_target() {
     );
 }
 
-/// Writes `dir/replicate.yaml` for the emulator at `emu_addr` and the target at `target`.
+/// Writes `dir/replicate.yaml` for the emulator at `emu_addr` and the target at `target`
+/// (checkpoints every second in `dir/ckpt`).
 fn emulator_config(dir: &std::path::Path, emu_addr: &str, target: &str) -> PathBuf {
-    let cfg = dir.join("replicate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source:\n  addr: {emu_addr}\ntarget:\n  addr: {target}\ncheckpoint:\n  dir: {}\n  interval: 1s\n",
-            dir.join("ckpt").display()
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-/// The real binary replicating with `cfg`, logging to `log`.
-fn spawn_replica(cfg: &std::path::Path, log: &std::path::Path) -> Proc {
-    Proc(
-        std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-            .args(["replicate", cfg.to_str().unwrap(), "--log-file"])
-            .arg(log)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// The emulator's `work` mix (every specially journaled write) in the background.
-fn spawn_work(addr: &str, rate: &str, ops: &str) -> std::thread::JoinHandle<bool> {
-    let (addr, rate, ops) = (addr.to_string(), rate.to_string(), ops.to_string());
-    std::thread::spawn(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dfly-emulator"))
-            .args(["work", "--target", &addr, "--rate", &rate, "--ops", &ops])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    })
-}
-
-/// Runs `check --mode full` once a second for up to `secs` seconds until it says equal (exit 0);
-/// `Err(last report)` otherwise.
-fn wait_check_equal(cfg: &std::path::Path, dir: &std::path::Path, secs: u32) -> Result<(), String> {
-    let mut last = String::new();
-    for _ in 0..secs {
-        std::thread::sleep(Duration::from_secs(1));
-        let out = crate::support::run_bounded(
-            std::process::Command::new(env!("CARGO_BIN_EXE_df2redis-sync"))
-                .args(["-q", "check", cfg.to_str().unwrap(), "--mode", "full"])
-                .args(["--rounds", "1", "--result-dir"])
-                .arg(dir.join("check")),
-            Duration::from_secs(30),
-        );
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.code() == Some(0) {
-            assert!(last.contains("result: equal"), "{last}");
-            return Ok(());
-        }
-    }
-    Err(last)
+    write_config(dir, emu_addr, &format!("  addr: {target}\n"), "")
 }
 
 /// `redis-cli -p port <args>` output (RESP2 text, raw).
@@ -1799,13 +1647,8 @@ fn first_full_sync_keeps_foreign_keys_unless_policy_is_always() {
         conn.cmd(&[b"SET", b"foreign:key", b"not ours"]);
         let dir = tempfile::tempdir().unwrap();
         let m = ReplayMaster::start(&rec_dir.join("capture"));
-        let yaml = format!(
-            "source:\n  addr: {}\ntarget:\n  addr: 127.0.0.1:{}\n  flush_before_full_sync: {policy}\n\
-             checkpoint:\n  dir: {}\n  interval: 200ms\n",
-            m.addr(),
-            server.port(),
-            dir.path().display()
-        );
+        let policy_yaml = format!("  flush_before_full_sync: {policy}\n");
+        let yaml = yaml(m.addr(), &server.addr(), dir.path(), "200ms", &policy_yaml);
         let mut engine = Engine::start(
             Config::from_yaml_str(&yaml, "test").unwrap(),
             test_options(),

@@ -16,6 +16,7 @@ mod net;
 mod ops;
 mod rdb;
 mod recordings;
+mod remote_input;
 mod replicate;
 mod resp;
 mod rewrite;

@@ -16,21 +16,33 @@ use std::time::{Duration, Instant};
 
 use super::proto::{ReadBuf, Value};
 
-/// Pids of the redis-server children we started, for the signal handler (which exits without
-/// running destructors).
-static CHILDREN: parking_lot::Mutex<Vec<(u32, PathBuf)>> = parking_lot::Mutex::new(Vec::new());
+/// The redis-server children we started, with their directories. They live here rather than
+/// in [`RedisProcess`] so the signal path (which exits without running destructors) can kill
+/// *and reap* each one before removing its directory: a server that is only signalled may
+/// still write its shutdown lines, re-creating `redis.log` in a directory being removed (the
+/// leftover `/tmp/dfly-emulator-redis-*` directories held exactly those lines).
+static CHILDREN: parking_lot::Mutex<Vec<(Child, PathBuf)>> = parking_lot::Mutex::new(Vec::new());
 
-/// Terminates every redis-server this process started and removes its directory (signal path).
+/// SIGKILL (nothing is persisted: no shutdown work to wait for), reap, then remove the
+/// directory, which nothing can write to any more.
+fn stop(mut child: Child, dir: &Path) {
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Stops every redis-server this process started and removes its directory (signal path).
 pub fn kill_registered() {
-    for (pid, dir) in CHILDREN.lock().drain(..) {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        let _ = std::fs::remove_dir_all(dir);
+    let all: Vec<(Child, PathBuf)> = CHILDREN.lock().drain(..).collect();
+    for (child, dir) in all {
+        stop(child, &dir);
     }
 }
 
-/// A redis-server child process; killed and reaped on drop.
+/// A redis-server child process (held in the registry above); killed, reaped and its
+/// directory removed on drop.
 pub struct RedisProcess {
-    child: Child,
+    pid: u32,
     /// `127.0.0.1:<port>`.
     pub addr: String,
     dir: PathBuf,
@@ -134,9 +146,10 @@ impl RedisProcess {
                 return Err(Attempt::Fatal(format!("cannot run {bin}: {e}")));
             }
         };
-        CHILDREN.lock().push((child.id(), dir.clone()));
-        let mut p = RedisProcess {
-            child,
+        let pid = child.id();
+        CHILDREN.lock().push((child, dir.clone()));
+        let p = RedisProcess {
+            pid,
             addr: format!("127.0.0.1:{port}"),
             dir,
         };
@@ -145,13 +158,32 @@ impl RedisProcess {
         p.wait_ready(&log, READY_LIMIT).map(|()| p)
     }
 
+    /// Process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The server's directory (its working directory and log).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The server's exit status, if it exited.
+    fn try_wait(&self) -> Option<std::process::ExitStatus> {
+        CHILDREN
+            .lock()
+            .iter_mut()
+            .find(|(c, _)| c.id() == self.pid)
+            .and_then(|(c, _)| c.try_wait().ok().flatten())
+    }
+
     /// Waits until the server on our port answers PING and says it is our child.
-    fn wait_ready(&mut self, log: &Path, limit: Duration) -> Result<(), Attempt> {
+    fn wait_ready(&self, log: &Path, limit: Duration) -> Result<(), Attempt> {
         let deadline = Instant::now() + limit;
-        let pid = self.child.id();
+        let pid = self.pid;
         let read_log = || tail(&std::fs::read_to_string(log).unwrap_or_default(), 15);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.try_wait() {
                 let text = read_log();
                 // The directory goes with `self`: quote the log rather than name its path.
                 let why = format!("exited with {status}; its log:\n{text}");
@@ -199,11 +231,16 @@ fn server_pid(addr: &str) -> Option<u32> {
 
 impl Drop for RedisProcess {
     fn drop(&mut self) {
-        let pid = self.child.id();
-        CHILDREN.lock().retain(|(p, _)| *p != pid);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let child = {
+            let mut all = CHILDREN.lock();
+            all.iter()
+                .position(|(c, _)| c.id() == self.pid)
+                .map(|i| all.swap_remove(i).0)
+        };
+        // Absent when the signal path already stopped it.
+        if let Some(c) = child {
+            stop(c, &self.dir);
+        }
     }
 }
 

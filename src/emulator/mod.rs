@@ -75,6 +75,8 @@ pub struct Opts {
     pub port: u16,
     /// Once ready to serve, write the bound `host:port` (one line) to this file, atomically
     /// (a temporary file renamed into place): a reader sees the whole address or no file.
+    /// With a backend of its own, `PATH.backend` is written first: `<pid> <dir>` of that
+    /// redis-server, so whoever SIGKILLs the emulator can stop the server it leaves behind.
     #[arg(long, value_name = "PATH")]
     pub addr_file: Option<std::path::PathBuf>,
     /// Address to bind.
@@ -239,6 +241,16 @@ fn run(opts: Opts) -> Result<(), String> {
             (Some(p), a)
         }
     };
+    // Before the address: whoever sees the address can also find the backend (the only way
+    // to stop it when the emulator is SIGKILLed, which leaves it running).
+    if let (Some(path), Some(p)) = (&opts.addr_file, &_child) {
+        let bpath = backend_file(path);
+        write_atomically(
+            &bpath,
+            format!("{} {}\n", p.pid(), p.dir().display()).as_bytes(),
+        )
+        .map_err(|e| format!("--addr-file {}: {e}", bpath.display()))?;
+    }
     let m = server::Master::new(cfg, backend_addr.clone())
         .map_err(|e| format!("backend {backend_addr}: {e}"))?;
     {
@@ -270,6 +282,13 @@ fn run(opts: Opts) -> Result<(), String> {
         let _ = writeln!(out, "listening on {bound}").and_then(|()| out.flush());
     }
     server::serve(Arc::new(m), listener).map_err(|e| e.to_string())
+}
+
+/// `<addr-file>.backend`: where the emulator names the redis-server it started.
+pub fn backend_file(addr_file: &std::path::Path) -> std::path::PathBuf {
+    let mut p = addr_file.as_os_str().to_owned();
+    p.push(".backend");
+    std::path::PathBuf::from(p)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, then renames it

@@ -12,6 +12,10 @@ pub const MAX_BULK: usize = 512 * 1024 * 1024;
 pub const MAX_ARRAY: usize = 16 * 1024 * 1024;
 /// Longest inline command or header line.
 const MAX_LINE: usize = 64 * 1024;
+/// Most bytes one request or reply may occupy in a [`ReadBuf`] (Redis's own
+/// `client-query-buffer-limit` default): the per-element caps above still allow a 16 Mi-element
+/// array of 512 MiB strings, so the buffer needs a cap of its own.
+pub const MAX_BUFFERED: usize = 1024 * 1024 * 1024;
 
 /// A RESP2 value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -441,19 +445,27 @@ pub struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Largest size the buffer may grow to ([`MAX_BUFFERED`] unless set for a test).
+    limit: usize,
 }
 
 impl Default for ReadBuf {
     fn default() -> Self {
-        ReadBuf {
-            buf: vec![0; 64 * 1024],
-            start: 0,
-            end: 0,
-        }
+        ReadBuf::with_limit(MAX_BUFFERED)
     }
 }
 
 impl ReadBuf {
+    /// A buffer that refuses to grow past `limit` bytes (at least its initial 64 KiB).
+    pub fn with_limit(limit: usize) -> ReadBuf {
+        ReadBuf {
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            limit,
+        }
+    }
+
     /// The bytes read but not consumed yet.
     pub fn pending(&self) -> &[u8] {
         &self.buf[self.start..self.end]
@@ -464,7 +476,8 @@ impl ReadBuf {
         self.start = (self.start + n).min(self.end);
     }
 
-    /// Reads more bytes; returns 0 at EOF.
+    /// Reads more bytes; returns 0 at EOF. A request or reply that would need a buffer larger
+    /// than the limit is an `InvalidData` error naming its size so far.
     pub fn fill<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
@@ -472,7 +485,17 @@ impl ReadBuf {
             self.start = 0;
         }
         if self.end == self.buf.len() {
-            let new = self.buf.len() * 2;
+            if self.buf.len() >= self.limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "protocol error: one request or reply is larger than {} bytes \
+                         ({} bytes buffered and still incomplete)",
+                        self.limit, self.end
+                    ),
+                ));
+            }
+            let new = (self.buf.len() * 2).min(self.limit.max(self.buf.len()));
             self.buf.resize(new, 0);
         }
         loop {
@@ -549,6 +572,44 @@ mod tests {
             got[2],
             vec![b"REPLCONF".to_vec(), b"ACK".to_vec(), b"17".to_vec()]
         );
+    }
+
+    /// A peer that never finishes its request (a 16 Mi-element array of small strings, each
+    /// within the caps) gets an error once the buffer reached its limit, instead of a buffer
+    /// that grows until memory runs out; a request that fits is read whole.
+    #[test]
+    fn endless_request_stops_at_the_buffer_limit() {
+        /// `*16777216\r\n` then `$1\r\na\r\n` forever; the field is the bytes given so far.
+        struct Endless(usize);
+        impl Read for Endless {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let (head, unit) = (b"*16777216\r\n", b"$1\r\na\r\n");
+                for o in out.iter_mut() {
+                    *o = match self.0.checked_sub(head.len()) {
+                        None => head[self.0],
+                        Some(i) => unit[i % unit.len()],
+                    };
+                    self.0 += 1;
+                }
+                Ok(out.len())
+            }
+        }
+        let mut rb = ReadBuf::with_limit(256 * 1024);
+        let e = rb.read_request(&mut Endless(0)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string()
+                .contains("one request or reply is larger than 262144 bytes"),
+            "{e}"
+        );
+        // 20 000 arguments (140 KiB) fit under the same limit.
+        let mut req = b"*20000\r\n".to_vec();
+        for _ in 0..20_000 {
+            req.extend_from_slice(b"$1\r\na\r\n");
+        }
+        let mut rb = ReadBuf::with_limit(256 * 1024);
+        let args = rb.read_request(&mut &req[..]).unwrap().unwrap();
+        assert_eq!(args.len(), 20_000);
     }
 
     #[test]

@@ -712,6 +712,7 @@ fn run_session(
             last_sent_next: start[id.0 as usize],
             last_ack: None,
             events_since_clock: 256,
+            group_open: false,
             cluster: cluster_ctx.as_ref().map(|c| {
                 cluster::FlowRouting::new(
                     c.clone(),
@@ -952,6 +953,9 @@ struct FlowCtx {
     last_ack: Option<(Instant, Lsn)>,
     /// Events handled since the clock was last read (see `main_loop`).
     events_since_clock: u32,
+    /// A pre-v1.21 atomic group is open: MULTI_COMMAND entries were counted, their commands
+    /// wait in the rewriter for the EXEC. No journal batch may be sent meanwhile (see `flush`).
+    group_open: bool,
     /// Cluster targets: the slot map, the resume skip table (`pipeline/cluster.rs`).
     cluster: Option<cluster::FlowRouting>,
 }
@@ -1125,6 +1129,13 @@ impl FlowCtx {
     }
 
     fn on_journal(&mut self, item: JournalItem) -> Result<(), FlowFailure> {
+        if matches!(&item, JournalItem::Entry(e) if e.kind == EntryKind::MultiCommand)
+            && !self.group_open
+        {
+            // A group opens: what came before it goes now, marked with the group's first
+            // position (nothing is sent again until its EXEC, see `flush`).
+            self.flush()?;
+        }
         let lsn = self.counter.observe(&item).map_err(|e| FlowFailure {
             msg: format!("{}: {e}: the stream position is lost, full sync", self.id),
             force_full: true,
@@ -1138,6 +1149,11 @@ impl FlowCtx {
         };
         stats.entries.fetch_add(1, Ordering::Relaxed);
         let ping = entry.kind == EntryKind::Ping;
+        match entry.kind {
+            EntryKind::MultiCommand => self.group_open = true,
+            EntryKind::Exec => self.group_open = false,
+            _ => {}
+        }
         #[cfg(debug_assertions)]
         if self.phase == Phase::Stable && entry.kind == EntryKind::Command {
             failpoint::panic_if("flow-panic", Some(self.id.0));
@@ -1235,6 +1251,13 @@ impl FlowCtx {
     fn flush(&mut self) -> Result<(), FlowFailure> {
         let next = self.counter.next();
         let journal = self.phase != Phase::Snapshot;
+        // Inside a pre-v1.21 atomic group every position is past commands that wait in the
+        // rewriter for the EXEC: a batch marked with it would let a resume skip them. Nothing
+        // is sent until the group closes (a stop drops the pending commands with their
+        // unclaimed position: the resume receives them again).
+        if journal && self.group_open {
+            return Ok(());
+        }
         if self.pending.is_empty() && (!journal || next <= self.last_sent_next) {
             return Ok(());
         }

@@ -20,10 +20,13 @@ impl Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
 
-impl Drop for Proc {
-    fn drop(&mut self) {
+    /// SIGTERM, then SIGKILL after 5 s; nothing when it already exited and was reaped (its
+    /// pid may belong to another process by now).
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .stderr(Stdio::null())
@@ -39,6 +42,58 @@ impl Drop for Proc {
     }
 }
 
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The redis-server an emulator started, as it names it in `<addr-file>.backend`.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Its process id.
+    pub pid: u32,
+    /// Its directory (`/tmp/dfly-emulator-redis-*`), also its working directory.
+    pub dir: PathBuf,
+}
+
+impl Backend {
+    /// Reads `<addr_file>.backend` (`<pid> <dir>`); `None` when the emulator uses `--backend`.
+    fn read(addr_file: &Path) -> Option<Backend> {
+        let text =
+            std::fs::read_to_string(df2redis_sync::emulator::backend_file(addr_file)).ok()?;
+        let (pid, dir) = text.trim_end().split_once(' ')?;
+        Some(Backend {
+            pid: pid.parse().ok()?,
+            dir: PathBuf::from(dir),
+        })
+    }
+
+    /// True while the process `pid` runs in `dir`: that is how a recycled pid (another
+    /// process, never ours to signal) is told from the server we mean.
+    pub fn running(&self) -> bool {
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.pid));
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        cwd.is_ok_and(|c| c == dir)
+    }
+
+    /// Stops the server if its emulator could not (a SIGKILLed emulator leaves it running)
+    /// and removes its directory. Waits up to 10 s for it to go.
+    pub fn reap(&self) {
+        if self.running() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+            let end = Instant::now() + Duration::from_secs(10);
+            while self.running() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// How long [`Emulator::start`] waits for the emulator to report its address. Generous: the
 /// emulator starts its own redis-server first, which takes seconds on a loaded machine.
 const EMULATOR_START_LIMIT: Duration = Duration::from_secs(90);
@@ -46,14 +101,16 @@ const EMULATOR_START_LIMIT: Duration = Duration::from_secs(90);
 /// A running `dfly-emulator` on a port the kernel picked (`--port 0 --addr-file`), so no other
 /// test or server can race it for the port; its stderr (`RUST_LOG=info`) in a log file.
 ///
-/// Dropping it sends SIGTERM (the emulator then stops the redis-server it started; a SIGKILL
-/// would orphan it), then SIGKILL after 5 s. When the test is panicking, the tail of the
-/// emulator's log is printed first.
+/// Dropping it sends SIGTERM (the emulator then stops the redis-server it started), then
+/// SIGKILL after 5 s; a SIGKILLed emulator leaves its redis-server running, so that server
+/// (named in `<addr-file>.backend`) is then stopped and its directory removed here. When the
+/// test is panicking, the tail of the emulator's log is printed first.
 pub struct Emulator {
     // Field order = drop order: the process stops before its temporary directory goes.
     proc: Proc,
     addr: String,
     log: PathBuf,
+    backend: Option<Backend>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -128,11 +185,49 @@ impl Emulator {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        // Written before the address file, so present now (absent with `--backend`).
+        let backend = Backend::read(&addr_file);
         Emulator {
             proc,
             addr,
             log,
+            backend,
             _tmp: tmp,
+        }
+    }
+
+    /// The redis-server the emulator started (`None` with `--backend`).
+    pub fn backend(&self) -> Option<&Backend> {
+        self.backend.as_ref()
+    }
+
+    /// SIGTERM only (the emulator stops its redis-server itself); waits up to 30 s for the
+    /// exit and returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.proc.0.try_wait() {
+                return st;
+            }
+            assert!(
+                Instant::now() < end,
+                "dfly-emulator {} still running 30 s after SIGTERM; tail of its log:\n{}",
+                self.addr,
+                log_tail(&self.log, 20)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` the emulator now (it cannot stop its redis-server), then stop that server.
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+        if let Some(b) = &self.backend {
+            b.reap();
         }
     }
 
@@ -191,6 +286,10 @@ impl Drop for Emulator {
                 self.addr,
                 log_tail(&self.log, 20)
             );
+        }
+        self.proc.stop();
+        if let Some(b) = &self.backend {
+            b.reap();
         }
     }
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 pub mod cluster_ops;
 pub mod emu;
 pub mod replay;
+pub mod synthetic;
 
 use df2redis_sync::net::{Endpoint, Secret, TlsOptions};
 
@@ -86,6 +87,23 @@ pub fn free_port(bus: bool) -> u16 {
         }
     }
     panic!("no free loopback port found after 200 tries")
+}
+
+/// A loopback address that refuses connections for as long as the returned socket lives: the
+/// port is bound (so no other process can take it) but never listened on, so a connect gets
+/// a reset (`ECONNREFUSED`) at once. Unlike a port that was free a moment ago, nothing can
+/// start answering on it during the test.
+pub fn refused_addr() -> (socket2::Socket, String) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    s.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let addr = s
+        .local_addr()
+        .expect("local_addr")
+        .as_socket()
+        .expect("an inet address");
+    (s, addr.to_string())
 }
 
 /// The last `n` lines of `text`.
