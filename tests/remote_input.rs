@@ -16,7 +16,7 @@ use df2redis_sync::model::FlowId;
 use df2redis_sync::rdb::{crc64, decode_dump_payload, FlowDecoder, Limits as RdbLimits};
 use df2redis_sync::resp::{ServerError, Value};
 use df2redis_sync::source::{parse_capa, MAX_FLOWS};
-use df2redis_sync::target::cluster::ClusterMarkers;
+use df2redis_sync::target::cluster::{ClusterMarkers, Member};
 use df2redis_sync::target::topology::{Topology, SLOT_COUNT};
 
 use crate::support::shared_dir;
@@ -484,5 +484,14 @@ fn lowwater_flow_past_the_count_is_ignored() {
     ]);
     let got = m.parse_lowwater(&v, 2);
     assert_eq!(got, vec![None, Some(df2redis_sync::model::Lsn(9))]);
-    assert_eq!(m.parse_member(b"r:3"), Some(FlowId(3)));
+    assert_eq!(m.parse_member(b"r:3"), Some(Member::High(FlowId(3))));
+    assert_eq!(
+        m.parse_member(b"r:3:e2"),
+        Some(Member::Range {
+            flow: FlowId(3),
+            i: 2,
+            start: false
+        })
+    );
+    assert_eq!(m.parse_member(b"r:3:x2"), None);
 }
