@@ -21,6 +21,10 @@ both sides hold exactly the same data.
                                            the same SETs framed the way df2redis-sync
                                            applies a journal batch: MULTI, BATCH SETs,
                                            SET <marker> <position>, EXEC
+  gen_dataset.py journal-mset OPS FLOWS KEYSPACE VALUE_BYTES BATCH
+                                           the same SETs as df2redis-sync sends runs of
+                                           plain SETs: MULTI, one MSET of BATCH keys,
+                                           SET <marker> <position>, EXEC
 """
 
 import random
@@ -162,6 +166,20 @@ def journal_tx(ops, flows, keyspace, vbytes, batch):
             emit("EXEC")
 
 
+def journal_mset(ops, flows, keyspace, vbytes, batch):
+    for f in range(flows):
+        mine = ops // flows + (1 if f < ops % flows else 0)
+        val = value(f, vbytes)
+        for start in range(0, mine, batch):
+            emit("MULTI")
+            args = ["MSET"]
+            for n in range(start, min(mine, start + batch)):
+                args += ["k:%d:%d" % (f, n % keyspace), val]
+            emit(*args)
+            emit("SET", "df2redis-sync:ckpt:%d" % f, "replid:%d" % (start + batch))
+            emit("EXEC")
+
+
 def main():
     kind = sys.argv[1] if len(sys.argv) > 1 else ""
     arg = int(sys.argv[2]) if len(sys.argv) > 2 else 0
@@ -175,6 +193,8 @@ def main():
         bighash(arg)
     elif kind == "journal-tx":
         journal_tx(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+    elif kind == "journal-mset":
+        journal_mset(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
     elif kind == "journal":
         journal(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     else:

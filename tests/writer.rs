@@ -2,7 +2,7 @@
 //! together are committed as one `MULTI`/`EXEC` with every flow's marker (group commit), in
 //! channel order, and each flow's applied position moves to its last batch's `next`.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,7 +84,12 @@ fn queued_journal_batches_are_committed_together_in_channel_order() {
     w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
 
     assert_eq!(calls(&server, "exec") - execs_before, 2, "two transactions");
-    assert_eq!(calls(&server, "multi"), 2);
+    assert_eq!(
+        calls(&server, "multi"),
+        2 + 1,
+        "two, plus the discarded MSET probe"
+    );
+    assert_eq!(calls(&server, "discard"), 1);
     assert_eq!(applied.get(FlowId(0)), Lsn(20));
     assert_eq!(applied.get(FlowId(1)), Lsn(7));
     assert_eq!(server.cli(&["GET", "t:ckpt:0"]), "r1:20");
@@ -116,12 +121,133 @@ fn merged_transactions_stay_within_the_cap() {
     drop(tx);
     w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
     assert_eq!(calls(&server, "exec"), 5);
-    assert_eq!(
-        calls(&server, "set"),
-        10 * 512 + 5,
-        "data plus one marker per EXEC"
-    );
+    // Each transaction's 1024 plain SETs of one db go as one MSET; the SETs are the markers.
+    assert_eq!(calls(&server, "mset"), 5, "one MSET per transaction");
+    assert_eq!(calls(&server, "set"), 5, "one marker per EXEC");
+    assert_eq!(applied.commands.load(Ordering::Relaxed), 10 * 512);
     assert_eq!(applied.get(FlowId(0)), Lsn(5120));
     assert_eq!(server.cli(&["GET", "t:ckpt:0"]), "r1:5120");
     assert_eq!(server.cli(&["DBSIZE"]), (10 * 512 + 1).to_string());
+}
+
+/// A journal mix as the writer gets it: runs of plain `SET`s (any case, one db at a time) go as
+/// one `MSET` each, in place; anything else (a `SET` with an option, another command, a db
+/// change) ends a run and goes as it is. The result equals running every command alone, in
+/// order, including a key set twice in one run and a `SET` over a key of another type with a
+/// TTL (both drop type and TTL).
+fn coalescing_mix() -> Vec<(DbIndex, Cmd)> {
+    let c = |db: u32, args: &[&str]| (DbIndex(db), Cmd::from_args(args.iter().copied()));
+    vec![
+        c(0, &["SET", "a", "1"]),
+        c(0, &["set", "b", "1"]),
+        c(0, &["SET", "a", "2"]),
+        c(0, &["SET", "t", "x", "PX", "100000"]),
+        c(0, &["SET", "h", "now a string"]),
+        c(0, &["APPEND", "a", "+"]),
+        c(0, &["SET", "c", "1"]),
+        c(1, &["SET", "a", "db1"]),
+        c(1, &["SET", "b", "db1"]),
+        c(0, &["SET", "d", "alone"]),
+    ]
+}
+
+fn check_coalescing_result(server: &RedisServer) {
+    assert_eq!(server.cli(&["GET", "a"]), "2+");
+    assert_eq!(server.cli(&["GET", "b"]), "1");
+    assert_eq!(server.cli(&["GET", "c"]), "1");
+    assert_eq!(server.cli(&["GET", "d"]), "alone");
+    assert_eq!(server.cli(&["GET", "h"]), "now a string");
+    assert_eq!(
+        server.cli(&["TTL", "h"]),
+        "-1",
+        "the SET dropped the old TTL"
+    );
+    assert_ne!(
+        server.cli(&["TTL", "t"]),
+        "-1",
+        "a SET with an option keeps it"
+    );
+    assert_eq!(server.cli(&["-n", "1", "GET", "a"]), "db1");
+    assert_eq!(server.cli(&["-n", "1", "GET", "b"]), "db1");
+}
+
+#[test]
+fn plain_set_runs_go_as_one_mset_with_the_same_result() {
+    let server = RedisServer::start();
+    server.cli(&["HSET", "h", "f", "v"]);
+    server.cli(&["EXPIRE", "h", "1000"]);
+    let applied = Arc::new(Applied::new(&[Lsn(0)]));
+    let w = writer(&server, &applied);
+    let (tx, rx) = bounded::<Batch>(4);
+    tx.send(journal(0, coalescing_mix(), 10)).unwrap();
+    drop(tx);
+    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    check_coalescing_result(&server);
+    // Runs: [a b a] (3), then SET PX alone, [h] alone (APPEND follows), APPEND, [c] alone
+    // (db change follows), db 1 [a b] (2), db 0 [d] alone.
+    assert_eq!(calls(&server, "mset"), 2);
+    assert_eq!(
+        calls(&server, "set"),
+        4 + 1,
+        "four SETs alone plus the marker"
+    );
+    assert_eq!(applied.commands.load(Ordering::Relaxed), 10);
+    assert_eq!(applied.refused.load(Ordering::Relaxed), 0);
+    assert_eq!(applied.get(FlowId(0)), Lsn(10));
+}
+
+/// A target user that may not run `MSET` (ACL) gets the same SETs one by one: the writer asks
+/// at connect, in a discarded `MULTI`, and nothing of the question is written.
+#[test]
+fn without_mset_permission_the_sets_go_one_by_one() {
+    let server = RedisServer::start();
+    server.cli(&["HSET", "h", "f", "v"]);
+    server.cli(&["EXPIRE", "h", "1000"]);
+    let r = server.cli(&["ACL", "SETUSER", "default", "-mset"]);
+    assert_eq!(r.trim(), "OK");
+    let applied = Arc::new(Applied::new(&[Lsn(0)]));
+    let w = writer(&server, &applied);
+    let (tx, rx) = bounded::<Batch>(4);
+    tx.send(journal(0, coalescing_mix(), 10)).unwrap();
+    drop(tx);
+    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    let r = server.cli(&["ACL", "SETUSER", "default", "+mset"]);
+    assert_eq!(r.trim(), "OK");
+    check_coalescing_result(&server);
+    assert_eq!(calls(&server, "mset"), 0);
+    assert_eq!(
+        calls(&server, "set"),
+        9 + 1,
+        "every SET alone plus the marker"
+    );
+    assert_eq!(applied.refused.load(Ordering::Relaxed), 0);
+    assert_eq!(server.cli(&["EXISTS", "t:ckpt:mset-probe"]), "0");
+}
+
+/// A full-sync (plain) batch coalesces the same way, without a transaction.
+#[test]
+fn plain_batches_coalesce_set_runs_too() {
+    let server = RedisServer::start();
+    server.cli(&["HSET", "h", "f", "v"]);
+    server.cli(&["EXPIRE", "h", "1000"]);
+    let applied = Arc::new(Applied::new(&[Lsn(0)]));
+    let w = writer(&server, &applied);
+    let (tx, rx) = bounded::<Batch>(4);
+    tx.send(Batch {
+        flow: FlowId(0),
+        cmds: coalescing_mix(),
+        kind: BatchKind::Plain,
+    })
+    .unwrap();
+    drop(tx);
+    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    check_coalescing_result(&server);
+    assert_eq!(calls(&server, "mset"), 2);
+    assert_eq!(
+        calls(&server, "set"),
+        4,
+        "the four SETs that are not in a run"
+    );
+    assert_eq!(calls(&server, "exec"), 0);
+    assert_eq!(applied.commands.load(Ordering::Relaxed), 10);
 }

@@ -239,6 +239,26 @@ impl Cmd {
         }
     }
 
+    /// Whether this is a plain `SET key value` (any case, no option): the one form that
+    /// `MSET key value` does exactly (both replace any type and drop any TTL).
+    pub fn is_plain_set(&self) -> bool {
+        self.len() == 3 && self.name().eq_ignore_ascii_case(b"SET")
+    }
+
+    /// Appends arguments `from..` as RESP bulk strings (no array header) to `out`: the
+    /// writer builds one `MSET` from several plain `SET`s with it.
+    pub fn encode_args_from(&self, from: usize, out: &mut Vec<u8>) {
+        let mut ibuf = itoa::Buffer::new();
+        for a in self.args().skip(from) {
+            out.reserve(a.len() + 16);
+            out.push(b'$');
+            out.extend_from_slice(ibuf.format(a.len()).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// The RESP encoding as a fresh buffer.
     pub fn to_resp(&self) -> Vec<u8> {
         let mut v = Vec::new();
@@ -353,6 +373,16 @@ mod tests {
             "{}",
             std::mem::size_of::<Cmd>()
         );
+    }
+
+    #[test]
+    fn plain_set_and_args_from() {
+        assert!(Cmd::from_args(["set", "k", "v"]).is_plain_set());
+        assert!(!Cmd::from_args(["SET", "k", "v", "PXAT", "9"]).is_plain_set());
+        assert!(!Cmd::from_args(["SETNX", "k", "v"]).is_plain_set());
+        let mut out = Vec::new();
+        Cmd::from_args(["SET", "key", ""]).encode_args_from(1, &mut out);
+        assert_eq!(out, b"$3\r\nkey\r\n$0\r\n\r\n");
     }
 
     #[test]
