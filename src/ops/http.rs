@@ -1,8 +1,9 @@
 //! The metrics/status HTTP endpoint: `GET /metrics` (Prometheus/OpenMetrics text), `GET
 //! /status` (the JSON [`StatusReport`]), `GET /` (a list of both). One thread, no async
 //! runtime, and a deliberately small HTTP/1.x server of its own on a `std` listener: each
-//! connection is one request and one `Connection: close` answer, read and written with a
-//! 2-second timeout, so a stuck scraper delays the next scrape by at most that.
+//! connection is one request and one `Connection: close` answer; the request head must arrive
+//! within 2 seconds and the answer is written with a 2-second timeout, so a stuck or trickling
+//! scraper delays the next scrape by a few seconds at most.
 //!
 //! It is off unless `metrics.listen` is set, and the config resolver keeps it on the loopback
 //! unless an address says otherwise. The bound address (useful with port 0) is written to
@@ -150,8 +151,10 @@ fn handle(
     answer: impl FnOnce(&str) -> (u16, &'static str, String),
 ) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    // The whole head must arrive within IO_TIMEOUT (not each read: a client trickling a byte
+    // now and then would otherwise hold the endpoint's only thread for hours).
+    let deadline = Instant::now() + IO_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 2048];
     let (code, ctype, body) = loop {
@@ -163,6 +166,14 @@ fn handle(
         if head.len() >= MAX_HEAD {
             break (431, "text/plain", "request head too long\n".to_string());
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "request head not complete within 2 s",
+            ));
+        }
+        conn.set_read_timeout(Some(left))?;
         let n = conn.read(&mut buf)?;
         if n == 0 {
             // Closed before a whole head (a port check, or a client that gave up).
@@ -340,6 +351,33 @@ mod tests {
         let long = raw(&[b'a'; MAX_HEAD + 10]);
         assert!(long.starts_with("HTTP/1.1 431 "), "{long}");
         drop(TcpStream::connect(s.addr()).unwrap());
+        // A client trickling its head is cut off after IO_TIMEOUT, not per read.
+        let t0 = Instant::now();
+        let mut slow = TcpStream::connect(s.addr()).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut cut = false;
+        for _ in 0..40 {
+            if slow.write_all(b"G").is_err() {
+                cut = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+            let mut probe = [0u8; 1];
+            slow.set_nonblocking(true).unwrap();
+            let r = slow.read(&mut probe);
+            slow.set_nonblocking(false).unwrap();
+            if matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() != ErrorKind::WouldBlock) {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut, "a trickling client was never cut off");
+        assert!(
+            t0.elapsed() < IO_TIMEOUT + Duration::from_secs(2),
+            "{:?}",
+            t0.elapsed()
+        );
         let ok = raw(b"GET /?x=1 HTTP/1.0\n\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("Content-Length: 53\r\n"), "{ok}");
