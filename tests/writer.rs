@@ -251,3 +251,25 @@ fn plain_batches_coalesce_set_runs_too() {
     assert_eq!(calls(&server, "exec"), 0);
     assert_eq!(applied.commands.load(Ordering::Relaxed), 10);
 }
+
+/// A user without `DISCARD`: the probe's transaction is ended with `EXEC` instead (which Redis
+/// aborts, the refused `DISCARD` having marked the transaction: nothing is written), and the
+/// writer works and coalesces as usual.
+#[test]
+fn without_discard_the_probe_ends_with_exec_and_the_writer_works() {
+    let server = RedisServer::start();
+    let r = server.cli(&["ACL", "SETUSER", "default", "-discard"]);
+    assert_eq!(r.trim(), "OK");
+    let applied = Arc::new(Applied::new(&[Lsn(0)]));
+    let w = writer(&server, &applied);
+    let (tx, rx) = bounded::<Batch>(4);
+    tx.send(journal(0, cmds("SET", "k", 10), 10)).unwrap();
+    drop(tx);
+    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    let r = server.cli(&["ACL", "SETUSER", "default", "+discard"]);
+    assert_eq!(r.trim(), "OK");
+    assert_eq!(calls(&server, "mset"), 1, "the ten SETs as one");
+    assert_eq!(server.cli(&["GET", "k9"]), "9");
+    assert_eq!(server.cli(&["EXISTS", "t:ckpt:mset-probe"]), "0");
+    assert_eq!(applied.get(FlowId(0)), Lsn(10));
+}

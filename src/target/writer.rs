@@ -376,7 +376,7 @@ fn encode_mset(sets: &[(DbIndex, Cmd)], out: &mut Vec<u8>) {
 /// Whether the target runs `MSET` for this connection's user: queued inside a `MULTI` that is
 /// then discarded, so nothing is written whatever the answer (a refused command is refused
 /// when queued: ACL, unknown or renamed command). One request at a time: should `MULTI` itself
-/// fail, the `MSET` is never sent.
+/// fail, the `MSET` is never sent; should `DISCARD` be refused, `EXEC` ends the transaction.
 fn mset_allowed(conn: &mut Conn, markers: &Markers) -> bool {
     if conn.request_ok(&Cmd::new("MULTI")).is_err() {
         return false;
@@ -386,7 +386,14 @@ fn mset_allowed(conn: &mut Conn, markers: &Markers) -> bool {
     key.extend_from_slice(b"mset-probe");
     probe.arg(&key).arg(b"1");
     let queued = conn.request(&probe);
-    let discarded = conn.request_ok(&Cmd::new("DISCARD"));
+    let mut discarded = conn.request_ok(&Cmd::new("DISCARD"));
+    if matches!(&discarded, Err(e) if e.server_error().is_some()) {
+        // DISCARD refused (an ACL without it): leave the transaction with EXEC instead. Redis
+        // aborts it (a command refused while queued marks the transaction), so nothing is
+        // written; were it run, it would write the probe key under the marker prefix (ours;
+        // `check` skips that prefix).
+        discarded = conn.request(&Cmd::new("EXEC"));
+    }
     match (queued, discarded) {
         (Ok(v), Ok(_)) => match v.server_error() {
             None => true,
