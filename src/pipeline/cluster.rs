@@ -34,7 +34,7 @@ use parking_lot::RwLock;
 use crate::config::{Config, FlushPolicy};
 use crate::model::{Cmd, DbIndex, FlowId, Lsn};
 use crate::net::{Conn, Endpoint};
-use crate::resp::{ErrorKind, Value};
+use crate::resp::Value;
 use crate::route::split::{self, Routed, Transfer, TransferIo, TransferOutcome};
 use crate::route::Slot;
 use crate::target::cluster::{
@@ -928,14 +928,7 @@ impl CoordCluster {
         )
         .map_err(|e| format!("writing the low-water positions: {e}"))?;
         if let Some(e) = v.server_error() {
-            if matches!(
-                e.kind,
-                ErrorKind::Moved { .. }
-                    | ErrorKind::Ask { .. }
-                    | ErrorKind::TryAgain
-                    | ErrorKind::ClusterDown
-                    | ErrorKind::Loading
-            ) {
+            if e.is_transient() {
                 // The slot map moved under us (a failover still settling, a migration): the
                 // low-water position only shortens a resume's replay, so it waits for the
                 // next round, after a refresh of the slot map; the session goes on.

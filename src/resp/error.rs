@@ -100,6 +100,19 @@ impl ServerError {
         self.kind.next_action()
     }
 
+    /// A redirect or a retry-later answer (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`,
+    /// `LOADING`, `BUSY`, `READONLY`): the cluster is moving, and the same request can succeed
+    /// later or on another node.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.next_action(),
+            NextAction::Redirect
+                | NextAction::AskRedirect
+                | NextAction::RetryLater
+                | NextAction::RefreshTopology
+        )
+    }
+
     /// The error code: the first word (`ERR`, `MOVED`, `WRONGTYPE`, ...).
     pub fn code(&self) -> &str {
         self.message.split(' ').next().unwrap_or("")
@@ -161,6 +174,27 @@ fn is_auth_text(msg: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transient_errors_are_redirects_and_retry_later_answers() {
+        for line in [
+            "MOVED 1 127.0.0.1:1",
+            "ASK 1 127.0.0.1:1",
+            "TRYAGAIN x",
+            "CLUSTERDOWN x",
+            "LOADING x",
+            "BUSY x",
+            "READONLY x",
+        ] {
+            assert!(ServerError::parse(line.as_bytes()).is_transient(), "{line}");
+        }
+        for line in ["WRONGTYPE x", "OOM x", "NOAUTH x", "ERR x"] {
+            assert!(
+                !ServerError::parse(line.as_bytes()).is_transient(),
+                "{line}"
+            );
+        }
+    }
 
     fn kind(s: &str) -> ErrorKind {
         ServerError::parse(s.as_bytes()).kind
