@@ -354,23 +354,34 @@ enum Queued {
 /// commands anyway).
 const MSET_MAX: usize = 1024;
 
-/// How many of `cmds` (from the first) are plain `SET`s in db `db`, at most [`MSET_MAX`].
-fn set_run(cmds: &[(DbIndex, Cmd)], db: DbIndex) -> usize {
-    cmds.iter()
-        .take(MSET_MAX)
-        .take_while(|(d, c)| *d == db && c.is_plain_set())
-        .count()
-}
-
-/// Appends `MSET k1 v1 k2 v2 …` made of plain `SET`s to `out`.
-fn encode_mset(sets: &[(DbIndex, Cmd)], out: &mut Vec<u8>) {
+/// Encodes command `i` of `cmds` into `out` — or, when `coalesce` is on and a run of at least
+/// two plain `SET`s of one db starts there, that run (at most [`MSET_MAX`]) as one `MSET` —
+/// and returns how many commands it took (0 past the end).
+fn encode_at(cmds: &[(DbIndex, Cmd)], i: usize, coalesce: bool, out: &mut Vec<u8>) -> usize {
+    let Some(rest) = cmds.get(i..).filter(|r| !r.is_empty()) else {
+        return 0;
+    };
+    let db = rest[0].0;
+    let run = if coalesce {
+        rest.iter()
+            .take(MSET_MAX)
+            .take_while(|(d, c)| *d == db && c.is_plain_set())
+            .count()
+    } else {
+        0
+    };
+    if run < 2 {
+        rest[0].1.encode_resp(out);
+        return 1;
+    }
     let mut ibuf = itoa::Buffer::new();
     out.push(b'*');
-    out.extend_from_slice(ibuf.format(1 + 2 * sets.len()).as_bytes());
+    out.extend_from_slice(ibuf.format(1 + 2 * run).as_bytes());
     out.extend_from_slice(b"\r\n$4\r\nMSET\r\n");
-    for (_, c) in sets {
+    for (_, c) in &rest[..run] {
         c.encode_args_from(1, out);
     }
+    run
 }
 
 /// Whether the target runs `MSET` for this connection's user: queued inside a `MULTI` that is
@@ -805,24 +816,15 @@ impl Writer {
         match &batch.kind {
             BatchKind::Plain => {
                 let mut i = 0;
-                while let Some((db, cmd)) = batch.cmds.get(i) {
+                while let Some((db, _)) = batch.cmds.get(i) {
                     self.select(*db, &mut slots, None);
-                    let run = match (self.coalesce_sets, batch.cmds.get(i..)) {
-                        (true, Some(rest)) => set_run(rest, *db),
-                        _ => 0,
-                    };
-                    match batch.cmds.get(i..i + run).filter(|_| run >= 2) {
-                        Some(sets) => {
-                            encode_mset(sets, &mut self.wbuf);
-                            slots.push_back(Slot::Mset(i, run));
-                            i += run;
-                        }
-                        None => {
-                            cmd.encode_resp(&mut self.wbuf);
-                            slots.push_back(Slot::Cmd(i));
-                            i += 1;
-                        }
-                    }
+                    let n = encode_at(&batch.cmds, i, self.coalesce_sets, &mut self.wbuf);
+                    slots.push_back(if n > 1 {
+                        Slot::Mset(i, n)
+                    } else {
+                        Slot::Cmd(i)
+                    });
+                    i += n;
                 }
             }
             BatchKind::Tracked { groups, .. } => {
@@ -872,25 +874,16 @@ impl Writer {
                 Cmd::new("MULTI").encode_resp(&mut self.wbuf);
                 slots.push_back(Slot::Multi);
                 let mut i = 0;
-                while let Some((db, cmd)) = batch.cmds.get(i) {
+                while let Some((db, _)) = batch.cmds.get(i) {
                     self.select(*db, &mut slots, Some(&mut queued));
-                    let run = match (self.coalesce_sets, batch.cmds.get(i..)) {
-                        (true, Some(rest)) => set_run(rest, *db),
-                        _ => 0,
-                    };
+                    let n = encode_at(&batch.cmds, i, self.coalesce_sets, &mut self.wbuf);
                     slots.push_back(Slot::Queued);
-                    match batch.cmds.get(i..i + run).filter(|_| run >= 2) {
-                        Some(sets) => {
-                            encode_mset(sets, &mut self.wbuf);
-                            queued.push(Queued::Mset(i, run));
-                            i += run;
-                        }
-                        None => {
-                            cmd.encode_resp(&mut self.wbuf);
-                            queued.push(Queued::Cmd(i));
-                            i += 1;
-                        }
-                    }
+                    queued.push(if n > 1 {
+                        Queued::Mset(i, n)
+                    } else {
+                        Queued::Cmd(i)
+                    });
+                    i += n;
                 }
                 self.select(DbIndex(0), &mut slots, Some(&mut queued));
                 let one;
@@ -1053,7 +1046,7 @@ impl Writer {
             }
             Slot::Cmd(i) => {
                 if let Some(e) = v.server_error() {
-                    if cluster && redirectable(&e) {
+                    if cluster && e.is_transient() {
                         let cmd = front.batch.cmds.get(i).map(|(_, c)| c.clone());
                         if let Some(cmd) = cmd {
                             self.resend(&[(i, cmd)], None, e)?;
@@ -1092,7 +1085,7 @@ impl Writer {
                         _ => None,
                     };
                     if let (Some(e), Some((cmds, marker))) = (&err, group) {
-                        if cluster && redirectable(e) {
+                        if cluster && e.is_transient() {
                             let e = e.clone();
                             self.resend(&cmds, Some(marker), e)?;
                             return self.finish_front();
@@ -1329,7 +1322,7 @@ impl Writer {
                 };
                 match v.server_error() {
                     None => return Ok(()),
-                    Some(e) if redirectable(&e) => err = e,
+                    Some(e) if e.is_transient() => err = e,
                     Some(e) => {
                         let i = cmds.first().map_or(0, |(i, _)| *i);
                         return self.refused(i, &e);
@@ -1366,7 +1359,7 @@ impl Writer {
                     return Err(self.err(format!("redirect: unexpected EXEC reply {exec:?}"), true))
                 }
             };
-            if !redirectable(&e) {
+            if !e.is_transient() {
                 return Err(self.err(
                     format!("transaction refused on {addr} ({})", e.message),
                     false,
@@ -1411,20 +1404,6 @@ impl Writer {
             )),
         }
     }
-}
-
-/// Errors a cluster writer resolves by resending (redirects and retry-later answers).
-fn redirectable(e: &ServerError) -> bool {
-    matches!(
-        e.kind,
-        ErrorKind::Moved { .. }
-            | ErrorKind::Ask { .. }
-            | ErrorKind::TryAgain
-            | ErrorKind::ClusterDown
-            | ErrorKind::Loading
-            | ErrorKind::Busy
-            | ErrorKind::ReadOnly
-    )
 }
 
 /// Length of a complete simple-string or integer reply at the start of `buf` (`+OK\r\n`,
