@@ -43,55 +43,39 @@ PROBE_MS=${PROBE_MS:-5}
 PIPELINE=${PIPELINE:-}
 bench_init e2e-stable
 
-ceiling() { # -> CEIL_RATE
-    local port pid t0 t1
-    python3 benches/gen_dataset.py journal "$OPS" "$FLOWS" "$KEYSPACE" "$VALUE" >"$WORK/journal.resp"
+pipe_load() { # name dataset-args... -> PIPE_SECS, PIPE_TCPU, PIPE_SPLIT: gen_dataset.py's RESP
+    # loaded into a fresh redis-server by `redis-cli --pipe` (must answer without errors)
+    local name=$1 port pid t0 t1 c0 s0
+    shift
+    python3 benches/gen_dataset.py "$@" >"$WORK/$name.resp"
     port=$(free_port)
-    start_redis ceil "$port"
+    start_redis "$name" "$port"
     pid=${PIDS[-1]}
-    local c0 s0
     c0=$(server_cpu "$port")
     s0=$(server_cpu_split "$port")
     t0=$(date +%s.%N)
-    "${ON_OTHERS[@]}" redis-cli -p "$port" --pipe <"$WORK/journal.resp" >"$WORK/ceil.out"
+    "${ON_OTHERS[@]}" redis-cli -p "$port" --pipe <"$WORK/$name.resp" >"$WORK/$name.out"
     t1=$(date +%s.%N)
-    CEIL_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
-    CEIL_SPLIT=$(split_diff "$s0" "$(server_cpu_split "$port")")
-    grep -q "errors: 0" "$WORK/ceil.out" || { cat "$WORK/ceil.out" >&2; exit 1; }
+    PIPE_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
+    PIPE_SPLIT=$(split_diff "$s0" "$(server_cpu_split "$port")")
+    grep -q "errors: 0" "$WORK/$name.out" || { cat "$WORK/$name.out" >&2; exit 1; }
     stop_pid "$pid"
-    CEIL_SECS=$(echo "$t1 - $t0" | bc)
+    PIPE_SECS=$(echo "$t1 - $t0" | bc)
+    rm -rf "${WORK:?}/$name" "$WORK/$name.resp"
+}
+
+ceiling() { # -> CEIL_RATE and the figures of the two framed files
+    pipe_load ceil journal "$OPS" "$FLOWS" "$KEYSPACE" "$VALUE"
+    CEIL_SECS=$PIPE_SECS CEIL_TCPU=$PIPE_TCPU CEIL_SPLIT=$PIPE_SPLIT
     CEIL_RATE=$(echo "$OPS / $CEIL_SECS" | bc)
-    rm -rf "$WORK/ceil" "$WORK/journal.resp"
-    # The same SETs in df2redis-sync's transaction framing (MULTI, 512 SETs, marker, EXEC):
-    # what Redis itself pays for exactly-once batches, for comparison (not the ratio's base).
-    python3 benches/gen_dataset.py journal-tx "$OPS" "$FLOWS" "$KEYSPACE" "$VALUE" 512 >"$WORK/journal-tx.resp"
-    port=$(free_port)
-    start_redis ceiltx "$port"
-    pid=${PIDS[-1]}
-    c0=$(server_cpu "$port")
-    t0=$(date +%s.%N)
-    "${ON_OTHERS[@]}" redis-cli -p "$port" --pipe <"$WORK/journal-tx.resp" >"$WORK/ceiltx.out"
-    t1=$(date +%s.%N)
-    grep -q "errors: 0" "$WORK/ceiltx.out" || { cat "$WORK/ceiltx.out" >&2; exit 1; }
-    CEILTX_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
-    CEILTX_SECS=$(echo "$t1 - $t0" | bc)
-    stop_pid "$pid"
-    rm -rf "$WORK/ceiltx" "$WORK/journal-tx.resp"
-    # And as df2redis-sync sends them now: MULTI, one MSET of 1024 keys, marker, EXEC — the
-    # ceiling of that framing, for comparison (again not the ratio's base).
-    python3 benches/gen_dataset.py journal-mset "$OPS" "$FLOWS" "$KEYSPACE" "$VALUE" 1024 >"$WORK/journal-mset.resp"
-    port=$(free_port)
-    start_redis ceilmset "$port"
-    pid=${PIDS[-1]}
-    c0=$(server_cpu "$port")
-    t0=$(date +%s.%N)
-    "${ON_OTHERS[@]}" redis-cli -p "$port" --pipe <"$WORK/journal-mset.resp" >"$WORK/ceilmset.out"
-    t1=$(date +%s.%N)
-    grep -q "errors: 0" "$WORK/ceilmset.out" || { cat "$WORK/ceilmset.out" >&2; exit 1; }
-    CEILMSET_TCPU=$(echo "$(server_cpu "$port") - $c0" | bc)
-    CEILMSET_SECS=$(echo "$t1 - $t0" | bc)
-    stop_pid "$pid"
-    rm -rf "$WORK/ceilmset" "$WORK/journal-mset.resp"
+    # The same SETs in a transaction framing (MULTI, 512 SETs, marker, EXEC): what Redis
+    # itself pays for exactly-once batches of separate SETs, for comparison (not the ratio's
+    # base); and as df2redis-sync sends runs of plain SETs: MULTI, one MSET of 1024, marker,
+    # EXEC.
+    pipe_load ceiltx journal-tx "$OPS" "$FLOWS" "$KEYSPACE" "$VALUE" 512
+    CEILTX_SECS=$PIPE_SECS CEILTX_TCPU=$PIPE_TCPU
+    pipe_load ceilmset journal-mset "$OPS" "$FLOWS" "$KEYSPACE" "$VALUE" 1024
+    CEILMSET_SECS=$PIPE_SECS CEILMSET_TCPU=$PIPE_TCPU
 }
 
 split_diff() { # "u0 s0" "u1 s1" -> "user X s, sys Y s"

@@ -154,28 +154,20 @@ def journal(ops, flows, keyspace, vbytes):
             emit("SET", "k:%d:%d" % (f, n % keyspace), val)
 
 
-def journal_tx(ops, flows, keyspace, vbytes, batch):
+def journal_tx(ops, flows, keyspace, vbytes, batch, mset=False):
+    """The journal's SETs in transactions of BATCH: MULTI, the SETs (or one MSET of them),
+    the flow's marker SET, EXEC."""
     for f in range(flows):
         mine = ops // flows + (1 if f < ops % flows else 0)
         val = value(f, vbytes)
         for start in range(0, mine, batch):
             emit("MULTI")
-            for n in range(start, min(mine, start + batch)):
-                emit("SET", "k:%d:%d" % (f, n % keyspace), val)
-            emit("SET", "df2redis-sync:ckpt:%d" % f, "replid:%d" % (start + batch))
-            emit("EXEC")
-
-
-def journal_mset(ops, flows, keyspace, vbytes, batch):
-    for f in range(flows):
-        mine = ops // flows + (1 if f < ops % flows else 0)
-        val = value(f, vbytes)
-        for start in range(0, mine, batch):
-            emit("MULTI")
-            args = ["MSET"]
-            for n in range(start, min(mine, start + batch)):
-                args += ["k:%d:%d" % (f, n % keyspace), val]
-            emit(*args)
+            keys = ["k:%d:%d" % (f, n % keyspace) for n in range(start, min(mine, start + batch))]
+            if mset:
+                emit("MSET", *[a for k in keys for a in (k, val)])
+            else:
+                for k in keys:
+                    emit("SET", k, val)
             emit("SET", "df2redis-sync:ckpt:%d" % f, "replid:%d" % (start + batch))
             emit("EXEC")
 
@@ -194,7 +186,7 @@ def main():
     elif kind == "journal-tx":
         journal_tx(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
     elif kind == "journal-mset":
-        journal_mset(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+        journal_tx(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), mset=True)
     elif kind == "journal":
         journal(arg, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     else:

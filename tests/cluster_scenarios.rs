@@ -9,12 +9,15 @@
 //!   RENAMENX, COPY, SMOVE, LMOVE, *STORE, BITOP, PFMERGE, MOVE between prefixed dbs, FLUSHDB of
 //!   a prefixed db) and MULTI/EXEC transactions across slots.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use df2redis_sync::net::Conn;
 
 use crate::support::cluster_ops::MigrateOpts;
 use crate::support::emu::{
     call, connect, spawn_replica, spawn_work, start_empty_emulator, start_emulator,
-    wait_check_equal, wait_log, wait_log_count, write_config,
+    wait_check_equal, wait_log, wait_log_count, write_config, Emulator, Proc,
 };
 use crate::support::RedisCluster;
 
@@ -364,20 +367,28 @@ fn same_slot_same_flow_keys() -> (String, String) {
     (first, second)
 }
 
-/// The half-migrated slot window (issue 6): one slot is MIGRATING with one of its keys already
-/// moved; the journal writes the moved key, then a key still on the source node, of the same
-/// slot and the same flow, in two batches that reach the node together (the node is paused
-/// meanwhile, so both are on the wire before it runs either). The first group is refused
-/// (`ASK`; the resend meets `TRYAGAIN` on the importing node while the slot marker is still on
-/// the source) while the second one runs with its slot marker. The tool is killed with
-/// SIGKILL in that state, the migration finished, the tool restarted: the resume must apply
-/// the refused write (exact `INCR` counts), not skip it as the second group's marker
-/// suggests.
-#[test]
-fn kill_9_while_a_slot_migrates_loses_no_refused_group() {
+/// The start of the two slot-migration scenarios: a 3-master cluster, the emulator, a replica
+/// in stable sync, two keys of one slot and one flow, the slot's owner `a` and another master
+/// `b`, and a connection to the emulator (`c`).
+struct MigrationScene {
+    dir: tempfile::TempDir,
+    cluster: RedisCluster,
+    _emu: Emulator,
+    c: Conn,
+    cfg: PathBuf,
+    log: PathBuf,
+    replica: Proc,
+    k1: String,
+    k2: String,
+    slot: u16,
+    a: usize,
+    b: usize,
+}
+
+fn migration_scene() -> MigrationScene {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start();
-    let (_emu, emu_addr) = start_empty_emulator(dir.path(), &[]);
+    let (emu, emu_addr) = start_empty_emulator(dir.path(), &[]);
     let cfg = write_config(
         dir.path(),
         &emu_addr,
@@ -389,6 +400,51 @@ fn kill_9_while_a_slot_migrates_loses_no_refused_group() {
     let slot = df2redis_sync::route::Slot::of_key(k1.as_bytes()).get();
     let a = cluster.owner_of(slot).unwrap();
     let b = (a + 1) % 3;
+    let mut c = connect(&emu_addr);
+    call(&mut c, &["SET", "seed", "1"]);
+    let replica = spawn_replica(&cfg, &log);
+    wait_log_count(&log, "stable sync: following the journal", 1);
+    MigrationScene {
+        dir,
+        cluster,
+        _emu: emu,
+        c,
+        cfg,
+        log,
+        replica,
+        k1,
+        k2,
+        slot,
+        a,
+        b,
+    }
+}
+
+/// The half-migrated slot window (issue 6): one slot is MIGRATING with one of its keys already
+/// moved; the journal writes the moved key, then a key still on the source node, of the same
+/// slot and the same flow, in two batches that reach the node together (the node is paused
+/// meanwhile, so both are on the wire before it runs either). The first group is refused
+/// (`ASK`; the resend meets `TRYAGAIN` on the importing node while the slot marker is still on
+/// the source) while the second one runs with its slot marker. The tool is killed with
+/// SIGKILL in that state, the migration finished, the tool restarted: the resume must apply
+/// the refused write (exact `INCR` counts), not skip it as the second group's marker
+/// suggests.
+#[test]
+fn kill_9_while_a_slot_migrates_loses_no_refused_group() {
+    let MigrationScene {
+        dir,
+        cluster,
+        _emu,
+        mut c,
+        cfg,
+        log,
+        replica: mut r,
+        k1,
+        k2,
+        slot,
+        a,
+        b,
+    } = migration_scene();
     // GET on one node, with ASKING (an importing node answers for its slot only then).
     let get = |node: usize, k: &str| {
         let mut n = cluster.conn(node);
@@ -402,10 +458,6 @@ fn kill_9_while_a_slot_migrates_loses_no_refused_group() {
             None => format!("{v:?}"),
         }
     };
-    let mut c = connect(&emu_addr);
-    call(&mut c, &["SET", "seed", "1"]);
-    let mut r = spawn_replica(&cfg, &log);
-    wait_log_count(&log, "stable sync: following the journal", 1);
     // Journal writes of the slot: its marker now lives on the source node `a`.
     call(&mut c, &["INCR", &k1]);
     call(&mut c, &["INCR", &k2]);
@@ -485,24 +537,20 @@ fn kill_9_while_a_slot_migrates_loses_no_refused_group() {
 /// of one of its keys (`FlowRouting::must_wait`).
 #[test]
 fn a_refused_two_key_group_is_not_overtaken_during_a_migration() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = RedisCluster::start();
-    let (_emu, emu_addr) = start_empty_emulator(dir.path(), &[]);
-    let cfg = write_config(
-        dir.path(),
-        &emu_addr,
-        &cluster_target(&cluster),
-        "logging:\n  level: debug\n",
-    );
-    let log = dir.path().join("replica.log");
-    let (k1, k2) = same_slot_same_flow_keys();
-    let slot = df2redis_sync::route::Slot::of_key(k1.as_bytes()).get();
-    let a = cluster.owner_of(slot).unwrap();
-    let b = (a + 1) % 3;
-    let mut c = connect(&emu_addr);
-    call(&mut c, &["SET", "seed", "1"]);
-    let _r = spawn_replica(&cfg, &log);
-    wait_log_count(&log, "stable sync: following the journal", 1);
+    let MigrationScene {
+        dir,
+        cluster,
+        _emu,
+        mut c,
+        cfg,
+        log,
+        replica: _r,
+        k1,
+        k2,
+        slot,
+        a,
+        b,
+    } = migration_scene();
     call(&mut c, &["SET", &k1, "0"]);
     call(&mut c, &["SET", &k2, "start"]);
     std::thread::sleep(Duration::from_millis(1500));

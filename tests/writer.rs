@@ -50,6 +50,26 @@ fn journal(flow: u32, cmds: Vec<(DbIndex, Cmd)>, next: u64) -> Batch {
     }
 }
 
+/// Runs a writer for `flows` flows (all at position 0) over `batches`, queued before it starts
+/// (so what it merges is deterministic), until it has drained them; its counters.
+fn drain(server: &RedisServer, flows: usize, batches: Vec<Batch>) -> Arc<Applied> {
+    let applied = Arc::new(Applied::new(&vec![Lsn(0); flows]));
+    let w = writer(server, &applied);
+    let (tx, rx) = bounded::<Batch>(batches.len().max(1));
+    for b in batches {
+        tx.send(b).unwrap();
+    }
+    drop(tx);
+    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    applied
+}
+
+/// `ACL SETUSER default <rule>` on `server`.
+fn acl(server: &RedisServer, rule: &str) {
+    let r = server.cli(&["ACL", "SETUSER", "default", rule]);
+    assert_eq!(r.trim(), "OK", "ACL SETUSER default {rule}");
+}
+
 /// Calls of one command since the server started (`INFO commandstats`).
 fn calls(server: &RedisServer, cmd: &str) -> u64 {
     let info = server.cli(&["INFO", "commandstats"]);
@@ -106,20 +126,11 @@ fn queued_journal_batches_are_committed_together_in_channel_order() {
 #[test]
 fn merged_transactions_stay_within_the_cap() {
     let server = RedisServer::start();
-    let applied = Arc::new(Applied::new(&[Lsn(0)]));
-    let w = writer(&server, &applied);
-    let (tx, rx) = bounded::<Batch>(16);
     // 10 batches of 512 commands: at most 1024 commands per transaction, so 5 × 2.
-    for i in 0..10u64 {
-        tx.send(journal(
-            0,
-            cmds("SET", &format!("k{i}:"), 512),
-            (i + 1) * 512,
-        ))
-        .unwrap();
-    }
-    drop(tx);
-    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    let batches = (0..10u64)
+        .map(|i| journal(0, cmds("SET", &format!("k{i}:"), 512), (i + 1) * 512))
+        .collect();
+    let applied = drain(&server, 1, batches);
     assert_eq!(calls(&server, "exec"), 5);
     // Each transaction's 1024 plain SETs of one db go as one MSET; the SETs are the markers.
     assert_eq!(calls(&server, "mset"), 5, "one MSET per transaction");
@@ -151,6 +162,14 @@ fn coalescing_mix() -> Vec<(DbIndex, Cmd)> {
     ]
 }
 
+/// A fresh server holding a hash `h` with a TTL, which the mix overwrites with a string.
+fn coalescing_target() -> RedisServer {
+    let server = RedisServer::start();
+    server.cli(&["HSET", "h", "f", "v"]);
+    server.cli(&["EXPIRE", "h", "1000"]);
+    server
+}
+
 fn check_coalescing_result(server: &RedisServer) {
     assert_eq!(server.cli(&["GET", "a"]), "2+");
     assert_eq!(server.cli(&["GET", "b"]), "1");
@@ -173,15 +192,8 @@ fn check_coalescing_result(server: &RedisServer) {
 
 #[test]
 fn plain_set_runs_go_as_one_mset_with_the_same_result() {
-    let server = RedisServer::start();
-    server.cli(&["HSET", "h", "f", "v"]);
-    server.cli(&["EXPIRE", "h", "1000"]);
-    let applied = Arc::new(Applied::new(&[Lsn(0)]));
-    let w = writer(&server, &applied);
-    let (tx, rx) = bounded::<Batch>(4);
-    tx.send(journal(0, coalescing_mix(), 10)).unwrap();
-    drop(tx);
-    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    let server = coalescing_target();
+    let applied = drain(&server, 1, vec![journal(0, coalescing_mix(), 10)]);
     check_coalescing_result(&server);
     // Runs: [a b a] (3), then SET PX alone, [h] alone (APPEND follows), APPEND, [c] alone
     // (db change follows), db 1 [a b] (2), db 0 [d] alone.
@@ -200,19 +212,10 @@ fn plain_set_runs_go_as_one_mset_with_the_same_result() {
 /// at connect, in a discarded `MULTI`, and nothing of the question is written.
 #[test]
 fn without_mset_permission_the_sets_go_one_by_one() {
-    let server = RedisServer::start();
-    server.cli(&["HSET", "h", "f", "v"]);
-    server.cli(&["EXPIRE", "h", "1000"]);
-    let r = server.cli(&["ACL", "SETUSER", "default", "-mset"]);
-    assert_eq!(r.trim(), "OK");
-    let applied = Arc::new(Applied::new(&[Lsn(0)]));
-    let w = writer(&server, &applied);
-    let (tx, rx) = bounded::<Batch>(4);
-    tx.send(journal(0, coalescing_mix(), 10)).unwrap();
-    drop(tx);
-    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
-    let r = server.cli(&["ACL", "SETUSER", "default", "+mset"]);
-    assert_eq!(r.trim(), "OK");
+    let server = coalescing_target();
+    acl(&server, "-mset");
+    let applied = drain(&server, 1, vec![journal(0, coalescing_mix(), 10)]);
+    acl(&server, "+mset");
     check_coalescing_result(&server);
     assert_eq!(calls(&server, "mset"), 0);
     assert_eq!(
@@ -227,20 +230,13 @@ fn without_mset_permission_the_sets_go_one_by_one() {
 /// A full-sync (plain) batch coalesces the same way, without a transaction.
 #[test]
 fn plain_batches_coalesce_set_runs_too() {
-    let server = RedisServer::start();
-    server.cli(&["HSET", "h", "f", "v"]);
-    server.cli(&["EXPIRE", "h", "1000"]);
-    let applied = Arc::new(Applied::new(&[Lsn(0)]));
-    let w = writer(&server, &applied);
-    let (tx, rx) = bounded::<Batch>(4);
-    tx.send(Batch {
+    let server = coalescing_target();
+    let plain = Batch {
         flow: FlowId(0),
         cmds: coalescing_mix(),
         kind: BatchKind::Plain,
-    })
-    .unwrap();
-    drop(tx);
-    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
+    };
+    let applied = drain(&server, 1, vec![plain]);
     check_coalescing_result(&server);
     assert_eq!(calls(&server, "mset"), 2);
     assert_eq!(
@@ -258,16 +254,9 @@ fn plain_batches_coalesce_set_runs_too() {
 #[test]
 fn without_discard_the_probe_ends_with_exec_and_the_writer_works() {
     let server = RedisServer::start();
-    let r = server.cli(&["ACL", "SETUSER", "default", "-discard"]);
-    assert_eq!(r.trim(), "OK");
-    let applied = Arc::new(Applied::new(&[Lsn(0)]));
-    let w = writer(&server, &applied);
-    let (tx, rx) = bounded::<Batch>(4);
-    tx.send(journal(0, cmds("SET", "k", 10), 10)).unwrap();
-    drop(tx);
-    w.run(&rx, &AtomicBool::new(false)).expect("writer drains");
-    let r = server.cli(&["ACL", "SETUSER", "default", "+discard"]);
-    assert_eq!(r.trim(), "OK");
+    acl(&server, "-discard");
+    let applied = drain(&server, 1, vec![journal(0, cmds("SET", "k", 10), 10)]);
+    acl(&server, "+discard");
     assert_eq!(calls(&server, "mset"), 1, "the ten SETs as one");
     assert_eq!(server.cli(&["GET", "k9"]), "9");
     assert_eq!(server.cli(&["EXISTS", "t:ckpt:mset-probe"]), "0");

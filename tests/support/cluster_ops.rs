@@ -110,14 +110,6 @@ impl RedisCluster {
         let (from_id, to_id) = (self.node_id(from), self.node_id(to));
         let mut src = self.conn(from);
         let mut dst = self.conn(to);
-        let (host, port) = {
-            let a = self.nodes[to].addr();
-            let (h, p) = a
-                .rsplit_once(':')
-                .map(|(h, p)| (h.to_string(), p.to_string()))
-                .unwrap();
-            (h, p)
-        };
         let masters: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| i != from && i != to)
             .filter(|&i| self.nodes[i].cli(&["ROLE"]).starts_with("master"))
@@ -126,14 +118,7 @@ impl RedisCluster {
         let mut moved = 0;
         for slot in slots {
             let s = slot.to_string();
-            ok(
-                &mut dst,
-                &Cmd::from_args(["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]),
-            );
-            ok(
-                &mut src,
-                &Cmd::from_args(["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]),
-            );
+            open_slot(&mut src, &mut dst, &s, &from_id, &to_id);
             if !opts.pause.is_zero() {
                 std::thread::sleep(opts.pause);
             }
@@ -152,20 +137,10 @@ impl RedisCluster {
                 if keys.is_empty() {
                     break;
                 }
-                let mut m = Cmd::new("MIGRATE");
-                m.arg(host.as_bytes())
-                    .arg(port.as_bytes())
-                    .arg(b"")
-                    .arg(b"0")
-                    .arg(b"10000");
-                if let Some(p) = &self.password {
-                    m.arg(b"AUTH").arg(p.as_bytes());
-                }
-                m.arg(b"KEYS");
-                for k in &keys {
-                    m.arg(k);
-                }
-                ok(&mut src, &m);
+                ok(
+                    &mut src,
+                    &self.migrate_cmd(to, keys.iter().map(Vec::as_slice)),
+                );
                 moved += keys.len();
                 if !opts.pause.is_zero() {
                     std::thread::sleep(opts.pause);
@@ -185,20 +160,24 @@ impl RedisCluster {
     /// every key still on `from`.
     pub fn open_migration(&self, slot: u16, from: usize, to: usize) {
         let (from_id, to_id) = (self.node_id(from), self.node_id(to));
-        let s = slot.to_string();
-        ok(
-            &mut self.conn(to),
-            &Cmd::from_args(["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]),
-        );
-        ok(
+        open_slot(
             &mut self.conn(from),
-            &Cmd::from_args(["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]),
+            &mut self.conn(to),
+            &slot.to_string(),
+            &from_id,
+            &to_id,
         );
     }
 
     /// `MIGRATE … KEYS <keys>` from node `from` to node `to` (a slot opened with
     /// [`RedisCluster::open_migration`]).
     pub fn migrate_keys(&self, from: usize, to: usize, keys: &[&str]) {
+        let m = self.migrate_cmd(to, keys.iter().map(|k| k.as_bytes()));
+        ok(&mut self.conn(from), &m);
+    }
+
+    /// `MIGRATE <to's host> <port> "" 0 10000 [AUTH pw] KEYS <keys>`.
+    fn migrate_cmd<'a>(&self, to: usize, keys: impl IntoIterator<Item = &'a [u8]>) -> Cmd {
         let a = self.nodes[to].addr();
         let (host, port) = a.rsplit_once(':').unwrap();
         let mut m = Cmd::new("MIGRATE");
@@ -212,9 +191,9 @@ impl RedisCluster {
         }
         m.arg(b"KEYS");
         for k in keys {
-            m.arg(k.as_bytes());
+            m.arg(k);
         }
-        ok(&mut self.conn(from), &m);
+        m
     }
 
     /// Starts a new empty master (same password and TLS as the cluster), introduces it with
@@ -257,4 +236,16 @@ impl RedisCluster {
         self.wait_ok(Duration::from_secs(60));
         i
     }
+}
+
+/// `CLUSTER SETSLOT <slot> IMPORTING <from>` on `dst`, then `MIGRATING <to>` on `src`.
+fn open_slot(src: &mut Conn, dst: &mut Conn, slot: &str, from_id: &str, to_id: &str) {
+    ok(
+        dst,
+        &Cmd::from_args(["CLUSTER", "SETSLOT", slot, "IMPORTING", from_id]),
+    );
+    ok(
+        src,
+        &Cmd::from_args(["CLUSTER", "SETSLOT", slot, "MIGRATING", to_id]),
+    );
 }
